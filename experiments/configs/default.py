@@ -1,0 +1,75 @@
+"""Default configuration: every field, its meaning and the original's value.
+
+Experiment configs import this module and override only what differs.
+Every field can be overridden on the command line, e.g.
+`--config.train.epochs=3 --config.maxl.meta_grad=structured`.
+"""
+
+import ml_collections
+
+
+def get_config():
+  """Returns the default (original code's) MAXL configuration."""
+  config = ml_collections.ConfigDict()
+  config.seed = 0  # Seeds parameters, data order, augmentation, baselines.
+  # single | maxl | random | kmeans | human (see README, "Methods").
+  config.method = 'maxl'
+
+  config.data = ml_collections.ConfigDict()
+  # mnist | svhn_cropped | cifar10 | cifar100 | imagenet_resized/32x32 |
+  # ucf101 | cinic10 | fashion_mnist | digits.
+  config.data.name = 'cifar100'
+  config.data.data_dir = ''  # TFDS data_dir; '' = TFDS default (~/tensorflow_datasets).
+  config.data.local_dir = ''  # Image-folder / IDX directory (cinic10, fashion_mnist).
+  config.data.batch_size = 100  # Global batch, divisible by the device count.
+  config.data.eval_batch_size = 500  # Global evaluation batch.
+  config.data.augment = 'crop_flip'  # crop_flip (4-px pad crop + flip) | none.
+  config.data.train_fraction = 1.0  # Low-data setting: class-balanced fraction.
+  config.data.per_class = 0  # Low-data setting: N images per class (0 = all).
+  config.data.primary_level = 20  # CIFAR-100 level of the primary task.
+  config.data.aux_level = 100  # CIFAR-100 level of the Human auxiliary task.
+
+  config.model = ml_collections.ConfigDict()
+  config.model.name = 'vgg16'  # convnet4 | vgg16 | resnet32.
+  config.model.conv_impl = 'auto'  # xla | im2col | auto (im2col on CPU).
+  config.model.compute_dtype = 'float32'  # float32 | bfloat16 (params stay f32).
+
+  config.maxl = ml_collections.ConfigDict()
+  config.maxl.psi_per_class = 5  # Balanced hierarchy: psi[c] for every class.
+  config.maxl.lam = 0.2  # Weight of the entropy regulariser in J.
+  config.maxl.gamma = 2.0  # Focal-loss exponent (0 = cross-entropy).
+  # Meta-gradient estimator: unrolled | structured | first_order.
+  config.maxl.meta_grad = 'unrolled'
+  config.maxl.fd_eps = 0.01  # first_order: eps = fd_eps / ||v||.
+  config.maxl.schedule = 'paper'  # paper (theta1 pass, then theta2 pass) | interleaved.
+
+  # theta1 (multi-task network) optimiser: SGD, lr halved every 50 epochs.
+  config.primary_opt = ml_collections.ConfigDict()
+  config.primary_opt.lr = 0.01
+  config.primary_opt.momentum = 0.0
+  config.primary_opt.weight_decay = 0.0
+  config.primary_opt.decay_every_epochs = 50
+  config.primary_opt.decay_factor = 0.5
+
+  # theta2 (label-generation network) optimiser.
+  config.label_opt = ml_collections.ConfigDict()
+  config.label_opt.lr = 1e-3
+  config.label_opt.momentum = 0.0
+  config.label_opt.weight_decay = 5e-4
+  config.label_opt.decay_every_epochs = 50
+  config.label_opt.decay_factor = 0.5
+
+  config.train = ml_collections.ConfigDict()
+  config.train.epochs = 200
+  config.train.steps_per_epoch = 0  # 0 = one full pass over the training set.
+  config.train.eval_every_epochs = 1
+  config.train.on_nonfinite = 'stop'  # stop | skip_step.
+
+  config.checkpoint = ml_collections.ConfigDict()
+  config.checkpoint.every_steps = 1000  # Also at every epoch end and at the end.
+  config.checkpoint.keep = 3  # Number of checkpoints kept.
+
+  config.log = ml_collections.ConfigDict()
+  config.log.progress_every_steps = 50  # Steps between progress lines.
+  config.log.cosine_batches = 2  # Batches for the per-epoch gradient cosine.
+  return config
