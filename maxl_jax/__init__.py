@@ -1,0 +1,24 @@
+"""MAXL (Meta AuXiliary Learning) in JAX/Flax.
+
+`import maxl_jax` gives the math (pure functions) without importing TFDS,
+Orbax or CLU; the input pipeline, training loop and checkpoints live in
+`maxl_jax.data`, `maxl_jax.train` and `maxl_jax.checkpointing`.
+"""
+
+from maxl_jax import analysis, hierarchy, lookahead, losses, meta_grad
+from maxl_jax.errors import UsageError
+from maxl_jax.lookahead import MaxlProblem
+from maxl_jax.meta_grad import ESTIMATORS, MetaOutput, get_estimator
+
+__all__ = [
+  'ESTIMATORS',
+  'MaxlProblem',
+  'MetaOutput',
+  'UsageError',
+  'analysis',
+  'get_estimator',
+  'hierarchy',
+  'lookahead',
+  'losses',
+  'meta_grad',
+]

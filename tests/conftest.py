@@ -1,0 +1,107 @@
+"""Shared fixtures: tiny MAXL problems (MLP and conv net with BatchNorm)."""
+
+import os
+
+os.environ.setdefault('CUDA_VISIBLE_DEVICES', '')
+
+import flax.linen as nn  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from maxl_jax import hierarchy  # noqa: E402
+from maxl_jax.lookahead import MaxlProblem  # noqa: E402
+
+
+class TinyMLP(nn.Module):
+  """Trunk without BatchNorm."""
+
+  @nn.compact
+  def __call__(self, x, train):
+    del train
+    x = jnp.reshape(x, (x.shape[0], -1))
+    return jnp.tanh(nn.Dense(8)(x))
+
+
+class TinyConvBN(nn.Module):
+  """Trunk with a conv and BatchNorm (couples the examples of a batch)."""
+
+  @nn.compact
+  def __call__(self, x, train):
+    x = nn.Conv(4, (3, 3))(x)
+    x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
+    x = jnp.tanh(x)
+    return jnp.mean(x, axis=(1, 2))
+
+
+class TwoHeads(nn.Module):
+  trunk: nn.Module
+  num_primary: int
+  num_aux: int
+
+  @nn.compact
+  def __call__(self, x, train):
+    h = self.trunk(x, train)
+    return nn.Dense(self.num_primary)(h), nn.Dense(self.num_aux)(h)
+
+
+class OneHead(nn.Module):
+  trunk: nn.Module
+  num_aux: int
+
+  @nn.compact
+  def __call__(self, x, train):
+    return nn.Dense(self.num_aux)(self.trunk(x, train))
+
+
+def apply_fn(module):
+  """(params, state, x, train) -> (out, new_state) for any Linen module."""
+
+  def apply(params, state, x, train):
+    variables = {'params': params, **state}
+    if train and state:
+      out, new_state = module.apply(
+        variables, x, train, mutable=list(state.keys())
+      )
+      return out, dict(new_state)
+    return module.apply(variables, x, train), state
+
+  return apply
+
+
+def make_problem(
+  kind='mlp',
+  psi=(2, 3),
+  n=6,
+  gamma=2.0,
+  lam=0.2,
+  dtype=jnp.float32,
+  seed=0,
+  fd_eps=0.01,
+):
+  """A tiny problem: (problem, theta1, state1, theta2, state2, batch)."""
+  trunk = TinyMLP if kind == 'mlp' else TinyConvBN
+  psi = hierarchy.validate_psi(psi)
+  num_primary, num_aux = psi.size, int(psi.sum())
+  f = TwoHeads(trunk(), num_primary, num_aux)
+  g = OneHead(trunk(), num_aux)
+  rng = np.random.default_rng(seed)
+  shape = (n, 5, 5, 2) if kind == 'conv' else (n, 6)
+  images = jnp.asarray(rng.normal(size=shape), dtype)
+  labels = jnp.asarray(rng.integers(0, num_primary, n), jnp.int32)
+  kf, kg = jax.random.split(jax.random.key(seed))
+  cast = lambda t: jax.tree.map(lambda a: jnp.asarray(a, dtype), t)  # noqa: E731
+  vf = cast(f.init(kf, images, False))
+  vg = cast(g.init(kg, images, False))
+  theta1, state1 = vf['params'], {k: v for k, v in vf.items() if k != 'params'}
+  theta2, state2 = vg['params'], {k: v for k, v in vg.items() if k != 'params'}
+  problem = MaxlProblem(
+    f_apply=apply_fn(f),
+    g_apply=apply_fn(g),
+    mask=hierarchy.class_mask(psi),
+    gamma=gamma,
+    lam=lam,
+    fd_eps=fd_eps,
+  )
+  batch = {'image': images, 'label': labels}
+  return problem, theta1, state1, theta2, state2, batch

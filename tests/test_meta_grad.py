@@ -1,0 +1,159 @@
+"""The meta-gradient: three estimators against each other and the truth."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from absl.testing import parameterized
+from conftest import make_problem
+from jax.flatten_util import ravel_pytree
+
+from maxl_jax import losses, meta_grad
+from maxl_jax.errors import UsageError
+from maxl_jax.lookahead import generated_labels, lookahead, train_loss
+
+
+def rel_err(a, b):
+  a, b = ravel_pytree(a)[0], ravel_pytree(b)[0]
+  return float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
+
+
+def estimate(name, args, alpha):
+  return meta_grad.ESTIMATORS[name](*args, alpha)
+
+
+@pytest.mark.parametrize('kind', ['mlp', 'conv'])
+def test_unrolled_matches_finite_differences_float64(kind):
+  with jax.enable_x64(True):
+    args = make_problem(kind, psi=(2, 1, 3), n=5, dtype=jnp.float64)
+    problem, theta1, state1, theta2, state2, batch = args
+    alpha = 0.3
+    grads2, _ = meta_grad.unrolled(*args, alpha)
+    flat, unravel = ravel_pytree(theta2)
+
+    def j_of(flat2):
+      return meta_grad.meta_objective(
+        problem, theta1, state1, unravel(flat2), state2, batch, alpha
+      )
+
+    rng = np.random.default_rng(1)
+    h = 1e-5
+    for _ in range(3):
+      d = jnp.asarray(rng.normal(size=flat.shape))
+      fd = (j_of(flat + h * d) - j_of(flat - h * d)) / (2 * h)
+      exact = jnp.dot(ravel_pytree(grads2)[0], d)
+      assert abs(fd - exact) / abs(exact) < 1e-6, (fd, exact)
+
+
+# psi (incl. unbalanced), batch size, alpha, gamma, lambda, model kind.
+AGREEMENT_CASES = [
+  ((2, 3), 6, 0.1, 2.0, 0.2, 'mlp'),
+  ((1, 4, 2), 7, 1.0, 0.0, 0.0, 'mlp'),
+  ((3, 3, 3, 3), 4, 0.05, 2.0, 1.0, 'conv'),
+  ((5, 1), 9, 0.5, 0.0, 0.2, 'conv'),
+  ((2, 2, 1, 6, 3), 12, 0.01, 2.0, 0.5, 'conv'),
+]
+
+
+@pytest.mark.parametrize('psi,n,alpha,gamma,lam,kind', AGREEMENT_CASES)
+def test_structured_equals_unrolled_float64(psi, n, alpha, gamma, lam, kind):
+  with jax.enable_x64(True):
+    args = make_problem(kind, psi, n, gamma, lam, jnp.float64, seed=n)
+    exact, out_a = meta_grad.unrolled(*args, alpha)
+    structured, out_b = meta_grad.structured(*args, alpha)
+    assert rel_err(structured, exact) < 1e-10
+    np.testing.assert_allclose(out_a.meta_loss, out_b.meta_loss, rtol=1e-12)
+
+
+@pytest.mark.parametrize('psi,n,alpha,gamma,lam,kind', AGREEMENT_CASES[::2])
+def test_structured_equals_unrolled_float32(psi, n, alpha, gamma, lam, kind):
+  args = make_problem(kind, psi, n, gamma, lam, jnp.float32, seed=n)
+  exact, _ = meta_grad.unrolled(*args, alpha)
+  structured, _ = meta_grad.structured(*args, alpha)
+  assert rel_err(structured, exact) < 1e-4
+
+
+@pytest.mark.parametrize('kind', ['mlp', 'conv'])
+def test_first_order_error_shrinks_with_eps(kind):
+  with jax.enable_x64(True):
+    errors = []
+    for eps in (1.0, 1e-1, 1e-2):
+      args = make_problem(kind, (2, 3), 6, dtype=jnp.float64, fd_eps=eps)
+      exact, _ = meta_grad.unrolled(*args, 0.5)
+      approx, _ = meta_grad.first_order(*args, 0.5)
+      errors.append(rel_err(approx, exact))
+    assert errors[0] > errors[1] > errors[2]
+    assert errors[2] < 1e-4
+
+
+def test_closed_form_with_dense_mixed_hessian():
+  """−α (∂²L_train/∂θ2∂θ1)ᵀ ∇L_pri(θ1⁺) + λ∇H from explicit matrices."""
+  with jax.enable_x64(True):
+    args = make_problem('mlp', (2, 2, 1), 5, dtype=jnp.float64, lam=0.7)
+    problem, theta1, state1, theta2, state2, batch = args
+    alpha = 0.2
+    flat1, un1 = ravel_pytree(theta1)
+    flat2, un2 = ravel_pytree(theta2)
+
+    def l_train(f1, f2):
+      probs, _ = generated_labels(problem, un2(f2), state2, batch)
+      return train_loss(problem, un1(f1), state1, probs, batch)[0]
+
+    def l_pri(f1):
+      (logits, _), _ = problem.f_apply(un1(f1), state1, batch['image'], True)
+      return losses.primary_loss(logits, batch['label'], problem.gamma)
+
+    def entropy(f2):
+      probs, _ = generated_labels(problem, un2(f2), state2, batch)
+      return losses.entropy_regularizer(probs)
+
+    mixed = jax.jacfwd(jax.grad(l_train, 0), 1)(flat1, flat2)  # [d1, d2]
+    theta1_plus = flat1 - alpha * jax.grad(l_train, 0)(flat1, flat2)
+    v = jax.grad(l_pri)(theta1_plus)
+    closed = -alpha * mixed.T @ v + problem.lam * jax.grad(entropy)(flat2)
+    for name in ('unrolled', 'structured'):
+      got = ravel_pytree(estimate(name, args, alpha)[0])[0]
+      np.testing.assert_allclose(got, closed, rtol=1e-9, atol=1e-12)
+
+
+def test_lookahead_forward_leaves_batch_stats_alone():
+  args = make_problem('conv', (2, 3), 6)
+  problem, theta1, state1, theta2, state2, batch = args
+  _, out = meta_grad.unrolled(*args, 0.5)
+  _, stats_at_theta1 = problem.f_apply(theta1, state1, batch['image'], True)
+  chex.assert_trees_all_close(out.new_state1, stats_at_theta1)
+  probs, _ = generated_labels(problem, theta2, state2, batch)
+  theta1_plus, *_ = lookahead(problem, theta1, state1, probs, batch, 0.5)
+  _, stats_at_plus = problem.f_apply(theta1_plus, state1, batch['image'], True)
+  with pytest.raises(AssertionError):
+    chex.assert_trees_all_close(out.new_state1, stats_at_plus)
+
+
+@pytest.mark.parametrize('name', sorted(meta_grad.ESTIMATORS))
+def test_estimators_give_finite_nonzero_gradients(name):
+  args = make_problem('conv', (3, 2), 8)
+  grads2, out = estimate(name, args, 0.1)
+  chex.assert_tree_all_finite(grads2)
+  chex.assert_trees_all_equal_shapes(grads2, args[3])
+  assert float(ravel_pytree(grads2)[0] @ ravel_pytree(grads2)[0]) > 0
+  assert out.aux_probs.shape == (8, 5)
+
+
+def test_unknown_estimator_is_a_usage_error():
+  with pytest.raises(UsageError, match='hessian_free'):
+    meta_grad.get_estimator('hessian_free')
+
+
+class JitTest(chex.TestCase):
+  """Jitted and un-jitted estimators give the same values."""
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.parameters(*sorted(meta_grad.ESTIMATORS))
+  def test_jit_matches_eager(self, name):
+    problem, *rest = make_problem('conv', (2, 3), 6)
+    fn = self.variant(lambda *a: meta_grad.ESTIMATORS[name](problem, *a, 0.1))
+    grads2, out = fn(*rest)
+    ref, ref_out = meta_grad.ESTIMATORS[name](problem, *rest, 0.1)
+    chex.assert_trees_all_close(grads2, ref, rtol=1e-5, atol=1e-7)
+    chex.assert_trees_all_close(out.meta_loss, ref_out.meta_loss, rtol=1e-6)
