@@ -32,16 +32,16 @@ class MaxlProblem:
 
   Attributes:
     f_apply: multi-task network apply (see module docstring).
-    g_apply: label-generation network apply.
-    mask: [P, K] bool, `hierarchy.class_mask(psi)`.
+    g_apply: label-generation network apply (None without a generator).
+    mask: [P, K] bool, `hierarchy.class_mask(psi)` (None without psi).
     gamma: focal-loss exponent (2 in MAXL, 0 = cross-entropy).
     lam: weight λ of the entropy regulariser in J.
     fd_eps: numerator of the finite-difference step `ε = fd_eps / ‖v‖`.
   """
 
   f_apply: Callable[..., Any]
-  g_apply: Callable[..., Any]
-  mask: np.ndarray
+  g_apply: Callable[..., Any] | None = None
+  mask: np.ndarray | None = None
   gamma: float = 2.0
   lam: float = 0.2
   fd_eps: float = 0.01
@@ -57,6 +57,8 @@ def generated_labels(problem: MaxlProblem, theta2, state2, batch: Batch):
 def train_loss(problem: MaxlProblem, theta1, state1, aux_targets, batch):
   """`L_train(θ1) = L_pri + L_aux` for fixed auxiliary targets.
 
+  `aux_targets=None` trains the primary task alone (the Single baseline).
+
   Returns:
     (L_train, (new_state1, metrics)) with metrics `loss_pri`, `loss_aux`,
     `accuracy` (primary, on this batch).
@@ -64,9 +66,15 @@ def train_loss(problem: MaxlProblem, theta1, state1, aux_targets, batch):
   (primary_logits, aux_logits), new_state1 = problem.f_apply(
     theta1, state1, batch['image'], True
   )
-  total, (loss_pri, loss_aux) = losses.multi_task_loss(
-    primary_logits, aux_logits, batch['label'], aux_targets, problem.gamma
-  )
+  if aux_targets is None:  # Single-task training: L_train = L_pri.
+    loss_pri = losses.primary_loss(
+      primary_logits, batch['label'], problem.gamma
+    )
+    total, loss_aux = loss_pri, jnp.zeros_like(loss_pri)
+  else:
+    total, (loss_pri, loss_aux) = losses.multi_task_loss(
+      primary_logits, aux_logits, batch['label'], aux_targets, problem.gamma
+    )
   accuracy = jnp.mean(jnp.argmax(primary_logits, -1) == batch['label'])
   metrics = {'loss_pri': loss_pri, 'loss_aux': loss_aux, 'accuracy': accuracy}
   return total, (new_state1, metrics)

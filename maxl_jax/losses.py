@@ -8,12 +8,21 @@ import jax
 import jax.numpy as jnp
 
 
+def _masked_log_softmax(logits, labels, mask):
+  """log_softmax over each row's mask, with a finite fill outside it.
+
+  The fill (the dtype's lowest value) underflows to probability exactly 0
+  after the max subtraction, so large logits cannot overflow (the original's
+  `exp(x) * mask / sum` does). It is finite rather than -inf because XLA's
+  algebraic rewrites of the second-order graph can turn `-inf * 0` into NaN.
+  """
+  row_mask = jnp.asarray(mask)[labels]
+  fill = jnp.finfo(logits.dtype).min
+  return jax.nn.log_softmax(jnp.where(row_mask, logits, fill), -1), row_mask
+
+
 def mask_log_softmax(logits, labels, mask):
   """Log of the mask softmax: mass only on the auxiliary classes of `labels`.
-
-  Masked logits become -inf before a max-subtracted `log_softmax`, so large
-  logits cannot overflow (the original's `exp(x) * mask / sum` does) and every
-  class outside the mask gets probability exactly 0.
 
   Args:
     logits: [N, K] float, label-generator outputs.
@@ -23,14 +32,15 @@ def mask_log_softmax(logits, labels, mask):
   Returns:
     [N, K] log-probabilities; -inf outside the mask of each row's class.
   """
-  row_mask = jnp.asarray(mask)[labels]
-  masked = jnp.where(row_mask, logits, -jnp.inf)
-  return jax.nn.log_softmax(masked, axis=-1)
+  log_probs, row_mask = _masked_log_softmax(logits, labels, mask)
+  return jnp.where(row_mask, log_probs, -jnp.inf)
 
 
 def mask_softmax(logits, labels, mask):
-  """Mask softmax `g(x, y)`: [N, K] soft auxiliary labels, rows sum to 1."""
-  return jnp.exp(mask_log_softmax(logits, labels, mask))
+  """Mask softmax `g(x, y)`: [N, K] soft labels, rows sum to 1, exact zeros
+  outside the mask of each row's class."""
+  log_probs, row_mask = _masked_log_softmax(logits, labels, mask)
+  return jnp.where(row_mask, jnp.exp(log_probs), 0.0)
 
 
 def focal_terms(log_probs, gamma):

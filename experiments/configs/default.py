@@ -32,6 +32,10 @@ def get_config():
   config.data.per_class = 0  # Low-data setting: N images per class (0 = all).
   config.data.primary_level = 20  # CIFAR-100 level of the primary task.
   config.data.aux_level = 100  # CIFAR-100 level of the Human auxiliary task.
+  # TFDS dataset not prepared in data_dir: True = download_and_prepare it,
+  # False = stop with a message saying how to prepare it offline.
+  config.data.download = True
+  config.data.video_frames = 1  # ucf101: frames per clip (1 = the middle one).
 
   config.model = ml_collections.ConfigDict()
   config.model.name = 'vgg16'  # convnet4 | vgg16 | resnet32.
@@ -70,6 +74,10 @@ def get_config():
   config.label_opt.decay_every_epochs = 50
   config.label_opt.decay_factor = 0.5
 
+  # Baselines (method = random | kmeans | human; DESIGN §4).
+  config.baseline = ml_collections.ConfigDict()
+  config.baseline.aux_classes = 0  # random: total K (0 = psi_per_class * P).
+
   config.train = ml_collections.ConfigDict()
   config.train.epochs = 200
   config.train.steps_per_epoch = 0  # 0 = one full pass over the training set.
@@ -84,5 +92,8 @@ def get_config():
 
   config.log = ml_collections.ConfigDict()
   config.log.progress_every_steps = 50  # Steps between progress lines.
-  config.log.cosine_batches = 2  # Batches for the per-epoch gradient cosine.
+
+  # Comma-separated methods to run one after another into workdir/<method>,
+  # printing their test accuracies side by side ('' = just config.method).
+  config.compare_methods = ''
   return config

@@ -1,0 +1,37 @@
+"""Runs a config's method(s) and prints the results (used by run.py)."""
+
+import os
+
+from maxl_jax import run_setup, train
+from maxl_jax.errors import UsageError
+
+
+def run(config, workdir):
+  """Trains `config.method`, or each of `config.compare_methods` in turn."""
+  methods = [m.strip() for m in config.compare_methods.split(',') if m.strip()]
+  if not methods:
+    result = train.train_and_evaluate(config, workdir)
+    print(
+      f'{result["method"]} on {result["dataset"]}: test accuracy '
+      f'{100 * result["test_accuracy"]:.2f}%'
+    )
+    return [result]
+  for method in methods:
+    if method not in run_setup.METHODS:
+      raise UsageError(
+        f'config.compare_methods names {method!r}; choose '
+        f'from {list(run_setup.METHODS)}.'
+      )
+  results = []
+  for method in methods:
+    one = config.copy_and_resolve_references()
+    with one.unlocked():
+      one.method, one.compare_methods = method, ''
+    results.append(train.train_and_evaluate(one, os.path.join(workdir, method)))
+  print(f'\n{"method":<10}{"test accuracy":>15}{"wall time":>12}')
+  for r in results:
+    print(
+      f'{r["method"]:<10}{100 * r["test_accuracy"]:>14.2f}%'
+      f'{r["wall_time_s"]:>11.0f}s'
+    )
+  return results

@@ -1,0 +1,405 @@
+"""Input pipeline: in-memory datasets, low-data subsets, batches as numpy.
+
+`get_datasets(config.data, seed=...)` loads a dataset once as uint8 32x32
+images (see `data_sources`), keeps this process's even share of the training
+set, and returns a `TrainIterator` (shuffled, augmented, normalised batches,
+an infinite iterator over epochs), an `EvalData` (padded test batches with a
+mask) and a `DatasetInfo`. No model code and no JAX arrays here.
+
+Determinism: batch (epoch e, step s) of process p is a pure function of
+(seed, e, s, p): the epoch's permutation comes from
+`default_rng([seed, 0, e, p])`, the augmentation from
+`default_rng([seed, 1, e, s, p])`, the low-data subset from
+`default_rng([seed, 2])`.
+"""
+
+import dataclasses
+
+import jax
+import numpy as np
+
+from maxl_jax import cifar100_hierarchy, data_sources
+from maxl_jax.errors import UsageError
+
+Batch = dict[str, np.ndarray]
+
+MEAN, STD = 0.5, 0.2  # Per-channel normalisation of the original code.
+PAD = 4  # Zero padding of the random crop.
+AUGMENTATIONS = ('crop_flip', 'none')
+_SHUFFLE, _AUGMENT, _SUBSET = 0, 1, 2  # Salts of the seeded random streams.
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  """Static facts about the dataset, as configured."""
+
+  name: str
+  num_classes: int  # Primary classes (at primary_level for cifar100).
+  image_shape: tuple[int, int, int]  # (32, 32, C).
+  num_train: int  # Global, after any low-data subset.
+  num_test: int
+  aux_num_classes: int = 0  # Classes at aux_level (cifar100), else 0.
+  # [aux_num_classes] parent primary class of each aux-level class (cifar100).
+  aux_to_primary: np.ndarray | None = None
+
+
+# The CIFAR-100 class at a level (3/10/20/100) of each fine class: [100].
+cifar100_level_of_fine = cifar100_hierarchy.level_of_fine
+
+
+def normalize(images: np.ndarray) -> np.ndarray:
+  """uint8 [..., C] -> float32 `(x / 255 - 0.5) / 0.2`."""
+  scale = np.float32(1 / (255 * STD))
+  return images.astype(np.float32) * scale - np.float32(MEAN / STD)
+
+
+def crop_flip(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+  """Random 32x32 crop of the 4-pixel zero-padded image + random h-flip.
+
+  Args:
+    images: uint8 [B, H, W, C].
+    rng: source of the per-image offsets and flips.
+
+  Returns:
+    uint8 [B, H, W, C], one gather for the whole batch.
+  """
+  b, h, w, _ = images.shape
+  padded = np.pad(images, ((0, 0), (PAD, PAD), (PAD, PAD), (0, 0)))
+  dy = rng.integers(0, 2 * PAD + 1, size=b)
+  dx = rng.integers(0, 2 * PAD + 1, size=b)
+  flip = rng.random(b) < 0.5
+  rows = dy[:, None] + np.arange(h)  # [B, H]
+  cols = np.where(flip[:, None], np.arange(w)[::-1], np.arange(w))
+  cols = dx[:, None] + cols  # [B, W]
+  return padded[np.arange(b)[:, None, None], rows[:, :, None], cols[:, None, :]]
+
+
+def subset_indices(
+  labels: np.ndarray, *, train_fraction: float, per_class: int, seed: int
+) -> np.ndarray:
+  """A class-balanced low-data subset: sorted int64 indices into `labels`.
+
+  `per_class > 0` keeps `per_class` examples of every class; otherwise
+  `train_fraction` keeps `round(train_fraction * n_c)` (at least 1) of the
+  `n_c` examples of each class c. The choice depends on `seed` only.
+  """
+  rng = np.random.default_rng([_seed(seed), _SUBSET])
+  chosen = []
+  for c in np.unique(labels):
+    members = np.flatnonzero(labels == c)
+    keep = per_class or max(1, round(train_fraction * members.size))
+    if keep > members.size:
+      raise UsageError(
+        f'config.data.per_class = {per_class}, but class {c} has only '
+        f'{members.size} training examples; use per_class <= {members.size}.'
+      )
+    chosen.append(rng.permutation(members)[:keep])
+  return np.sort(np.concatenate(chosen)).astype(np.int64)
+
+
+def even_share(n: int, process_index: int, process_count: int):
+  """`[lo, hi)`: process `process_index`'s contiguous share of n examples."""
+  lo = n * process_index // process_count
+  return lo, n * (process_index + 1) // process_count
+
+
+def _seed(seed: int) -> int:
+  return int(seed) % (1 << 64)  # SeedSequence wants a non-negative int.
+
+
+class TrainIterator:
+  """Infinite iterator over epochs of this process's training batches.
+
+  `next(it)` gives {'image': float32 [B, 32, 32, C] normalised, 'label':
+  int32 [B], 'index': int32 [B] global position in the training set,
+  'aux_label': int32 [B] (cifar100 only)}, B = the process-local batch.
+  The raw process-local arrays stay available as `images` (uint8), `labels`,
+  `indices` and `aux_labels`.
+  """
+
+  def __init__(
+    self,
+    images: np.ndarray,
+    labels: np.ndarray,
+    indices: np.ndarray,
+    *,
+    batch_size: int,
+    steps_per_epoch: int | None = None,
+    augment: str = 'crop_flip',
+    seed: int = 0,
+    process_index: int = 0,
+    aux_labels: np.ndarray | None = None,
+  ):
+    self.images, self.labels, self.indices = images, labels, indices
+    self.aux_labels = aux_labels
+    self.batch_size = batch_size
+    if steps_per_epoch is None:
+      steps_per_epoch = len(labels) // batch_size
+    if steps_per_epoch < 1 or steps_per_epoch * batch_size > len(labels):
+      raise UsageError(
+        f'{steps_per_epoch} steps of batch {batch_size} do not fit in the '
+        f'{len(labels)} local training examples; use a smaller '
+        'config.data.batch_size.'
+      )
+    if augment not in AUGMENTATIONS:
+      raise UsageError(f'augment = {augment!r}; use one of {AUGMENTATIONS}.')
+    self.steps_per_epoch = steps_per_epoch
+    self._augment, self._seed = augment, _seed(seed)
+    self._process_index = process_index
+    self._epoch, self._step = 0, 0
+    self._perm_epoch, self._perm = -1, None
+
+  def _permutation(self, epoch: int) -> np.ndarray:
+    if epoch != self._perm_epoch:  # Cached: one permutation per epoch.
+      rng = np.random.default_rng(
+        [self._seed, _SHUFFLE, epoch, self._process_index]
+      )
+      self._perm, self._perm_epoch = rng.permutation(len(self.labels)), epoch
+    return self._perm
+
+  def batch(self, epoch: int, step: int) -> Batch:
+    """Batch `step` of `epoch`: a pure function of (seed, epoch, step)."""
+    rows = self._permutation(epoch)[
+      step * self.batch_size : (step + 1) * self.batch_size
+    ]
+    images = self.images[rows]
+    if self._augment == 'crop_flip':
+      rng = np.random.default_rng(
+        [self._seed, _AUGMENT, epoch, step, self._process_index]
+      )
+      images = crop_flip(images, rng)
+    batch = {
+      'image': normalize(images),
+      'label': self.labels[rows].astype(np.int32),
+      'index': self.indices[rows].astype(np.int32),
+    }
+    if self.aux_labels is not None:
+      batch['aux_label'] = self.aux_labels[rows].astype(np.int32)
+    return batch
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> Batch:
+    batch = self.batch(self._epoch, self._step)
+    self._step += 1
+    if self._step == self.steps_per_epoch:
+      self._epoch, self._step = self._epoch + 1, 0
+    return batch
+
+  def get_state(self) -> dict[str, int]:
+    """Position of the next batch: {'epoch': e, 'step': s}."""
+    return {'epoch': int(self._epoch), 'step': int(self._step)}
+
+  def set_state(self, state: dict[str, int]):
+    """Resumes at `state` (from `get_state`): the same batches follow."""
+    epoch, step = int(state['epoch']), int(state['step'])
+    if epoch < 0 or not 0 <= step < self.steps_per_epoch:
+      raise UsageError(
+        f'Input pipeline state {dict(state)} does not fit '
+        f'{self.steps_per_epoch} steps per epoch; resume with the '
+        'config.data.batch_size and dataset settings of the saved run.'
+      )
+    self._epoch, self._step = epoch, step
+
+
+class EvalData:
+  """Iterable of padded evaluation batches of a fixed size.
+
+  Each batch: {'image': float32 [B, 32, 32, C], 'label': int32 [B], 'mask':
+  float32 [B] (1 real, 0 padding), 'aux_label' (cifar100)}. Every batch has
+  B rows (the last one padded) and every process yields `len(self)` batches.
+  """
+
+  def __init__(
+    self,
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    batch_size: int,
+    num_batches: int | None = None,
+    aux_labels: np.ndarray | None = None,
+  ):
+    self.images, self.labels, self.aux_labels = images, labels, aux_labels
+    self.batch_size = batch_size
+    self.num_examples = len(labels)
+    self.num_batches = num_batches or -(-self.num_examples // batch_size)
+
+  def __len__(self) -> int:
+    return self.num_batches
+
+  def __iter__(self):
+    size = self.batch_size
+    for start in range(0, self.num_batches * size, size):
+      rows = slice(start, start + size)
+      batch = {
+        'image': normalize(_pad(self.images[rows], size)),
+        'label': _pad(self.labels[rows], size).astype(np.int32),
+        'mask': _pad(np.ones(len(self.labels[rows]), np.float32), size),
+      }
+      if self.aux_labels is not None:
+        batch['aux_label'] = _pad(self.aux_labels[rows], size).astype(np.int32)
+      yield batch
+
+
+def _pad(x: np.ndarray, size: int) -> np.ndarray:
+  """Zero-pads x along axis 0 to `size` rows."""
+  return np.concatenate([x, np.zeros((size - len(x), *x.shape[1:]), x.dtype)])
+
+
+def _check_config(data_config, process_index, process_count, device_count):
+  """Raises UsageError for every bad `config.data` value, before loading."""
+  if not 0 <= process_index < process_count:
+    raise UsageError(
+      f'process_index {process_index} not in [0, {process_count}).'
+    )
+  for field in ('batch_size', 'eval_batch_size'):
+    size = data_config[field]
+    for count, what in ((device_count, 'devices'), (process_count, 'hosts')):
+      if size < 1 or size % count:
+        raise UsageError(
+          f'config.data.{field} = {size} must be a positive multiple of '
+          f'the {count} {what}; set it to e.g. '
+          f'{max(1, round(size / count)) * count}.'
+        )
+  if data_config.augment not in AUGMENTATIONS:
+    raise UsageError(
+      f'config.data.augment = {data_config.augment!r}; use one of '
+      f'{AUGMENTATIONS}.'
+    )
+  fraction, per_class = data_config.train_fraction, data_config.per_class
+  if not 0 < fraction <= 1 or per_class < 0:
+    raise UsageError(
+      f'config.data.train_fraction = {fraction} must be in (0, 1] and '
+      f'config.data.per_class = {per_class} must be >= 0.'
+    )
+  if fraction < 1 and per_class > 0:
+    raise UsageError(
+      f'Both low-data options are set (config.data.train_fraction = '
+      f'{fraction}, config.data.per_class = {per_class}); set only one '
+      '(train_fraction=1.0 or per_class=0).'
+    )
+  if data_config.name == 'cifar100':  # Raises for bad levels.
+    cifar100_hierarchy.level_map(
+      data_config.aux_level, data_config.primary_level
+    )
+
+
+def _load_share(source, split, process_index, process_count, subset=None):
+  """This process's share of `split` (of `subset` indices if given).
+
+  Returns:
+    (images uint8 [n, 32, 32, C], labels [n], global indices [n], global n).
+  """
+  if subset is None and process_count == 1:
+    images, labels = source.load(split)
+    return images, labels, np.arange(len(labels)), len(labels)
+  if subset is None:
+    subset = np.arange(len(source.labels(split)))
+  lo, hi = even_share(len(subset), process_index, process_count)
+  if hi == lo:
+    raise UsageError(
+      f'{len(subset)} {split} examples cannot be shared by '
+      f'{process_count} processes; use fewer processes or more data.'
+    )
+  first, last = int(subset[lo]), int(subset[hi - 1]) + 1
+  images, labels = source.load(split, first, last)
+  if len(labels) != last - first:
+    raise RuntimeError(
+      f'{source.name} {split}[{first}:{last}] gave {len(labels)} examples; '
+      'the prepared dataset changed since its labels were read.'
+    )
+  keep = subset[lo:hi] - first
+  if len(keep) != len(labels):  # A low-data subset: drop the others.
+    images, labels = images[keep], labels[keep]
+  return images, labels, np.arange(lo, hi), len(subset)
+
+
+def get_datasets(
+  data_config,
+  *,
+  seed: int,
+  process_index: int = 0,
+  process_count: int = 1,
+  device_count: int | None = None,
+) -> tuple[TrainIterator, EvalData, DatasetInfo]:
+  """Loads `data_config.name` and builds this process's pipelines.
+
+  Args:
+    data_config: `config.data` (see experiments/configs/default.py).
+    seed: the run seed (subset choice, shuffling, augmentation).
+    process_index: this process (`jax.process_index()`).
+    process_count: number of processes (`jax.process_count()`).
+    device_count: global device count; default `jax.device_count()`.
+
+  Returns:
+    (train iterator, evaluation batches, dataset info). Batches hold
+    `batch_size // process_count` rows (`eval_batch_size // process_count`).
+
+  Raises:
+    UsageError: a bad config value or a dataset that is not available.
+  """
+  if device_count is None:
+    device_count = jax.device_count()
+  _check_config(data_config, process_index, process_count, device_count)
+  source = data_sources.make_source(data_config)
+  primary_of, aux_of = np.arange(source.num_classes), None  # Of the label.
+  if data_config.name == 'cifar100':  # Fine label -> hierarchy levels.
+    primary_of = cifar100_level_of_fine(data_config.primary_level)
+    aux_of = cifar100_level_of_fine(data_config.aux_level)
+  fraction, per_class = data_config.train_fraction, data_config.per_class
+  subset = None
+  if fraction < 1 or per_class > 0:
+    subset = subset_indices(
+      primary_of[source.labels('train')],
+      train_fraction=fraction,
+      per_class=per_class,
+      seed=seed,
+    )
+  images, labels, indices, num_train = _load_share(
+    source, 'train', process_index, process_count, subset
+  )
+  if num_train < data_config.batch_size:
+    raise UsageError(
+      f'config.data.batch_size = {data_config.batch_size} exceeds the '
+      f'{num_train} training examples; use a smaller batch.'
+    )
+  train = TrainIterator(
+    images,
+    primary_of[labels],
+    indices,
+    batch_size=data_config.batch_size // process_count,
+    steps_per_epoch=num_train // data_config.batch_size,
+    augment=data_config.augment,
+    seed=seed,
+    process_index=process_index,
+    aux_labels=None if aux_of is None else aux_of[labels],
+  )
+  images, labels, _, num_test = _load_share(
+    source, 'test', process_index, process_count
+  )
+  eval_batch = data_config.eval_batch_size // process_count
+  max_share = -(-num_test // process_count)  # Largest process share.
+  eval_data = EvalData(
+    images,
+    primary_of[labels],
+    batch_size=eval_batch,
+    num_batches=-(-max_share // eval_batch),
+    aux_labels=None if aux_of is None else aux_of[labels],
+  )
+  info = DatasetInfo(
+    name=data_config.name,
+    num_classes=source.num_classes,
+    image_shape=(data_sources.SIZE, data_sources.SIZE, source.channels),
+    num_train=num_train,
+    num_test=num_test,
+  )
+  if data_config.name == 'cifar100':
+    primary, aux = int(data_config.primary_level), int(data_config.aux_level)
+    info = dataclasses.replace(
+      info,
+      num_classes=primary,
+      aux_num_classes=aux,
+      aux_to_primary=cifar100_hierarchy.level_map(aux, primary),
+    )
+  return train, eval_data, info

@@ -1,0 +1,394 @@
+"""Per-dataset loaders: every dataset as uint8 numpy images at 32x32.
+
+A `Source` reads one split (`'train'` or `'test'`) of one dataset into memory,
+whole or as a contiguous range of examples, and brings it to 32x32 once, at
+load time:
+
+- mnist (TFDS): 28x28x1, zero-padded by 2 pixels per side.
+- svhn_cropped, cifar10, cifar100, imagenet_resized/32x32 (TFDS): as is.
+- ucf101 (TFDS, split 1, 256x256 frames): `video_frames` evenly spaced
+  frames per clip (1 = the middle frame), each area-resized to 32x32.
+- cinic10 (image folder at `local_dir`): as is (other sizes area-resized).
+- fashion_mnist (IDX files at `local_dir`): 28x28x1, zero-padded.
+- digits (scikit-learn `load_digits`): 0..16 scaled to 0..255, each pixel
+  repeated 4x4 (nearest upsampling 8x8 -> 32x32).
+
+Labels are int64; for cifar100 they are the fine labels (see
+`cifar100_hierarchy` for the coarser levels).
+"""
+
+import abc
+import concurrent.futures
+import functools
+import gzip
+import math
+import os
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from absl import logging
+from PIL import Image
+
+from maxl_jax import cifar100_hierarchy
+from maxl_jax.errors import UsageError
+
+try:  # Keep TF off the accelerators: JAX owns them.
+  tf.config.set_visible_devices([], 'GPU')
+except RuntimeError:  # TF already initialised its devices elsewhere.
+  pass
+
+Arrays = tuple[np.ndarray, np.ndarray]  # images uint8 [n, 32, 32, C], labels.
+
+SIZE = 32
+FASHION_MNIST_DIR = '/usr/share/datasets/fashion-mnist'
+CINIC10_URL = 'https://github.com/BayesWatch/cinic-10'
+_CHUNK = 1024  # Examples per tf.data batch when reading TFDS.
+
+
+class Source(abc.ABC):
+  """One dataset: `labels(split)` and `load(split, start, stop)`."""
+
+  name: str
+  num_classes: int
+  channels: int
+
+  @abc.abstractmethod
+  def labels(self, split: str) -> np.ndarray:
+    """All labels of `split` in example order: int64 [n]."""
+
+  @abc.abstractmethod
+  def load(self, split: str, start: int = 0, stop: int | None = None) -> Arrays:
+    """Examples `[start, stop)` of `split` (all if stop is None)."""
+
+
+def _resize(images):
+  """Area-resizes [..., h, w, C] images to uint8 [..., 32, 32, C] (TF)."""
+  images = tf.image.resize(images, (SIZE, SIZE), method='area')
+  return tf.cast(tf.clip_by_value(tf.round(images), 0, 255), tf.uint8)
+
+
+def _pad_to_32(images: np.ndarray) -> np.ndarray:
+  """Zero-pads uint8 [n, 28, 28, C] to [n, 32, 32, C], centred."""
+  ph, pw = SIZE - images.shape[1], SIZE - images.shape[2]
+  pads = ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0))
+  return np.pad(images, pads)
+
+
+# ------------------------------------------------------------------ TFDS ---
+
+
+def _not_prepared(name: str, data_dir: str) -> str:
+  return (
+    f'TFDS dataset {name!r} is not prepared in {data_dir}. On a machine '
+    'with internet run `python -c "import tensorflow_datasets as tfds; '
+    f"tfds.load('{name}', data_dir='{data_dir}')\"` (or `tfds build "
+    f'{name.split("/")[0]} --data_dir={data_dir}`), copy {data_dir} here '
+    'and point --config.data.data_dir at it; or set '
+    '--config.data.download=true on a machine with internet.'
+  )
+
+
+def prepared_builder(name: str, data_dir: str, download: bool):
+  """The TFDS builder of `name`, prepared (downloaded) if allowed.
+
+  Raises:
+    UsageError: the dataset is not prepared and `download` is False, or
+      download_and_prepare failed (chained).
+  """
+  builder = tfds.builder(name, data_dir=data_dir or None)
+  if builder.is_prepared():
+    return builder
+  where = str(builder.data_dir_root)
+  if not download:
+    raise UsageError(_not_prepared(name, where))
+  try:
+    builder.download_and_prepare()
+  except Exception as e:  # Any failure here means: prepare it by hand.
+    raise UsageError(
+      f'download_and_prepare failed ({type(e).__name__}: {e}). '
+      + _not_prepared(name, where)
+    ) from e
+  return builder
+
+
+def _collect(chunks, capacity: int | None, channels: int) -> dict:
+  """Joins numpy chunks {'image', 'label', ...}, preallocating `capacity`."""
+  out, n, extra = None, 0, []
+  for chunk in chunks:
+    if out is None:
+      out = {
+        k: np.empty((capacity or 0, *v.shape[1:]), v.dtype)
+        for k, v in chunk.items()
+      }
+    m = len(chunk['label'])
+    if not extra and n + m <= (capacity or 0):
+      for k, v in chunk.items():
+        out[k][n : n + m] = v
+      n += m
+    else:
+      extra.append(chunk)
+  if out is None:  # No examples at all.
+    return {
+      'image': np.zeros((0, SIZE, SIZE, channels), np.uint8),
+      'label': np.zeros((0,), np.int64),
+    }
+  if extra:  # Size unknown or wrong (mock data): fall back to concatenating.
+    return {
+      k: np.concatenate([v[:n]] + [c[k] for c in extra]) for k, v in out.items()
+    }
+  return {k: v[:n] for k, v in out.items()}
+
+
+class TfdsSource(Source):
+  """A TFDS image dataset (or video dataset, one image per selected frame)."""
+
+  def __init__(self, name, *, num_classes, channels, data_config, video=False):
+    self.name, self.num_classes, self.channels = name, num_classes, channels
+    self._video = video
+    self._frames = int(data_config.get('video_frames', 1)) if video else 1
+    if self._frames < 1:
+      raise UsageError(
+        f'config.data.video_frames = {self._frames}: must be >= 1 (frames '
+        'taken per video clip).'
+      )
+    self._builder = prepared_builder(
+      name, data_config.data_dir, data_config.get('download', True)
+    )
+
+  def labels(self, split: str) -> np.ndarray:
+    decoders = tfds.decode.PartialDecoding({'label': True})
+    ds = self._builder.as_dataset(split=split, decoders=decoders)
+    ds = ds.map(lambda ex: ex['label']).batch(1 << 16)
+    labels = np.concatenate([np.zeros(0, np.int64), *tfds.as_numpy(ds)])
+    return np.repeat(labels.astype(np.int64), self._frames)
+
+  def _to_images(self, ex):
+    """One example -> {'image': [k, 32, 32, C] uint8, 'label': [k]}."""
+    k = self._frames
+    if self._video:
+      frames = ex['video']  # [T] encoded frames (decoding skipped).
+      t = tf.shape(frames, out_type=tf.int64)[0]
+      positions = [(t * (2 * i + 1)) // (2 * k) for i in range(k)]
+      image = tf.stack(
+        [  # Evenly spaced, centred: k=1 is the middle frame.
+          tf.io.decode_image(frames[p], channels=3, expand_animations=False)
+          for p in positions
+        ]
+      )
+      image = _resize(tf.ensure_shape(image, [k, None, None, 3]))
+    else:  # Zero-pads centred (mnist 28x28), 32x32 images stay as they are.
+      image = tf.image.resize_with_crop_or_pad(ex['image'], SIZE, SIZE)[None]
+    out = {'image': image, 'label': tf.fill([k], ex['label'])}
+    if 'coarse_label' in ex:
+      out['coarse_label'] = tf.fill([k], ex['coarse_label'])
+    return out
+
+  def load(self, split: str, start: int = 0, stop: int | None = None) -> Arrays:
+    k = self._frames
+    if stop is None:
+      tfds_split, info = split, self._builder.info.splits
+      capacity = info[split].num_examples * k if split in info else None
+    else:
+      first, last = start // k, math.ceil(stop / k)  # Clips holding them.
+      tfds_split, capacity = f'{split}[{first}:{last}]', (last - first) * k
+      start, stop = start - first * k, stop - first * k
+    decoders = {'video': tfds.decode.SkipDecoding()} if self._video else None
+    ds = self._builder.as_dataset(split=tfds_split, decoders=decoders)
+    ds = ds.map(self._to_images, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.unbatch().batch(_CHUNK).prefetch(1)
+    arrays = _collect(tfds.as_numpy(ds), capacity, self.channels)
+    images, labels = arrays['image'], arrays['label'].astype(np.int64)
+    coarse = arrays.get('coarse_label')
+    if coarse is not None and np.any(
+      cifar100_hierarchy.FINE_TO_COARSE[labels] != coarse
+    ):
+      logging.warning(
+        'cifar100: TFDS coarse_label disagrees with the standard '
+        'fine->coarse table (expected only with mock data); using the table.'
+      )
+    return images[start:stop], labels[start:stop]
+
+
+# ------------------------------------------------------------ Local files ---
+
+
+class ArraySource(Source):
+  """A small dataset held whole in memory, loaded on first use."""
+
+  def __init__(self, name, *, num_classes, channels, loader):
+    self.name, self.num_classes, self.channels = name, num_classes, channels
+    self._loader, self._splits = loader, None
+
+  def _split(self, split: str) -> Arrays:
+    if self._splits is None:
+      self._splits = self._loader()
+    return self._splits[split]
+
+  def labels(self, split: str) -> np.ndarray:
+    return self._split(split)[1]
+
+  def load(self, split: str, start: int = 0, stop: int | None = None) -> Arrays:
+    images, labels = self._split(split)
+    return images[start:stop], labels[start:stop]
+
+
+def _read_idx(path: str) -> np.ndarray:
+  """Parses an IDX file (optionally .gz): uint8 array of its shape."""
+  opener = gzip.open if path.endswith('.gz') else open
+  with opener(path, 'rb') as f:
+    data = f.read()
+  magic = int.from_bytes(data[:4], 'big')
+  if magic >> 8 != 0x08:  # 0x08: unsigned byte data.
+    raise UsageError(f'{path} is not a uint8 IDX file (magic {magic:#x}).')
+  ndim = magic & 0xFF
+  shape = [
+    int.from_bytes(data[4 + 4 * i : 8 + 4 * i], 'big') for i in range(ndim)
+  ]
+  return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def load_fashion_mnist(local_dir: str = '') -> dict[str, Arrays]:
+  """Fashion-MNIST from the original IDX files: 60,000 / 10,000 images."""
+  root = local_dir or FASHION_MNIST_DIR
+  splits = {}
+  for split, prefix in (('train', 'train'), ('test', 't10k')):
+    arrays = []
+    for kind in ('images-idx3', 'labels-idx1'):
+      base = os.path.join(root, f'{prefix}-{kind}-ubyte')
+      path = next((p for p in (base + '.gz', base) if os.path.exists(p)), None)
+      if path is None:
+        raise UsageError(
+          f'fashion_mnist: {base}.gz not found. Install the Debian package '
+          '(`apt-get install dataset-fashion-mnist`, files in '
+          f'{FASHION_MNIST_DIR}) or put the original IDX files in a '
+          'directory and set --config.data.local_dir to it.'
+        )
+      arrays.append(_read_idx(path))
+    images, labels = arrays
+    splits[split] = (_pad_to_32(images[..., None]), labels.astype(np.int64))
+  return splits
+
+
+def load_digits() -> dict[str, Arrays]:
+  """scikit-learn's 8x8 digits: a fixed stratified 80/20 split (seed 0)."""
+  from sklearn import datasets, model_selection  # Slow import: only here.
+
+  digits = datasets.load_digits()
+  images = np.round(digits.images * (255 / 16)).astype(np.uint8)
+  images = images.repeat(4, axis=1).repeat(4, axis=2)[..., None]
+  train, test = model_selection.train_test_split(
+      np.arange(len(images)), test_size=0.2, stratify=digits.target,
+      random_state=0,
+  )  # fmt: skip
+  labels = digits.target.astype(np.int64)
+  return {
+    split: (images[np.sort(ids)], labels[np.sort(ids)])
+    for split, ids in (('train', train), ('test', test))
+  }
+
+
+class FolderSource(Source):
+  """An image-folder release: `root/<split>/<class>/*.png` (CINIC-10)."""
+
+  def __init__(self, name, *, root, num_classes, channels=3):
+    self.name, self.num_classes, self.channels = name, num_classes, channels
+    how = (
+      f'Download the image-folder release of {name} ({CINIC10_URL}), '
+      'extract it and set --config.data.local_dir to the directory that '
+      'holds train/, valid/ and test/.'
+    )
+    if not root or not os.path.isdir(os.path.join(root, 'train')):
+      raise UsageError(f'{name}: no train/ folder in {root!r}. {how}')
+    self._root = root
+    self.classes = sorted(
+        d for d in os.listdir(os.path.join(root, 'train'))
+        if os.path.isdir(os.path.join(root, 'train', d))
+    )  # fmt: skip
+    if len(self.classes) != num_classes:
+      raise UsageError(
+        f'{name}: {root}/train has {len(self.classes)} class folders, '
+        f'expected {num_classes}. {how}'
+      )
+    self._how, self._cache = how, {}
+
+  def _files(self, split: str) -> tuple[list[str], np.ndarray]:
+    """Image paths of `split`, sorted by (class, file name), and labels."""
+    if split in self._cache:
+      return self._cache[split]
+    files, labels = [], []
+    for label, cls in enumerate(self.classes):
+      folder = os.path.join(self._root, split, cls)
+      names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+      names = [n for n in names if n.lower().endswith(('.png', '.jpg'))]
+      files += [os.path.join(folder, n) for n in names]
+      labels += [label] * len(names)
+    if not files:
+      raise UsageError(
+        f'{self.name}: no images in {self._root}/{split}. {self._how}'
+      )
+    self._cache[split] = files, np.asarray(labels, np.int64)
+    return self._cache[split]
+
+  def labels(self, split: str) -> np.ndarray:
+    return self._files(split)[1]
+
+  def load(self, split: str, start: int = 0, stop: int | None = None) -> Arrays:
+    files, labels = self._files(split)
+    files, labels = files[start:stop], labels[start:stop]
+
+    def read(path):
+      with Image.open(path) as image:
+        image = np.asarray(image.convert('RGB'), np.uint8)
+      if image.shape[:2] != (SIZE, SIZE):
+        image = _resize(image).numpy()
+      return image
+
+    images = np.empty((len(files), SIZE, SIZE, self.channels), np.uint8)
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+      for i, image in enumerate(pool.map(read, files)):
+        images[i] = image
+    return images, labels
+
+
+# --------------------------------------------------------------- Registry ---
+
+# name -> (num_classes, channels, kind).
+DATASETS = {
+  'mnist': (10, 1, 'tfds'),
+  'svhn_cropped': (10, 3, 'tfds'),
+  'cifar10': (10, 3, 'tfds'),
+  'cifar100': (100, 3, 'tfds'),
+  'imagenet_resized/32x32': (1000, 3, 'tfds'),
+  'ucf101': (101, 3, 'tfds_video'),
+  'cinic10': (10, 3, 'folder'),
+  'fashion_mnist': (10, 1, 'fashion_mnist'),
+  'digits': (10, 1, 'digits'),
+}
+
+
+def make_source(data_config) -> Source:
+  """The `Source` for `data_config.name`.
+
+  Raises:
+    UsageError: unknown name, or the dataset is not available locally.
+  """
+  name = data_config.name
+  if name not in DATASETS:
+    raise UsageError(
+      f'Unknown dataset config.data.name={name!r}; known datasets: '
+      f'{", ".join(DATASETS)}.'
+    )
+  num_classes, channels, kind = DATASETS[name]
+  common = dict(num_classes=num_classes, channels=channels)
+  if kind.startswith('tfds'):
+    return TfdsSource(
+      name, data_config=data_config, video=kind == 'tfds_video', **common
+    )
+  if kind == 'folder':
+    return FolderSource(name, root=data_config.local_dir, **common)
+  if kind == 'fashion_mnist':
+    loader = functools.partial(load_fashion_mnist, data_config.local_dir)
+  else:
+    loader = load_digits
+  return ArraySource(name, loader=loader, **common)

@@ -1,0 +1,356 @@
+"""Flax Linen networks of MAXL: trunks, heads, builders and apply adapters.
+
+Trunks (`ConvNet4`, `VGG16`, `ResNet32`, or any user module with the same
+call signature) map images [N, H, W, C] to features [N, D]:
+`trunk(x, train) -> features`. `MultiTaskNet` puts a primary and an auxiliary
+head on a trunk, `LabelGenerator` one auxiliary head (plain logits: the mask
+softmax lives in `losses.py`). The trunk is a module attribute, so its
+parameters are the subtree 'trunk' of the network's params.
+
+Initialisation as the original code: Xavier-uniform conv and dense kernels,
+zero biases, BatchNorm scale 1 and bias 0. BatchNorm uses momentum 0.9 (=
+PyTorch's 0.1) and eps 1e-5; its running variance is the biased batch
+variance (PyTorch keeps the unbiased one). Parameters are float32;
+`dtype` (the compute dtype) sets activations and matmuls; logits are
+returned in float32 whatever the compute dtype.
+
+Other code calls networks only through `make_apply(module)`, with params and
+model state (non-param collections such as 'batch_stats') as plain pytrees.
+"""
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from maxl_jax import layers
+from maxl_jax.errors import UsageError
+
+Params = Any
+ModelState = dict[str, Any]  # Non-param collections, e.g. {'batch_stats'}.
+Dtype = Any
+
+_xavier = nn.initializers.xavier_uniform()
+_zeros = nn.initializers.zeros
+COMPUTE_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
+def _batch_norm(train: bool, dtype: Dtype) -> nn.BatchNorm:
+  return nn.BatchNorm(
+    use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype
+  )
+
+
+class ConvNet4(nn.Module):
+  """4 x [conv3x3, BatchNorm, ReLU, 2x2 max-pool]; 32x32 -> [N, 4*widths[-1]].
+
+  Attributes:
+    widths: output channels of the four convolutions.
+    conv_impl: 'xla' | 'im2col' | 'auto' (see `layers`).
+    dtype: compute dtype.
+  """
+
+  widths: Sequence[int] = (32, 64, 128, 256)
+  conv_impl: str = 'auto'
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    """[N, H, W, C] images -> [N, D] features."""
+    for width in self.widths:
+      x = layers.conv(
+        width,
+        (3, 3),
+        conv_impl=self.conv_impl,
+        dtype=self.dtype,
+        kernel_init=_xavier,
+        bias_init=_zeros,
+      )(x)
+      x = nn.relu(_batch_norm(train, self.dtype)(x))
+      x = layers.max_pool(x, (2, 2), conv_impl=self.conv_impl)
+    return x.reshape(x.shape[0], -1)
+
+
+class VGG16(nn.Module):
+  """13 x [conv3x3, BatchNorm, ReLU] in 5 blocks, a 2x2 max-pool after each.
+
+  Widths 64-128-256-512-512 with 2, 2, 3, 3, 3 convolutions: 32x32 inputs
+  give [N, 512] features.
+
+  Attributes:
+    blocks: (width, number of convolutions) of each block.
+    conv_impl: 'xla' | 'im2col' | 'auto' (see `layers`).
+    dtype: compute dtype.
+  """
+
+  blocks: Sequence[tuple[int, int]] = (
+    (64, 2),
+    (128, 2),
+    (256, 3),
+    (512, 3),
+    (512, 3),
+  )
+  conv_impl: str = 'auto'
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    """[N, H, W, C] images -> [N, D] features."""
+    for width, depth in self.blocks:
+      for _ in range(depth):
+        x = layers.conv(
+          width,
+          (3, 3),
+          conv_impl=self.conv_impl,
+          dtype=self.dtype,
+          kernel_init=_xavier,
+          bias_init=_zeros,
+        )(x)
+        x = nn.relu(_batch_norm(train, self.dtype)(x))
+      x = layers.max_pool(x, (2, 2), conv_impl=self.conv_impl)
+    return x.reshape(x.shape[0], -1)
+
+
+class BasicBlock(nn.Module):
+  """ResNet basic block: two conv3x3+BN, shortcut, ReLU.
+
+  The shortcut is the identity, or a 1x1 convolution + BN (projection) when
+  the stride or the width changes.
+  """
+
+  width: int
+  stride: int = 1
+  conv_impl: str = 'auto'
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    """[N, H, W, Cin] -> [N, H/stride, W/stride, width]."""
+    conv = functools.partial(
+      layers.conv,
+      conv_impl=self.conv_impl,
+      dtype=self.dtype,
+      use_bias=False,
+      kernel_init=_xavier,
+    )
+    y = conv(self.width, (3, 3), strides=self.stride)(x)
+    y = nn.relu(_batch_norm(train, self.dtype)(y))
+    y = conv(self.width, (3, 3))(y)
+    y = _batch_norm(train, self.dtype)(y)
+    if self.stride != 1 or x.shape[-1] != self.width:
+      x = conv(self.width, (1, 1), strides=self.stride, name='proj')(x)
+      x = _batch_norm(train, self.dtype)(x)
+    return nn.relu(x + y)
+
+
+class ResNet32(nn.Module):
+  """CIFAR ResNet-32: conv3x3(16), 3 stages x 5 basic blocks, global pool.
+
+  Stages of widths 16-32-64; the first block of stages 2 and 3 has stride 2
+  and a projection shortcut. 32x32 inputs give [N, 64] features.
+
+  Attributes:
+    widths: widths of the three stages.
+    blocks_per_stage: basic blocks per stage (5 for ResNet-32).
+    conv_impl: 'xla' | 'im2col' | 'auto' (see `layers`).
+    dtype: compute dtype.
+  """
+
+  widths: Sequence[int] = (16, 32, 64)
+  blocks_per_stage: int = 5
+  conv_impl: str = 'auto'
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    """[N, H, W, C] images -> [N, D] features."""
+    x = layers.conv(
+      self.widths[0],
+      (3, 3),
+      conv_impl=self.conv_impl,
+      dtype=self.dtype,
+      use_bias=False,
+      kernel_init=_xavier,
+    )(x)
+    x = nn.relu(_batch_norm(train, self.dtype)(x))
+    for stage, width in enumerate(self.widths):
+      for block in range(self.blocks_per_stage):
+        stride = 2 if stage > 0 and block == 0 else 1
+        x = BasicBlock(width, stride, self.conv_impl, self.dtype)(x, train)
+    return jnp.mean(x, axis=(1, 2))
+
+
+class Head(nn.Module):
+  """Dense(hidden) + ReLU + Dense(num_out), or one Dense if hidden == 0."""
+
+  num_out: int
+  hidden: int = 0
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, h: jax.Array) -> jax.Array:
+    """[N, D] features -> [N, num_out] float32 logits."""
+    dense = functools.partial(
+      nn.Dense, dtype=self.dtype, kernel_init=_xavier, bias_init=_zeros
+    )
+    if self.hidden:
+      h = nn.relu(dense(self.hidden)(h))
+    return dense(self.num_out)(h).astype(jnp.float32)
+
+
+class MultiTaskNet(nn.Module):
+  """f(theta1): a shared trunk with a primary and an auxiliary head.
+
+  Attributes:
+    trunk: any module with `trunk(x, train) -> [N, D]`; its params are the
+      subtree 'trunk'.
+    num_primary: P, primary classes.
+    num_aux: K, auxiliary classes; 0 makes a single-task network.
+    head_hidden: hidden units of each head (0 = one Dense layer).
+    dtype: compute dtype of the heads.
+  """
+
+  trunk: nn.Module
+  num_primary: int
+  num_aux: int
+  head_hidden: int = 0
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(
+    self, x: jax.Array, train: bool
+  ) -> tuple[jax.Array, jax.Array | None]:
+    """Returns (primary [N, P], aux [N, K]) logits; aux is None if K == 0."""
+    h = self.trunk(x, train)
+    primary = Head(
+      self.num_primary, self.head_hidden, self.dtype, name='primary_head'
+    )(h)
+    if not self.num_aux:
+      return primary, None
+    aux = Head(self.num_aux, self.head_hidden, self.dtype, name='aux_head')(h)
+    return primary, aux
+
+
+class LabelGenerator(nn.Module):
+  """g(theta2): a trunk with one K-way head; unmasked logits [N, K].
+
+  Attributes:
+    trunk: any module with `trunk(x, train) -> [N, D]`.
+    num_aux: K, auxiliary classes.
+    head_hidden: hidden units of the head (0 = one Dense layer).
+    dtype: compute dtype of the head.
+  """
+
+  trunk: nn.Module
+  num_aux: int
+  head_hidden: int = 0
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    """[N, H, W, C] images -> [N, K] logits (mask softmax: `losses.py`)."""
+    h = self.trunk(x, train)
+    return Head(self.num_aux, self.head_hidden, self.dtype, name='aux_head')(h)
+
+
+TRUNKS = {'convnet4': ConvNet4, 'vgg16': VGG16, 'resnet32': ResNet32}
+
+
+def _choice(table: dict[str, Any], key: str, what: str) -> Any:
+  if key not in table:
+    raise UsageError(
+      f'unknown {what} {key!r}; valid choices: {", ".join(table)}.'
+    )
+  return table[key]
+
+
+def build_trunk(model_config: Any) -> nn.Module:
+  """The trunk named by `model_config.name`, `conv_impl`, `compute_dtype`."""
+  trunk_cls = _choice(TRUNKS, model_config.name, 'config.model.name')
+  layers.resolve_impl(model_config.conv_impl)  # Validates it early.
+  dtype = _choice(
+    COMPUTE_DTYPES, model_config.compute_dtype, 'config.model.compute_dtype'
+  )
+  return trunk_cls(conv_impl=model_config.conv_impl, dtype=dtype)
+
+
+def build_models(
+  model_config: Any, *, num_primary: int, num_aux: int
+) -> tuple[MultiTaskNet, LabelGenerator]:
+  """(multi-task network f, label generator g) from `config.model`.
+
+  Args:
+    model_config: `config.model` (name, conv_impl, compute_dtype,
+      head_hidden).
+    num_primary: P, primary classes.
+    num_aux: K = sum(psi), auxiliary classes.
+
+  Returns:
+    Two modules with separate trunks of the same architecture.
+  """
+  dtype = _choice(
+    COMPUTE_DTYPES, model_config.compute_dtype, 'config.model.compute_dtype'
+  )
+  hidden = model_config.head_hidden
+  f = MultiTaskNet(
+    build_trunk(model_config), num_primary, num_aux, hidden, dtype
+  )
+  g = LabelGenerator(build_trunk(model_config), num_aux, hidden, dtype)
+  return f, g
+
+
+def build_single(model_config: Any, *, num_primary: int) -> MultiTaskNet:
+  """Single-task network: a `MultiTaskNet` with num_aux=0 (aux is None)."""
+  f, _ = build_models(model_config, num_primary=num_primary, num_aux=0)
+  return f
+
+
+def init_variables(
+  module: nn.Module, rng: jax.Array, image_shape: Sequence[int]
+) -> tuple[Params, ModelState]:
+  """Initialises `module` on a zero batch.
+
+  Args:
+    module: a network called as `module(x, train)`.
+    rng: a `jax.random.key`.
+    image_shape: [H, W, C] of one image.
+
+  Returns:
+    (params, model_state): plain dicts; model_state holds the non-param
+    collections ({'batch_stats': ...} with BatchNorm, else {}).
+  """
+  x = jnp.zeros((1, *image_shape), jnp.float32)
+  variables = jax.jit(module.init, static_argnums=2)(rng, x, False)
+  variables = dict(variables)
+  params = variables.pop('params')
+  return params, variables
+
+
+ApplyFn = Callable[
+  [Params, ModelState, jax.Array, bool], tuple[Any, ModelState]
+]
+
+
+def make_apply(module: nn.Module) -> ApplyFn:
+  """`apply(params, model_state, images, train) -> (outputs, model_state)`.
+
+  With train=True, BatchNorm normalises with batch statistics and the
+  returned model_state holds the updated running averages; with
+  train=False, running averages are used and model_state is returned as
+  given. Works for modules without BatchNorm (model_state == {}). `train`
+  must be a Python bool (static under jit).
+  """
+
+  def apply(params, model_state, images, train):
+    variables = {'params': params, **model_state}
+    if train and model_state:
+      outputs, new_state = module.apply(
+        variables, images, train, mutable=list(model_state)
+      )
+      return outputs, dict(new_state)
+    return module.apply(variables, images, train), model_state
+
+  return apply

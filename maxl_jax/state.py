@@ -1,0 +1,90 @@
+"""`MaxlState`: everything a run needs to continue, as one pytree.
+
+θ1 and θ2 with their model states (BatchNorm statistics) and optimiser
+states, the label source's state, the step counters, the running metric sums
+of the current epoch and the non-finite guard. A checkpoint of this object
+(plus the data iterator's position) resumes a run bitwise.
+"""
+
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from maxl_jax import models
+
+# Running sums of the current epoch, reset at each epoch end. `*_count` is
+# the number of steps that contributed to the `*` group.
+METRIC_KEYS = (
+  'train/loss_pri',
+  'train/loss_aux',
+  'train/accuracy',
+  'train/count',
+  'meta/loss_before',
+  'meta/loss_after',
+  'meta/meta_loss',
+  'meta/entropy',
+  'meta/aux_usage',
+  'meta/aux_entropy',
+  'meta/count',
+)
+# Values recorded for the first non-finite step.
+GUARD_VALUES = ('loss_pri', 'loss_aux', 'meta_loss', 'grad_norm')
+
+
+@flax.struct.dataclass
+class MaxlState:
+  """Training state (a pytree; functions and optimisers are not in it)."""
+
+  step: jnp.ndarray  # Batches consumed since the start (both schedules).
+  step1: jnp.ndarray  # θ1 updates: drives θ1's schedule and α.
+  step2: jnp.ndarray  # θ2 updates.
+  theta1: Any
+  state1: Any
+  opt1: optax.OptState
+  theta2: Any
+  state2: Any
+  opt2: optax.OptState
+  label_state: Any
+  sums: dict[str, jnp.ndarray]
+  guard: dict[str, jnp.ndarray]
+
+
+def zero_sums(num_aux: int) -> dict[str, jnp.ndarray]:
+  """Metric sums at the start of an epoch (`meta/aux_hist` is [K])."""
+  sums = {k: jnp.zeros((), jnp.float32) for k in METRIC_KEYS}
+  # At least one entry: orbax cannot save zero-size arrays.
+  sums['meta/aux_hist'] = jnp.zeros((max(num_aux, 1),), jnp.float32)
+  return sums
+
+
+def create_state(rng, f, g, opt1, opt2, image_shape, label_state):
+  """Initial state: θ1 from `f`, θ2 from `g` (None: no generator)."""
+  rng1, rng2 = jax.random.split(rng)
+  theta1, state1 = models.init_variables(f, rng1, image_shape)
+  if g is None:
+    theta2, state2, num_aux = {}, {}, getattr(f, 'num_aux', 0)
+  else:
+    theta2, state2 = models.init_variables(g, rng2, image_shape)
+    num_aux = g.num_aux
+  zero = lambda: jnp.zeros((), jnp.int32)  # noqa: E731 - distinct buffers.
+  return MaxlState(
+    step=zero(),
+    step1=zero(),
+    step2=zero(),
+    theta1=theta1,
+    state1=state1,
+    opt1=opt1.init(theta1),
+    theta2=theta2,
+    state2=state2,
+    opt2=opt2.init(theta2),
+    label_state=label_state,
+    sums=zero_sums(num_aux),
+    guard={
+      'count': zero(),
+      'step': zero() - 1,
+      'values': jnp.zeros((len(GUARD_VALUES),), jnp.float32),
+    },
+  )

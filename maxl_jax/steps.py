@@ -1,0 +1,180 @@
+"""Pure step functions: `(state, batch, *, deps) -> state` (or metrics).
+
+The caller binds the keyword-only dependencies with `functools.partial` and
+applies `jax.jit` (with donation of `state`). Metrics are accumulated in
+`state.sums` on device, so a step returns nothing for the host to wait on.
+
+Every update step passes through the non-finite guard: a step whose losses
+or gradient norm are not finite is not applied; with `on_nonfinite='stop'`
+every later step is frozen as well (the host stops the run at its next
+check), with `'skip_step'` training goes on.
+"""
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from maxl_jax import analysis, losses
+from maxl_jax.lookahead import train_loss
+
+
+def _add(sums, values):
+  return {k: sums[k] + values.get(k, 0.0) for k in sums}
+
+
+def _guard(old, new, values, on_nonfinite):
+  """Keeps `old` (except the step count) when `values` are not finite."""
+  values = jnp.stack([jnp.asarray(v, jnp.float32) for v in values])
+  finite = jnp.all(jnp.isfinite(values))
+  clean = old.guard['count'] == 0
+  apply = finite if on_nonfinite == 'skip_step' else finite & clean
+  chosen = jax.tree.map(lambda n, o: jnp.where(apply, n, o), new, old)
+  first_bad = clean & ~finite
+  guard = {
+    'count': old.guard['count'] + (~finite).astype(jnp.int32),
+    'step': jnp.where(first_bad, old.step, old.guard['step']),
+    'values': jnp.where(first_bad, values, old.guard['values']),
+  }
+  return chosen.replace(step=old.step + 1, guard=guard)
+
+
+def _update(params, grads, opt_state, opt):
+  updates, opt_state = opt.update(grads, opt_state, params)
+  return optax.apply_updates(params, updates), opt_state
+
+
+def _theta1_update(state, grads, new_state1, metrics, opt1):
+  theta1, opt1_state = _update(state.theta1, grads, state.opt1, opt1)
+  sums = _add(
+    state.sums,
+    {
+      'train/loss_pri': metrics['loss_pri'],
+      'train/loss_aux': metrics['loss_aux'],
+      'train/accuracy': metrics['accuracy'],
+      'train/count': 1.0,
+    },
+  )
+  return state.replace(
+    theta1=theta1,
+    state1=new_state1,
+    opt1=opt1_state,
+    step1=state.step1 + 1,
+    sums=sums,
+  )
+
+
+def _theta2_update(state, grads2, out, opt2):
+  theta2, opt2_state = _update(state.theta2, grads2, state.opt2, opt2)
+  usage = analysis.label_usage(out.aux_probs)
+  sums = _add(
+    state.sums,
+    {
+      'meta/loss_before': out.loss_pri_before,
+      'meta/loss_after': out.loss_pri_after,
+      'meta/meta_loss': out.meta_loss,
+      'meta/entropy': out.entropy,
+      'meta/aux_usage': usage['aux_usage'],
+      'meta/aux_entropy': usage['aux_entropy'],
+      'meta/aux_hist': usage['aux_hist'],
+      'meta/count': 1.0,
+    },
+  )
+  return state.replace(
+    theta2=theta2,
+    state2=out.new_state2,
+    opt2=opt2_state,
+    step2=state.step2 + 1,
+    sums=sums,
+  )
+
+
+def primary_step(state, batch, *, problem, source, opt1, on_nonfinite):
+  """One θ1 update on `L_pri + L_aux` with the source's auxiliary targets."""
+  targets = source.targets(state.label_state, state.theta2, state.state2, batch)
+  grads, (new_state1, metrics) = jax.grad(train_loss, 1, has_aux=True)(
+    problem, state.theta1, state.state1, targets, batch
+  )
+  new = _theta1_update(state, grads, new_state1, metrics, opt1)
+  values = (metrics['loss_pri'], metrics['loss_aux'], 0.0)
+  values += (optax.global_norm(grads),)
+  return _guard(state, new, values, on_nonfinite)
+
+
+def meta_step(
+  state, batch, *, problem, estimator, opt2, alpha_schedule, on_nonfinite
+):
+  """One θ2 update by the meta-gradient; θ1 and its statistics stay put."""
+  alpha = alpha_schedule(state.step1)
+  grads2, out = estimator(
+    problem,
+    state.theta1,
+    state.state1,
+    state.theta2,
+    state.state2,
+    batch,
+    alpha,
+  )
+  new = _theta2_update(state, grads2, out, opt2)
+  values = (out.loss_pri_before, out.train_metrics['loss_aux'], out.meta_loss)
+  values += (optax.global_norm(grads2),)
+  return _guard(state, new, values, on_nonfinite)
+
+
+def interleaved_step(
+  state, batch, *, problem, estimator, opt1, opt2, alpha_schedule, on_nonfinite
+):
+  """A θ1 and a θ2 update from one shared lookahead on one batch.
+
+  The lookahead's ∇θ1 L_train(θ1, θ2) is the θ1 update's gradient, so the
+  θ1 step costs no extra forward or backward.
+  """
+  alpha = alpha_schedule(state.step1)
+  grads2, out = estimator(
+    problem,
+    state.theta1,
+    state.state1,
+    state.theta2,
+    state.state2,
+    batch,
+    alpha,
+  )
+  new = _theta1_update(
+    state, out.theta1_grads, out.new_state1, out.train_metrics, opt1
+  )
+  new = _theta2_update(new, grads2, out, opt2)
+  values = (out.loss_pri_before, out.train_metrics['loss_aux'], out.meta_loss)
+  values += (optax.global_norm(grads2) + optax.global_norm(out.theta1_grads),)
+  return _guard(state, new, values, on_nonfinite)
+
+
+def eval_step(state, batch, *, problem):
+  """Sums over the real (mask 1) examples: correct, primary loss, count."""
+  (logits, _), _ = problem.f_apply(
+    state.theta1, state.state1, batch['image'], False
+  )
+  terms = losses.focal_terms(jax.nn.log_softmax(logits), problem.gamma)
+  loss = jnp.take_along_axis(terms, batch['label'][:, None], -1)[:, 0]
+  correct = (jnp.argmax(logits, -1) == batch['label']).astype(jnp.float32)
+  mask = batch['mask']
+  return {
+    'correct': jnp.sum(mask * correct),
+    'loss': jnp.sum(mask * loss),
+    'count': jnp.sum(mask),
+  }
+
+
+def cosine_step(state, batch, *, problem, source):
+  """Cosine of ∇ L_pri and ∇ L_aux on the shared trunk (paper Fig. 4)."""
+  targets = source.targets(state.label_state, state.theta2, state.state2, batch)
+
+  def part_losses(theta1):
+    (pri, aux), _ = problem.f_apply(theta1, state.state1, batch['image'], True)
+    return (
+      losses.primary_loss(pri, batch['label'], problem.gamma),
+      losses.aux_loss(aux, targets, problem.gamma),
+    )
+
+  _, pullback = jax.vjp(part_losses, state.theta1)
+  (g_pri,) = pullback((jnp.ones(()), jnp.zeros(())))
+  (g_aux,) = pullback((jnp.zeros(()), jnp.ones(())))
+  return analysis.gradient_cosine(g_pri['trunk'], g_aux['trunk'])

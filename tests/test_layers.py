@@ -1,0 +1,203 @@
+"""Tests of layers.py: im2col conv and reshape max-pool equal XLA's."""
+
+import functools
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from absl.testing import parameterized
+from jax import lax
+from jax.test_util import check_grads
+
+from maxl_jax import layers
+from maxl_jax.errors import UsageError
+
+_NHWC = ('NHWC', 'HWIO', 'NHWC')
+
+# (batch, height, width, cin, cout, kernel, stride).
+CONV_CASES = (
+  (2, 8, 8, 3, 4, 3, 1),
+  (1, 5, 5, 5, 7, 3, 1),  # Batch 1, odd sizes and channels.
+  (2, 2, 2, 7, 3, 3, 1),  # 2x2 input with padding 1.
+  (2, 7, 6, 3, 5, 3, 2),  # Strided, odd input.
+  (2, 6, 6, 3, 5, 1, 2),  # 1x1 projection.
+)
+
+# (batch, height, width, channels).
+POOL_CASES = ((2, 8, 8, 3), (1, 5, 7, 5), (2, 2, 2, 1))
+
+
+def _normal(seed, shape, dtype=jnp.float32):
+  return jnp.asarray(np.random.default_rng(seed).normal(size=shape), dtype)
+
+
+def _conv_modules(cout, k, stride):
+  kw = dict(strides=stride, kernel_init=nn.initializers.xavier_uniform())
+  return (
+    nn.Conv(cout, (k, k), **kw),
+    layers.conv(cout, (k, k), conv_impl='im2col', **kw),
+  )
+
+
+def _second_order(apply_fn, params, x, v):
+  """grad_{params, x} of <v, grad_params sum(sin(apply_fn(params, x)))>."""
+
+  def loss(p, x):
+    return jnp.sum(jnp.sin(apply_fn(p, x)))
+
+  def directional(p, x):
+    g = jax.grad(loss)(p, x)
+    return sum(
+      jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(g), v, strict=True)
+    )
+
+  return jax.grad(loss, (0, 1))(params, x), jax.grad(directional, (0, 1))(
+    params, x
+  )
+
+
+class ConvTest(chex.TestCase):
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.parameters(*CONV_CASES)
+  def test_values_and_params_match_nn_conv(self, n, h, w, cin, cout, k, s):
+    xla, im2col = _conv_modules(cout, k, s)
+    x = _normal(0, (n, h, w, cin))
+    params = xla.init(jax.random.key(0), x)
+    # Same module class and names: identical parameters from the same key.
+    chex.assert_trees_all_equal(params, im2col.init(jax.random.key(0), x))
+    got = self.variant(im2col.apply)(params, x)
+    want = self.variant(xla.apply)(params, x)
+    chex.assert_equal_shape([got, want])
+    chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-5)
+
+  @parameterized.parameters(*CONV_CASES)
+  def test_first_and_second_order_grads_match(self, n, h, w, cin, cout, k, s):
+    xla, im2col = _conv_modules(cout, k, s)
+    x = _normal(1, (n, h, w, cin))
+    params = xla.init(jax.random.key(1), x)
+    v = [_normal(i + 2, a.shape) for i, a in enumerate(jax.tree.leaves(params))]
+    got = jax.jit(functools.partial(_second_order, im2col.apply))(params, x, v)
+    want = jax.jit(functools.partial(_second_order, xla.apply))(params, x, v)
+    chex.assert_trees_all_close(got, want, rtol=1e-4, atol=1e-4)
+
+  @parameterized.parameters((2, 5, 5, 3, 4, 3, 1), (1, 2, 2, 3, 5, 3, 1))
+  def test_float64_grads(self, n, h, w, cin, cout, k, s):
+    with jax.enable_x64(True):
+      x = _normal(3, (n, h, w, cin), jnp.float64)
+      kernel = _normal(4, (k, k, cin, cout), jnp.float64)
+      im2col = functools.partial(
+        layers.im2col_conv_general_dilated,
+        window_strides=(s, s),
+        padding='SAME',
+        dimension_numbers=_NHWC,
+      )
+      xla = functools.partial(
+        lax.conv_general_dilated,
+        window_strides=(s, s),
+        padding='SAME',
+        dimension_numbers=_NHWC,
+      )
+      check_grads(im2col, (x, kernel), order=2, modes=['rev', 'fwd'])
+      v = [_normal(5, kernel.shape, jnp.float64)]
+      got = _second_order(lambda p, x: im2col(x, p), kernel, x, v)
+      want = _second_order(lambda p, x: xla(x, p), kernel, x, v)
+      chex.assert_trees_all_close(got, want, rtol=1e-10, atol=1e-10)
+
+  def test_unsupported_settings_fall_back_to_lax(self):
+    x = _normal(6, (2, 7, 7, 4))
+    kernel = _normal(7, (3, 3, 2, 6))
+    kw = dict(
+      window_strides=(1, 1),
+      padding='SAME',
+      rhs_dilation=(2, 2),
+      dimension_numbers=_NHWC,
+      feature_group_count=2,
+    )
+    chex.assert_trees_all_close(
+      layers.im2col_conv_general_dilated(x, kernel, **kw),
+      lax.conv_general_dilated(x, kernel, **kw),
+    )
+
+  def test_bfloat16_compute_keeps_float32_params(self):
+    conv = layers.conv(5, (3, 3), conv_impl='im2col', dtype=jnp.bfloat16)
+    x = _normal(8, (2, 4, 4, 3))
+    params = conv.init(jax.random.key(0), x)
+    chex.assert_trees_all_equal_dtypes(
+      params, jax.tree.map(lambda a: a.astype(jnp.float32), params)
+    )
+    self.assertEqual(conv.apply(params, x).dtype, jnp.bfloat16)
+
+
+def _pool(impl):
+  return functools.partial(layers.max_pool, conv_impl=impl)
+
+
+class MaxPoolTest(chex.TestCase):
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.parameters(*POOL_CASES)
+  def test_values_match_nn_max_pool(self, n, h, w, c):
+    x = _normal(0, (n, h, w, c))  # Continuous: no ties.
+    got = self.variant(_pool('im2col'))(x)
+    chex.assert_shape(got, (n, h // 2, w // 2, c))
+    chex.assert_trees_all_equal(got, self.variant(_pool('xla'))(x))
+
+  @parameterized.parameters(*POOL_CASES)
+  def test_first_and_second_order_grads_match(self, n, h, w, c):
+    x = _normal(1, (n, h, w, c))
+    v = [_normal(2, x.shape)]
+    as_fn = lambda pool: lambda p, x: pool(p * x)  # noqa: E731
+    got = _second_order(as_fn(_pool('im2col')), x, 1.5 * x, v)
+    want = _second_order(as_fn(_pool('xla')), x, 1.5 * x, v)
+    chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-6)
+    with jax.enable_x64(True):
+      check_grads(_pool('im2col'), (x.astype(jnp.float64),), order=2)
+
+  def test_ties_send_the_cotangent_to_one_element(self):
+    # Like select-and-scatter, a window's whole cotangent goes to one of its
+    # tied maxima (no division by the tie count, which can be 0 under XLA's
+    # recomputation in the second-order graph).
+    x = jnp.zeros((1, 4, 4, 1)).at[0, 2:, 2:, 0].set(1.0)
+    got = jax.grad(lambda x: jnp.sum(_pool('im2col')(x)))(x)
+    want = jax.grad(lambda x: jnp.sum(_pool('xla')(x)))(x)
+    chex.assert_trees_all_equal(got, want)
+    self.assertEqual(int(jnp.sum(got != 0)), 4)
+
+  def test_ties_after_relu_give_the_same_param_grads(self):
+    # Conv-ReLU-pool: ReLU zeros tie in most windows, yet the gradients agree
+    # because relu'(0) = 0 removes whatever reaches the tied zeros.
+    x = _normal(3, (2, 8, 8, 3)) - 1.0
+    xla, im2col = _conv_modules(6, 3, 1)
+    params = xla.init(jax.random.key(3), x)
+
+    def loss(pool, conv, p):
+      y = pool(nn.relu(conv.apply(p, x)))
+      return jnp.sum(jnp.sin(y))
+
+    relu_out = nn.relu(xla.apply(params, x))
+    windows = relu_out.reshape(2, 4, 2, 4, 2, 6)
+    num_zero_windows = int(jnp.sum(jnp.all(windows == 0, axis=(2, 4))))
+    self.assertGreater(num_zero_windows, 10)  # Many ties in this test.
+    got = jax.grad(functools.partial(loss, _pool('im2col'), im2col))(params)
+    want = jax.grad(functools.partial(loss, _pool('xla'), xla))(params)
+    chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-5)
+
+  def test_overlapping_windows_use_nn_max_pool(self):
+    x = _normal(4, (2, 6, 6, 3))
+    chex.assert_trees_all_equal(
+      layers.max_pool(x, (3, 3), (1, 1), 'SAME', conv_impl='im2col'),
+      nn.max_pool(x, (3, 3), (1, 1), 'SAME'),
+    )
+
+
+def test_resolve_impl():
+  assert layers.resolve_impl('xla') == 'xla'
+  assert layers.resolve_impl('im2col') == 'im2col'
+  want = 'im2col' if jax.default_backend() == 'cpu' else 'xla'
+  assert layers.resolve_impl('auto') == want
+  with pytest.raises(UsageError, match='xla, im2col, auto'):
+    layers.resolve_impl('cudnn')
+  with pytest.raises(UsageError, match='cudnn'):
+    layers.conv(4, conv_impl='cudnn')
