@@ -2,13 +2,17 @@
 
 A checkpoint holds two items: `state` (the whole `MaxlState` pytree: θ1, θ2,
 optimiser states, BatchNorm statistics, step counters, label-source state,
-running metric sums) and `extra` (JSON: the data iterator's position). A
-workdir can be local or `gs://`; orbax writes each step to a temporary
-directory and renames it when complete, so a killed save leaves the previous
-checkpoints intact.
-"""
+running metric sums, the non-finite guard) and `extra` (JSON: the data
+iterator's position). The directory can be local or `gs://`. Orbax writes
+each step into a temporary directory and renames it when complete, so a
+process killed while saving leaves the earlier checkpoints intact (the
+temporary directory is removed by the next run).
 
-import json
+Multi-process: every process calls `make_manager`, `save` and
+`restore_latest` with the same arguments (orbax synchronises them and each
+process writes the shards it owns); the directory must be shared by all
+hosts (e.g. `gs://`).
+"""
 
 import orbax.checkpoint as ocp
 from absl import logging
@@ -18,14 +22,20 @@ from maxl_jax.errors import UsageError
 
 def make_manager(directory: str, keep: int) -> ocp.CheckpointManager:
   """A manager that keeps the last `keep` checkpoints under `directory`."""
-  options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+  options = ocp.CheckpointManagerOptions(
+    max_to_keep=keep, create=True, cleanup_tmp_directories=True
+  )
   return ocp.CheckpointManager(
     directory, options=options, item_names=('state', 'extra')
   )
 
 
 def save(manager, step: int, state, extra: dict, *, wait: bool = False):
-  """Saves `state` and the JSON-able `extra` at `step` (async by default)."""
+  """Saves `state` and the JSON-able `extra` at `step` (async by default).
+
+  The arrays are copied to host memory before this returns, so `state` may
+  be donated to the next step right away.
+  """
   manager.save(
     step,
     args=ocp.args.Composite(
@@ -37,17 +47,33 @@ def save(manager, step: int, state, extra: dict, *, wait: bool = False):
     manager.wait_until_finished()
 
 
+def _first_line(error: Exception) -> str:
+  text = str(error).strip()
+  line = text.splitlines()[0] if text else ''
+  return f'{type(error).__name__}: {line[:200]}'
+
+
 def restore_latest(manager, template):
   """Restores the newest usable checkpoint; returns (step, state, extra).
 
-  Tries the checkpoints from newest to oldest: a truncated or corrupted one
-  (orbax raises ValueError, JSONDecodeError, OSError ...) is skipped with a
-  warning. Returns (None, template, None) when there is no checkpoint.
+  Tries the checkpoints from newest to oldest. One that cannot be restored
+  (truncated or corrupted files, a layout that does not fit `template`) is
+  skipped with a warning; once an older one is restored, the unusable newer
+  ones are deleted so that the run can save those steps again.
+
+  Args:
+    manager: from `make_manager`.
+    template: a `MaxlState` with the shapes, dtypes and shardings to
+      restore into.
+
+  Returns:
+    (step, state, extra), or (None, template, None) without checkpoints.
 
   Raises:
     UsageError: checkpoints exist but none can be restored.
   """
   steps = sorted(manager.all_steps(), reverse=True)
+  unusable, errors = [], []
   for step in steps:
     try:
       restored = manager.restore(
@@ -57,19 +83,26 @@ def restore_latest(manager, template):
           extra=ocp.args.JsonRestore(),
         ),
       )
-    except (ValueError, json.JSONDecodeError, OSError, KeyError) as e:
+    # Orbax and TensorStore raise many types (ValueError, OSError, KeyError,
+    # TypeError, msgpack errors ...) for damaged files.
+    except Exception as e:  # noqa: BLE001
       logging.warning(
-        'Checkpoint at step %d is unusable (%s: %s); trying an older one.',
+        'Checkpoint at step %d in %s is unusable (%s); trying an older one.',
         step,
-        type(e).__name__,
-        str(e).splitlines()[0] if str(e) else '',
+        manager.directory,
+        _first_line(e),
       )
+      unusable.append(step)
+      errors.append(f'step {step}: {_first_line(e)}')
       continue
+    for bad in unusable:
+      logging.warning('Deleting the unusable checkpoint at step %d.', bad)
+      manager.delete(bad)
     return step, restored['state'], restored['extra']
   if steps:
     raise UsageError(
-      f'none of the checkpoints {steps} in {manager.directory} can be '
-      'restored (truncated or corrupted); delete that directory to start '
-      'afresh, or point --workdir elsewhere.'
+      f'none of the checkpoints in {manager.directory} can be restored '
+      f'({"; ".join(errors)}); delete that directory to start afresh, or '
+      'point --workdir elsewhere.'
     )
   return None, template, None

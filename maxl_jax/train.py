@@ -87,7 +87,12 @@ def _jit_steps(config, setup, mesh):
 
 def _to_host(tree):
   """Replicated global arrays -> numpy (works on every host)."""
-  return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
+  return jax.tree.map(
+    lambda x: np.asarray(
+      x.addressable_data(0) if isinstance(x, jax.Array) else x
+    ),
+    tree,
+  )
 
 
 def _global_batch(batch, sharding):

@@ -78,6 +78,24 @@ def get_config():
   config.baseline = ml_collections.ConfigDict()
   config.baseline.aux_classes = 0  # random: total K (0 = psi_per_class * P).
 
+  # K-Means baseline: k-means within each class on a convolutional
+  # autoencoder's codes (maxl_jax/kmeans_source.py); K = psi_per_class * P.
+  config.kmeans = ml_collections.ConfigDict()
+  config.kmeans.ae_steps = 2000  # AE steps before the first clustering.
+  # AE steps at each refresh, before re-clustering (with refresh_every=1,
+  # 1-2 steps keep the cost per training step small).
+  config.kmeans.ae_steps_per_refresh = 100
+  # Training steps between re-clusterings; 0 = once per epoch, 1 = after
+  # every iteration (the paper; costs one encoding of the training set each).
+  config.kmeans.refresh_every = 0
+  config.kmeans.latent_dim = 64  # Size of the latent code that is clustered.
+  config.kmeans.ae_widths = (32, 64, 128)  # Stride-2 encoder convolutions.
+  config.kmeans.ae_lr = 1e-3  # Adam learning rate of the autoencoder.
+  config.kmeans.ae_batch_size = 128  # Global AE batch (split over hosts).
+  config.kmeans.n_init = 3  # k-means++ restarts of the first clustering.
+  config.kmeans.max_iter = 100  # Lloyd iterations per clustering at most.
+  config.kmeans.encode_batch_size = 1000  # Images per encoder call.
+
   config.train = ml_collections.ConfigDict()
   config.train.epochs = 200
   config.train.steps_per_epoch = 0  # 0 = one full pass over the training set.

@@ -1,0 +1,412 @@
+"""The K-Means baseline: auxiliary labels from k-means on autoencoder codes.
+
+DESIGN §4: a small convolutional autoencoder is trained on the training
+images, every training image is encoded, and the codes of each primary class
+`c` are clustered by k-means into `psi[c]` clusters. Training example `i` of
+class `c` in cluster `j` gets the auxiliary class `o_c + j` (one-hot). Every
+`config.kmeans.refresh_every` steps (0 = at each epoch end) the autoencoder
+trains a few more steps and the codes are clustered again, warm-started from
+the previous centroids.
+
+`label_state` holds everything needed to continue, as arrays:
+  ae_params, ae_opt: the autoencoder's parameters and Adam state.
+  centroids: float32 [K, latent_dim], rows `[o_c, o_c + psi[c])` of class c.
+  assign:    int32 [num_train], the auxiliary class of each training image
+             (global index, as `batch['index']`).
+  refreshes: int32 [], clusterings done after the initial one.
+A refresh is a deterministic function of (label_state, step): its randomness
+(autoencoder batches, k-means++ seeds) comes from `config.seed` and the
+refresh count, and k-means runs single-threaded, so a resumed run repeats
+the uninterrupted one bit for bit.
+
+Multi-host: each process trains on its own images with the gradients
+averaged over processes (`process_allgather`), so the autoencoder stays the
+same everywhere; the codes are gathered and every process clusters the whole
+training set identically.
+"""
+
+import dataclasses
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.experimental import multihost_utils
+
+from maxl_jax import data, hierarchy, layers
+from maxl_jax.errors import UsageError
+from maxl_jax.label_sources import LabelSource
+
+LabelState = dict[str, Any]
+_INIT, _SAMPLE, _CLUSTER = 0, 1, 2  # Salts of the seeded random streams.
+
+
+class Encoder(nn.Module):
+  """[N, 32, 32, C] -> [N, latent_dim]: stride-2 convolutions, then Dense."""
+
+  widths: Sequence[int]
+  latent_dim: int
+  conv_impl: str = 'auto'
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    for width in self.widths:
+      conv = layers.conv(
+        width, (3, 3), strides=(2, 2), conv_impl=self.conv_impl
+      )
+      x = nn.relu(conv(x))
+    return nn.Dense(self.latent_dim)(x.reshape(x.shape[0], -1))
+
+
+class Decoder(nn.Module):
+  """[N, latent_dim] -> [N, 32, 32, C]: Dense, then (2x upsample, conv)s."""
+
+  widths: Sequence[int]
+  channels: int
+  conv_impl: str = 'auto'
+
+  @nn.compact
+  def __call__(self, z: jax.Array) -> jax.Array:
+    side = 32 // 2 ** len(self.widths)
+    x = nn.relu(nn.Dense(side * side * self.widths[-1])(z))
+    x = x.reshape(z.shape[0], side, side, self.widths[-1])
+    outs = [*reversed(self.widths[:-1]), self.channels]
+    for i, width in enumerate(outs):
+      x = x.repeat(2, axis=1).repeat(2, axis=2)  # Nearest 2x upsampling.
+      x = layers.conv(width, (3, 3), conv_impl=self.conv_impl)(x)
+      if i < len(outs) - 1:  # A linear output layer.
+        x = nn.relu(x)
+    return x
+
+
+class AutoEncoder(nn.Module):
+  """A small convolutional autoencoder; `encode` gives the latent code."""
+
+  widths: Sequence[int] = (32, 64, 128)
+  latent_dim: int = 64
+  channels: int = 3
+  conv_impl: str = 'auto'
+
+  def setup(self):
+    self.encoder = Encoder(self.widths, self.latent_dim, self.conv_impl)
+    self.decoder = Decoder(self.widths, self.channels, self.conv_impl)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """Reconstruction [N, 32, 32, C] of normalised images x."""
+    return self.decoder(self.encoder(x))
+
+  def encode(self, x: jax.Array) -> jax.Array:
+    """Latent codes [N, latent_dim] of normalised images x."""
+    return self.encoder(x)
+
+
+def _normalize(images: jax.Array) -> jax.Array:
+  """uint8 -> float32 as `data.normalize`, on the device."""
+  scale = 1.0 / (255.0 * data.STD)
+  return images.astype(jnp.float32) * scale - data.MEAN / data.STD
+
+
+@functools.partial(jax.jit, static_argnames='ae')
+def ae_loss_and_grads(params, images, *, ae):
+  """Mean squared reconstruction error of uint8 `images` and its gradient."""
+  x = _normalize(images)
+
+  def loss_fn(p):
+    return jnp.mean(jnp.square(ae.apply({'params': p}, x) - x))
+
+  return jax.value_and_grad(loss_fn)(params)
+
+
+@functools.partial(jax.jit, static_argnames='opt')
+def _ae_update(params, opt_state, grads, *, opt):
+  updates, opt_state = opt.update(grads, opt_state, params)
+  return optax.apply_updates(params, updates), opt_state
+
+
+@functools.partial(jax.jit, static_argnames='ae')
+def _encode(params, images, *, ae):
+  return ae.apply({'params': params}, _normalize(images), method='encode')
+
+
+def _process_mean(tree):
+  """Mean of `tree` over processes (identity with a single process)."""
+  if jax.process_count() == 1:
+    return tree
+  stacked = multihost_utils.process_allgather(tree)  # [processes, ...].
+  return jax.tree.map(lambda x: np.mean(x, axis=0), stacked)
+
+
+def _host(tree):
+  """Arrays (replicated global ones too) -> numpy, on every process."""
+
+  def one(x):
+    if isinstance(x, jax.Array):
+      return np.asarray(x.addressable_data(0))
+    return np.asarray(x)
+
+  return jax.tree.map(one, tree)
+
+
+def _like(new: np.ndarray, old):
+  """`new` placed as `old` is (a replicated global array stays one)."""
+  if not isinstance(old, jax.Array):
+    return new
+  new = np.asarray(new, dtype=old.dtype)
+  return jax.make_array_from_callback(
+    new.shape, old.sharding, lambda index: new[index]
+  )
+
+
+def _random_state(seed: int, salt: int, *more: int) -> int:
+  """An int seed for scikit-learn from the run seed and counters."""
+  entropy = [int(seed) % (1 << 64), salt, *more]
+  return int(np.random.default_rng(entropy).integers(1 << 31))
+
+
+@dataclasses.dataclass(frozen=True)
+class KMeansSource(LabelSource):
+  """One-hot labels: the k-means cluster of each image within its class.
+
+  Attributes:
+    seed: the run seed (autoencoder init and batches, k-means++).
+    ae: the autoencoder module.
+    opt: the autoencoder's optimiser.
+    num_train: global number of training examples (size of `assign`).
+    steps_per_epoch: training steps per epoch (the default refresh period).
+    ae_steps: autoencoder steps before the first clustering.
+    ae_steps_per_refresh: autoencoder steps at each refresh.
+    ae_batch_size: global autoencoder batch (split over processes).
+    refresh_every: steps between refreshes; 0 = once per epoch.
+    n_init: k-means++ restarts of the first clustering (refreshes start
+      from the previous centroids).
+    max_iter: Lloyd iterations per clustering at most.
+    encode_batch_size: images per encoder call when computing the codes.
+  """
+
+  seed: int = 0
+  ae: AutoEncoder | None = None
+  opt: optax.GradientTransformation | None = None
+  num_train: int = 0
+  steps_per_epoch: int = 1
+  ae_steps: int = 0
+  ae_steps_per_refresh: int = 0
+  ae_batch_size: int = 128
+  refresh_every: int = 0
+  n_init: int = 3
+  max_iter: int = 100
+  encode_batch_size: int = 1000
+
+  def targets(self, label_state, theta2, state2, batch):
+    aux_class = label_state['assign'][batch['index']]
+    return jax.nn.one_hot(aux_class, self.num_aux, dtype=jnp.float32)
+
+  def init_state(self, train_iter) -> LabelState:
+    """Trains the autoencoder `ae_steps` steps and clusters the codes."""
+    key = jax.random.fold_in(jax.random.key(self.seed), _INIT)
+    side = train_iter.images.shape[1:]
+    params = jax.jit(self.ae.init)(key, jnp.zeros((1, *side)))['params']
+    params, opt_state = self._train(
+      params, self.opt.init(params), train_iter.images, self.ae_steps, 0
+    )
+    latents, labels = self.global_codes(params, train_iter)
+    centroids, assign = self.cluster(latents, labels, None, 0)
+    return _host(
+      {
+        'ae_params': params,
+        'ae_opt': opt_state,
+        'centroids': centroids,
+        'assign': assign,
+        'refreshes': np.zeros((), np.int32),
+      }
+    )
+
+  def due(self, step: int) -> bool:
+    """Whether the refresh after 0-based step `step` re-clusters."""
+    every = self.refresh_every or self.steps_per_epoch
+    return (step + 1) % every == 0
+
+  def refresh(self, label_state, step: int, train_iter, rng) -> LabelState:
+    """Continues the autoencoder and re-clusters when `due(step)`."""
+    del rng  # Randomness: self.seed and the refresh count, see the module.
+    if not self.due(step):
+      return label_state
+    old = _host(label_state)
+    count = int(old['refreshes']) + 1
+    params, opt_state = self._train(
+      old['ae_params'],
+      old['ae_opt'],
+      train_iter.images,
+      self.ae_steps_per_refresh,
+      count,
+    )
+    latents, labels = self.global_codes(params, train_iter)
+    centroids, assign = self.cluster(latents, labels, old['centroids'], count)
+    new = _host(
+      {
+        'ae_params': params,
+        'ae_opt': opt_state,
+        'centroids': centroids,
+        'assign': assign,
+        'refreshes': np.asarray(count, np.int32),
+      }
+    )
+    return jax.tree.map(_like, new, label_state)
+
+  def _train(self, params, opt_state, images, steps: int, count: int):
+    """`steps` Adam steps on random batches of this process's images."""
+    rng = np.random.default_rng(
+      [int(self.seed) % (1 << 64), _SAMPLE, count, jax.process_index()]
+    )
+    size = max(1, self.ae_batch_size // jax.process_count())
+    for _ in range(steps):
+      rows = np.sort(rng.integers(0, len(images), size=size))
+      _, grads = ae_loss_and_grads(params, images[rows], ae=self.ae)
+      grads = _process_mean(grads)
+      params, opt_state = _ae_update(params, opt_state, grads, opt=self.opt)
+    return params, opt_state
+
+  def codes(self, params, images: np.ndarray) -> np.ndarray:
+    """Latent codes float32 [n, latent_dim] of uint8 images [n, 32, 32, C]."""
+    n = len(images)
+    size = min(self.encode_batch_size, n)
+    out = []
+    for start in range(0, n, size):  # Fixed-size chunks: one compilation.
+      part = images[start : start + size]
+      pad = np.zeros((size - len(part), *part.shape[1:]), part.dtype)
+      z = _encode(params, np.concatenate([part, pad]), ae=self.ae)
+      out.append(np.asarray(z)[: len(part)])
+    return np.concatenate(out).astype(np.float32)
+
+  def global_codes(self, params, train_iter):
+    """Codes [num_train, D] and primary labels [num_train] of ALL images.
+
+    Every process encodes its share; the shares are gathered so that every
+    process holds the global arrays, ordered by global example index.
+    """
+    latents = self.codes(params, train_iter.images)
+    labels = np.asarray(train_iter.labels, np.int32)
+    index = np.asarray(train_iter.indices, np.int32)
+    if jax.process_count() > 1:  # Pad to a common share size, gather.
+      share = -(-self.num_train // jax.process_count())
+      pad = share - len(index)
+      latents = np.pad(latents, ((0, pad), (0, 0)))
+      labels, index = (
+        np.pad(labels, (0, pad)),
+        np.pad(index, (0, pad), constant_values=-1),
+      )
+      gathered = multihost_utils.process_allgather((latents, labels, index))
+      latents, labels, index = (
+        np.reshape(x, (-1, *x.shape[2:])) for x in gathered
+      )
+      real = index >= 0
+      latents, labels, index = latents[real], labels[real], index[real]
+    if np.unique(index).size != self.num_train or len(index) != self.num_train:
+      raise RuntimeError(
+        f'the processes hold {len(index)} training images, not the '
+        f'{self.num_train} of the dataset, each once.'
+      )
+    order = np.argsort(index)
+    return latents[order], labels[order]
+
+  def cluster(self, latents, labels, centroids, count: int):
+    """k-means of each class's codes into psi[c] clusters.
+
+    Args:
+      latents: float32 [n, D] codes.
+      labels: int [n] primary classes.
+      centroids: float32 [K, D] previous centroids (warm start), or None
+        for k-means++ with `n_init` restarts.
+      count: the refresh count (seeds k-means++).
+
+    Returns:
+      (centroids float32 [K, D], assign int32 [n] auxiliary classes).
+
+    Raises:
+      UsageError: a class has fewer images than clusters.
+    """
+    from sklearn.cluster import KMeans  # Slow imports: only here.
+    from threadpoolctl import threadpool_limits
+
+    offs = hierarchy.offsets(self.psi)
+    new = np.zeros((self.num_aux, latents.shape[1]), np.float32)
+    assign = np.zeros(len(labels), np.int32)
+    with threadpool_limits(1):  # Deterministic sums: one thread.
+      for c, k in enumerate(self.psi.tolist()):
+        rows = np.flatnonzero(labels == c)
+        if rows.size < k:
+          raise UsageError(
+            f'K-Means: class {c} has {rows.size} training images, fewer '
+            f'than its {k} clusters; lower config.maxl.psi_per_class.'
+          )
+        part = slice(offs[c], offs[c] + k)
+        kmeans = KMeans(
+          k,
+          init='k-means++' if centroids is None else centroids[part],
+          n_init=self.n_init if centroids is None else 1,
+          max_iter=self.max_iter,
+          random_state=_random_state(self.seed, _CLUSTER, count, c),
+        ).fit(latents[rows])
+        new[part] = kmeans.cluster_centers_
+        assign[rows] = offs[c] + kmeans.labels_
+    return new, assign
+
+
+def steps_per_epoch(config, info) -> int:
+  """Training steps per epoch, as `run_setup.prepare` computes them."""
+  steps = info.num_train // config.data.batch_size
+  if config.train.steps_per_epoch:
+    steps = min(steps, config.train.steps_per_epoch)
+  return max(steps, 1)
+
+
+def from_config(config, info, psi) -> KMeansSource:
+  """The K-Means source of `config.kmeans` for the dataset `info`.
+
+  Raises:
+    UsageError: a `config.kmeans` value out of range.
+  """
+  kc = config.kmeans
+  for field in ('ae_steps', 'ae_steps_per_refresh', 'refresh_every'):
+    if kc[field] < 0:
+      raise UsageError(f'config.kmeans.{field} must be >= 0, got {kc[field]}.')
+  for field in (
+    'latent_dim',
+    'ae_batch_size',
+    'n_init',
+    'max_iter',
+    'encode_batch_size',
+  ):
+    if kc[field] < 1:
+      raise UsageError(f'config.kmeans.{field} must be >= 1, got {kc[field]}.')
+  widths = tuple(int(w) for w in kc.ae_widths)
+  side = info.image_shape[0]
+  if not widths or side != 32 or side % 2 ** len(widths):
+    raise UsageError(
+      f'config.kmeans.ae_widths = {widths}: give 1 to 5 widths (one '
+      'stride-2 convolution each on 32x32 images).'
+    )
+  ae = AutoEncoder(
+    widths=widths,
+    latent_dim=int(kc.latent_dim),
+    channels=info.image_shape[-1],
+    conv_impl=config.model.conv_impl,
+  )
+  return KMeansSource(
+    psi=hierarchy.validate_psi(psi, info.num_classes),
+    seed=int(config.seed),
+    ae=ae,
+    opt=optax.adam(kc.ae_lr),
+    num_train=info.num_train,
+    steps_per_epoch=steps_per_epoch(config, info),
+    ae_steps=int(kc.ae_steps),
+    ae_steps_per_refresh=int(kc.ae_steps_per_refresh),
+    ae_batch_size=int(kc.ae_batch_size),
+    refresh_every=int(kc.refresh_every),
+    n_init=int(kc.n_init),
+    max_iter=int(kc.max_iter),
+    encode_batch_size=int(kc.encode_batch_size),
+  )

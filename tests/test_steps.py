@@ -1,0 +1,135 @@
+"""Step functions: what each update changes, the guard, compile-once."""
+
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from conftest import make_problem
+from jax.flatten_util import ravel_pytree
+
+from maxl_jax import label_sources, meta_grad, state as state_lib, steps
+from maxl_jax.lookahead import generated_labels
+
+ALPHA = 0.1
+
+
+def _setup(psi=(2, 3), on_nonfinite='stop'):
+  problem, theta1, state1, theta2, state2, batch = make_problem(
+    'conv', psi, n=6
+  )
+  opt1, opt2 = optax.sgd(0.1), optax.sgd(0.05)
+  num_aux = int(sum(psi))
+  state = state_lib.MaxlState(
+    step=jnp.zeros((), jnp.int32),
+    step1=jnp.zeros((), jnp.int32),
+    step2=jnp.zeros((), jnp.int32),
+    theta1=theta1,
+    state1=state1,
+    opt1=opt1.init(theta1),
+    theta2=theta2,
+    state2=state2,
+    opt2=opt2.init(theta2),
+    label_state={},
+    sums=state_lib.zero_sums(num_aux),
+    guard={
+      'count': jnp.zeros((), jnp.int32),
+      'step': -jnp.ones((), jnp.int32),
+      'values': jnp.zeros((4,), jnp.float32),
+    },
+  )
+  source = label_sources.MaxlSource(psi=np.asarray(psi), problem=problem)
+  deps = {
+    'problem': problem,
+    'estimator': meta_grad.unrolled,
+    'opt2': opt2,
+    'alpha_schedule': lambda count: ALPHA,
+    'on_nonfinite': on_nonfinite,
+  }
+  primary = functools.partial(
+    steps.primary_step, problem=problem, source=source, opt1=opt1,
+    on_nonfinite=on_nonfinite,
+  )  # fmt: skip
+  return state, batch, primary, deps, opt1
+
+
+def _changed(a, b):
+  return float(jnp.max(jnp.abs(ravel_pytree(a)[0] - ravel_pytree(b)[0]))) > 0
+
+
+def test_meta_step_moves_only_theta2():
+  state, batch, _, deps, _ = _setup()
+  new = steps.meta_step(state, batch, **deps)
+  assert _changed(new.theta2, state.theta2)
+  chex.assert_trees_all_equal(new.theta1, state.theta1)
+  chex.assert_trees_all_equal(new.state1, state.state1)  # f's BN stats.
+  assert int(new.step2) == 1 and int(new.step1) == 0 and int(new.step) == 1
+  assert float(new.sums['meta/count']) == 1.0
+
+
+def test_generator_labels_stay_in_mask_after_meta_steps():
+  state, batch, _, deps, _ = _setup(psi=(1, 4, 2))
+  for _ in range(3):
+    state = steps.meta_step(state, batch, **deps)
+  probs, _ = generated_labels(
+    deps['problem'], state.theta2, state.state2, batch
+  )
+  assert bool(
+    label_sources.masked_targets_ok(probs, batch['label'], deps['problem'].mask)
+  )
+  np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
+
+
+def test_interleaved_theta1_update_equals_primary_step():
+  """The shared lookahead gives the θ1 step exactly its own gradient."""
+  state, batch, primary, deps, opt1 = _setup()
+  both = steps.interleaved_step(state, batch, opt1=opt1, **deps)
+  only_theta1 = primary(state, batch)
+  only_theta2 = steps.meta_step(state, batch, **deps)
+  chex.assert_trees_all_close(both.theta1, only_theta1.theta1, rtol=1e-5)
+  chex.assert_trees_all_close(both.state1, only_theta1.state1, rtol=1e-5)
+  chex.assert_trees_all_close(both.theta2, only_theta2.theta2, rtol=1e-5)
+  assert int(both.step1) == 1 and int(both.step2) == 1
+
+
+@pytest.mark.parametrize('mode', ['stop', 'skip_step'])
+def test_nonfinite_batch_is_not_applied(mode):
+  state, batch, primary, deps, _ = _setup(on_nonfinite=mode)
+  bad = dict(batch, image=batch['image'].at[0, 0, 0, 0].set(jnp.nan))
+  after_bad = primary(state, bad)
+  chex.assert_trees_all_equal(after_bad.theta1, state.theta1)
+  assert int(after_bad.guard['count']) == 1
+  assert int(after_bad.guard['step']) == 0
+  assert not np.all(np.isfinite(np.asarray(after_bad.guard['values'])))
+  after_good = primary(after_bad, batch)
+  # `stop` freezes the state until the host stops the run; `skip_step` goes on.
+  assert _changed(after_good.theta1, state.theta1) == (mode == 'skip_step')
+  assert int(after_good.step) == 2
+
+
+def test_steps_compile_once():
+  state, batch, primary, deps, _ = _setup()
+  step = jax.jit(chex.assert_max_traces(lambda s, b: primary(s, b), n=1))
+  for _ in range(3):
+    state = step(state, batch)
+  meta = jax.jit(
+    chex.assert_max_traces(lambda s, b: steps.meta_step(s, b, **deps), n=1)
+  )
+  for _ in range(2):
+    state = meta(state, batch)
+  assert int(state.step) == 5
+
+
+def test_eval_step_counts_only_real_examples():
+  state, batch, _, deps, _ = _setup()
+  mask = jnp.array([1, 1, 1, 0, 0, 0], jnp.float32)
+  out = steps.eval_step(state, dict(batch, mask=mask), problem=deps['problem'])
+  (logits, _), _ = deps['problem'].f_apply(
+    state.theta1, state.state1, batch['image'], False
+  )
+  correct = np.sum(np.argmax(logits[:3], -1) == np.asarray(batch['label'][:3]))
+  assert float(out['count']) == 3.0
+  assert float(out['correct']) == correct
