@@ -11,7 +11,8 @@ import pytest
 from conftest import make_problem
 from jax.flatten_util import ravel_pytree
 
-from maxl_jax import label_sources, meta_grad, state as state_lib, steps
+from maxl_jax import label_sources, meta_grad, steps
+from maxl_jax import state as state_lib
 from maxl_jax.lookahead import generated_labels
 
 ALPHA = 0.1
