@@ -13,7 +13,6 @@ entry and one agreement test.
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import optax
 
 from maxl_jax import losses
@@ -177,9 +176,3 @@ def get_estimator(name: str):
       f'{sorted(ESTIMATORS)} (config.maxl.meta_grad).'
     )
   return ESTIMATORS[name]
-
-
-def grads_finite(tree) -> jax.Array:
-  """True when every leaf of `tree` is finite (for the non-finite guard)."""
-  leaves = jax.tree.leaves(tree)
-  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))

@@ -9,7 +9,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from maxl_jax import hierarchy  # noqa: E402
+from maxl_jax import hierarchy, models  # noqa: E402
 from maxl_jax.lookahead import MaxlProblem  # noqa: E402
 
 
@@ -54,21 +54,6 @@ class OneHead(nn.Module):
     return nn.Dense(self.num_aux)(self.trunk(x, train))
 
 
-def apply_fn(module):
-  """(params, state, x, train) -> (out, new_state) for any Linen module."""
-
-  def apply(params, state, x, train):
-    variables = {'params': params, **state}
-    if train and state:
-      out, new_state = module.apply(
-        variables, x, train, mutable=list(state.keys())
-      )
-      return out, dict(new_state)
-    return module.apply(variables, x, train), state
-
-  return apply
-
-
 def make_problem(
   kind='mlp',
   psi=(2, 3),
@@ -96,8 +81,8 @@ def make_problem(
   theta1, state1 = vf['params'], {k: v for k, v in vf.items() if k != 'params'}
   theta2, state2 = vg['params'], {k: v for k, v in vg.items() if k != 'params'}
   problem = MaxlProblem(
-    f_apply=apply_fn(f),
-    g_apply=apply_fn(g),
+    f_apply=models.make_apply(f),
+    g_apply=models.make_apply(g),
     mask=hierarchy.class_mask(psi),
     gamma=gamma,
     lam=lam,
