@@ -89,7 +89,7 @@ def get_config():
   # every iteration (the paper; costs one encoding of the training set each).
   config.kmeans.refresh_every = 0
   config.kmeans.latent_dim = 64  # Size of the latent code that is clustered.
-  config.kmeans.ae_widths = (32, 64, 128)  # Stride-2 encoder convolutions.
+  config.kmeans.ae_widths = (16, 32, 64)  # Stride-2 encoder convolutions.
   config.kmeans.ae_lr = 1e-3  # Adam learning rate of the autoencoder.
   config.kmeans.ae_batch_size = 128  # Global AE batch (split over hosts).
   config.kmeans.n_init = 3  # k-means++ restarts of the first clustering.

@@ -1,0 +1,65 @@
+"""Float32 error of the meta-gradient estimators against `unrolled`, at init.
+
+On the benchmark's synthetic batch (bench_steps.make_parts: peer shapes,
+batch 100, α = θ1's initial lr), computes ∇θ2 J by each estimator of
+`meta_grad.ESTIMATORS` and prints its relative error
+`‖g - g_unrolled‖ / ‖g_unrolled‖` and cosine with `unrolled`.
+`structured` is exact, so its error is the float32 noise floor; DESIGN §2c
+reports ~17% for `first_order` on VGG-16. `--fd_eps` lists the
+finite-difference numerators to try (ε = fd_eps / ‖v‖).
+
+COMMAND:
+  python benchmarks/bench_meta_accuracy.py --backbones=convnet4,vgg16 \
+    --fd_eps=0.01,0.1,1
+"""
+
+import dataclasses
+import functools
+
+import bench_steps  # Shares its --backbones and --batch flags.
+import jax
+import jax.numpy as jnp
+from absl import app, flags
+
+from maxl_jax import meta_grad
+
+_FD_EPS = flags.DEFINE_list('fd_eps', ['0.01'], 'fd_eps values to try.')
+
+
+def _flat(tree):
+  return jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(tree)])
+
+
+def meta_grads(problem, args):
+  """{label: ∇θ2 J} for every estimator (first_order once per fd_eps)."""
+  out = {}
+  for name, estimator in meta_grad.ESTIMATORS.items():
+    epsilons = _FD_EPS.value if name == 'first_order' else [None]
+    for eps in epsilons:
+      p = problem
+      if eps is not None:
+        p = dataclasses.replace(problem, fd_eps=float(eps))
+      fn = jax.jit(functools.partial(estimator, p))
+      label = name if eps is None else f'{name}(fd_eps={eps})'
+      out[label] = _flat(fn(*args)[0])
+  return out
+
+
+def main(argv):
+  del argv
+  for backbone in bench_steps._BACKBONES.value or ['convnet4', 'vgg16']:
+    _, problem, _, _, _, schedule, state, batch = bench_steps.make_parts(
+      backbone, batch_size=bench_steps._BATCH.value
+    )
+    args = (state.theta1, state.state1, state.theta2, state.state2, batch)
+    grads = meta_grads(problem, (*args, schedule(0)))
+    ref = grads.pop('unrolled')
+    print(f'{backbone}: |grad unrolled| = {jnp.linalg.norm(ref):.4g}')
+    for label, g in grads.items():
+      rel = jnp.linalg.norm(g - ref) / jnp.linalg.norm(ref)
+      cos = jnp.dot(g, ref) / (jnp.linalg.norm(g) * jnp.linalg.norm(ref))
+      print(f'  {label:28s} rel. error {rel:9.2e}   cosine {cos:.5f}')
+
+
+if __name__ == '__main__':
+  app.run(main)
