@@ -1,9 +1,18 @@
 """Runs one experiment: `python -m experiments.run --config=... --workdir=...`.
 
-Every config field can be overridden (`--config.train.epochs=3`). A usage
-or config error prints one `error:` line and exits with status 2.
+Every config field can be overridden (`--config.train.epochs=3`). Rerunning
+the same command with the same workdir resumes from its newest checkpoint.
+Several processes (hosts): the same command on each, with `--distributed`
+(Cloud TPU, SLURM) or `--coordinator_address/--num_processes/--process_id`.
+
+Exit status: 0 done; 1 a non-finite step (`train.on_nonfinite=stop`); 2 a
+usage or config error, as one `error:` line, with nothing written; 143
+SIGTERM (preemption), after a checkpoint.
 """
 
+import ast
+import contextlib
+import logging as std_logging
 import os
 import sys
 
@@ -44,12 +53,23 @@ def _fail(message, status=2):
   sys.exit(status)
 
 
+def _flag_error(error):
+  """One line for a flag parsing error."""
+  text = str(error)
+  if isinstance(error, (KeyError, AttributeError)):  # --config.<unknown>=...
+    with contextlib.suppress(ValueError, SyntaxError):
+      text = ast.literal_eval(text)  # ml_collections quotes its message.
+    text = ' '.join(text.split()).replace(' Did you', '; did you')
+    return f'unknown config field {text}'
+  return text.strip().splitlines()[0]
+
+
 def parse_flags(argv):
   """absl flag parsing, with errors as one `error:` line and exit 2."""
   try:
     rest = FLAGS(argv)
   except Exception as e:  # noqa: BLE001 - any parse error is a usage error.
-    _fail(f'{str(e).strip().splitlines()[0]} (see --helpfull).')
+    _fail(f'{_flag_error(e)} (see --helpfull).')
   for name in ('config', 'workdir'):
     if FLAGS[name].value is None:
       _fail(
@@ -67,9 +87,16 @@ def main(argv):
 
   if FLAGS.coordinator_address or FLAGS.distributed:
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')
-    jax.distributed.initialize(
-      FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id
-    )
+    try:
+      jax.distributed.initialize(
+        FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id
+      )
+    except (ValueError, RuntimeError) as e:
+      _fail(f'jax.distributed.initialize: {str(e).strip().splitlines()[0]}')
+  # Orbax logs every save in detail; keep its warnings only.
+  logging.get_absl_handler().addFilter(
+    lambda r: r.levelno >= std_logging.WARNING or '/orbax/' not in r.pathname
+  )
   logging.info(
     'JAX devices: %s (process %d of %d)',
     jax.devices(),

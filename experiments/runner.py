@@ -13,7 +13,8 @@ def run(config, workdir):
     result = train.train_and_evaluate(config, workdir)
     print(
       f'{result["method"]} on {result["dataset"]}: test accuracy '
-      f'{100 * result["test_accuracy"]:.2f}%'
+      f'{100 * result["test_accuracy"]:.2f}%, params sha256 '
+      f'{result["params_sha256"]}'
     )
     return [result]
   for method in methods:

@@ -12,10 +12,18 @@ Multi-process: every process calls `make_manager`, `save` and
 `restore_latest` with the same arguments (orbax synchronises them and each
 process writes the shards it owns); the directory must be shared by all
 hosts (e.g. `gs://`).
+
+`PreemptionWatch` tells the training loop when a SIGTERM (a preemption
+notice) asks it to save and stop.
 """
 
+import signal
+import threading
+
+import jax
 import orbax.checkpoint as ocp
 from absl import logging
+from jax.experimental import multihost_utils
 
 from maxl_jax.errors import UsageError
 
@@ -50,6 +58,7 @@ def save(manager, step: int, state, extra: dict, *, wait: bool = False):
 def _first_line(error: Exception) -> str:
   text = str(error).strip()
   line = text.splitlines()[0] if text else ''
+  line = line.split(' See full TensorStore details')[0]  # A repr follows.
   return f'{type(error).__name__}: {line[:200]}'
 
 
@@ -106,3 +115,36 @@ def restore_latest(manager, template):
       'point --workdir elsewhere.'
     )
   return None, template, None
+
+
+class PreemptionWatch:
+  """Has SIGTERM (a preemption notice) arrived? Then save and stop.
+
+  One process: a Python SIGTERM handler sets a flag. Several processes: JAX's
+  preemption service (started by `jax.distributed.initialize`) catches
+  SIGTERM on any of them and makes all agree on the step at which to save.
+  """
+
+  def __init__(self):
+    self._flag, self._old = False, None
+    self._multi = jax.process_count() > 1
+    main = threading.current_thread() is threading.main_thread()
+    if not self._multi and main:
+      self._old = signal.signal(signal.SIGTERM, self._on_sigterm)
+
+  def _on_sigterm(self, *_):
+    logging.warning('SIGTERM: saving a checkpoint, then stopping.')
+    self._flag = True
+
+  def reached(self, step: int) -> bool:
+    """Call before every step with the number of steps done."""
+    if not self._multi:
+      return self._flag
+    try:
+      return multihost_utils.reached_preemption_sync_point(step)
+    except RuntimeError:  # The service is off (jax_enable_preemption_service).
+      return False
+
+  def close(self):
+    if self._old is not None:
+      signal.signal(signal.SIGTERM, self._old)

@@ -1,0 +1,77 @@
+"""The entry point's exit statuses: bad commands (2) and non-finite runs (1).
+
+A usage or config error prints exactly one `error:` line, exits with status
+2 and writes nothing into the workdir. A NaN/Inf step with
+`train.on_nonfinite=stop` exits with status 1, names the step and keeps only
+checkpoints from before it; with `skip_step` the run goes on to the end.
+"""
+
+import json
+
+import entry_point as ep
+import pytest
+
+# name: (overrides, a part of the expected error line).
+BAD_COMMANDS = {
+  'unknown_field': (['--config.train.epochz=3'], "config field 'epochz'"),
+  'wrong_type': (['--config.train.epochs=three'], 'config.train.epochs'),
+  'unknown_dataset': (['--config.data.name=no_such'], 'no_such'),
+  'unknown_model': (['--config.model.name=no_such'], 'no_such'),
+  'unknown_method': (['--config.method=no_such'], 'no_such'),
+  'unknown_compared_method': (
+    ['--config.compare_methods=single,no_such'],
+    'no_such',
+  ),
+  'bad_number': (['--config.train.epochs=0'], 'config.train.epochs'),
+}
+
+
+@pytest.mark.parametrize('name', sorted(BAD_COMMANDS))
+def test_bad_config_is_one_error_line_and_writes_nothing(name, tmp_path):
+  workdir = tmp_path / 'run'
+  overrides, expected = BAD_COMMANDS[name]
+  proc = ep.run(*ep.TINY, *overrides, f'--workdir={workdir}')
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  (line,) = ep.error_lines(proc.stderr)
+  assert expected in line, line
+  assert 'Traceback' not in proc.stderr
+  assert not workdir.exists()
+
+
+def test_missing_workdir_is_one_error_line():
+  proc = ep.run(*ep.TINY)
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  (line,) = ep.error_lines(proc.stderr)
+  assert '--workdir is required' in line
+
+
+# θ2's first update (step 4) is huge; the next θ2 step is non-finite.
+EXPLODE = ('--config.label_opt.lr=1e30', '--config.checkpoint.every_steps=1')
+
+
+def test_nonfinite_stops_with_the_step_and_keeps_good_checkpoints(tmp_path):
+  workdir = tmp_path / 'run'
+  proc = ep.run(*ep.TINY, *EXPLODE, f'--workdir={workdir}')
+  assert proc.returncode == 1, proc.stderr[-3000:]
+  (line,) = ep.error_lines(proc.stderr)
+  assert 'non-finite values at step ' in line and 'nan' in line, line
+  bad = int(line.split('at step ')[1].split(':')[0])
+  saved = ep.checkpoint_steps(workdir)
+  assert saved and max(saved) < bad, (saved, line)
+  assert f'the last good checkpoint (step {max(saved)}) is kept' in line
+  assert not (workdir / 'result.json').exists()
+
+
+def test_nonfinite_skip_step_trains_to_the_end(tmp_path):
+  workdir = tmp_path / 'run'
+  proc = ep.run(
+    *ep.TINY,
+    *EXPLODE,
+    '--config.train.on_nonfinite=skip_step',
+    f'--workdir={workdir}',
+  )
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  result = json.loads((workdir / 'result.json').read_text())
+  assert result['steps'] == ep.TOTAL_STEPS
+  rows = (workdir / 'metrics.jsonl').read_text().splitlines()
+  assert json.loads(rows[-1])['nonfinite_steps'] > 0
