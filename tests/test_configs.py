@@ -46,6 +46,8 @@ def _tiny(config, tmp_path, own_backbone):
   if not own_backbone:
     config.model.name = 'convnet4'
     config.model.head_hidden = 16
+  if config.data.name == 'ucf101':  # Mock clips: 3, four frames each.
+    config.data.video_frames, config.data.batch_size = 4, 4
   if config.data.name == 'cinic10':
     config.data.local_dir = str(tmp_path / 'cinic')
     for split in ('train', 'valid', 'test'):
