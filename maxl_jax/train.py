@@ -307,6 +307,7 @@ def _train(config, setup, workdir, manager, watch) -> dict:
   cosine_batch = global_batch(train_it.batch(0, 0), mesh)
   on_nonfinite = config.train.on_nonfinite
   start = time.time()
+  final = None  # The last evaluation of the test set.
 
   def save(wait=False):
     nonlocal last_saved
@@ -347,7 +348,8 @@ def _train(config, setup, workdir, manager, watch) -> dict:
         row['lr'] = float(setup.alpha_schedule(int(_to_host(state.step1))))
         if (epoch + 1) % config.train.eval_every_epochs == 0 or step == total:
           with report.timed('eval'):
-            row.update(evaluate(fns['eval'], state, setup.eval_data, mesh))
+            final = evaluate(fns['eval'], state, setup.eval_data, mesh)
+          row.update(final)
         state = state.replace(
           sums=jax.device_put(state_lib.zero_sums(setup.source.num_aux), repl)
         )
@@ -361,7 +363,8 @@ def _train(config, setup, workdir, manager, watch) -> dict:
     manager.wait_until_finished()
     writer.flush()
 
-  final = evaluate(fns['eval'], state, setup.eval_data, mesh)
+  if final is None:  # Resumed from the final checkpoint without a result.
+    final = evaluate(fns['eval'], state, setup.eval_data, mesh)
   sha, norms = params_digest(state.theta1, state.theta2)
   result = {
     'method': config.method,

@@ -23,7 +23,7 @@ def get_config():
   config.model.name = 'convnet4'
   config.model.head_hidden = 256
   config.maxl.psi_per_class = 3
-  config.primary_opt.lr = 0.05
+  config.primary_opt.lr = 0.01
   config.primary_opt.momentum = 0.9
   config.train.epochs = 10
   config.checkpoint.every_steps = 500
