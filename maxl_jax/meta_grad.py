@@ -51,17 +51,11 @@ class MetaOutput(NamedTuple):
   train_metrics: dict[str, jax.Array]
 
 
-def _meta_objective(theta2, problem, theta1, state1, state2, batch, alpha):
-  """`J(θ2)` with the lookahead inside; returns (J, MetaOutput)."""
-  probs, new_state2 = generated_labels(problem, theta2, state2, batch)
-  theta1_plus, grads1, new_state1, metrics = lookahead(
-    problem, theta1, state1, probs, batch, alpha
-  )
-  loss_after = primary_loss_at(problem, theta1_plus, state1, batch)
-  entropy = losses.entropy_regularizer(probs)
-  meta_loss = loss_after + problem.lam * entropy
-  out = MetaOutput(
-    meta_loss=meta_loss,
+def _meta_output(probs, new_state2, lookahead_out, loss_after, entropy, lam):
+  """Assembles a MetaOutput from the pieces every estimator computes."""
+  _, grads1, new_state1, metrics = lookahead_out
+  return MetaOutput(
+    meta_loss=loss_after + lam * entropy,
     loss_pri_before=metrics['loss_pri'],
     loss_pri_after=loss_after,
     entropy=entropy,
@@ -71,14 +65,24 @@ def _meta_objective(theta2, problem, theta1, state1, state2, batch, alpha):
     aux_probs=probs,
     train_metrics=metrics,
   )
-  return meta_loss, out
+
+
+def _meta_objective(theta2, problem, theta1, state1, state2, batch, alpha):
+  """`J(θ2)` with the lookahead inside; returns (J, MetaOutput)."""
+  probs, new_state2 = generated_labels(problem, theta2, state2, batch)
+  ahead = lookahead(problem, theta1, state1, probs, batch, alpha)
+  loss_after = primary_loss_at(problem, ahead[0], state1, batch)
+  entropy = losses.entropy_regularizer(probs)
+  out = _meta_output(probs, new_state2, ahead, loss_after, entropy, problem.lam)
+  return out.meta_loss, out
 
 
 def meta_objective(problem, theta1, state1, theta2, state2, batch, alpha):
   """`J(θ2)` as a scalar (for finite-difference checks and logging)."""
-  return _meta_objective(theta2, problem, theta1, state1, state2, batch, alpha)[
-    0
-  ]
+  meta_loss, _ = _meta_objective(
+    theta2, problem, theta1, state1, state2, batch, alpha
+  )
+  return meta_loss
 
 
 def unrolled(problem, theta1, state1, theta2, state2, batch, alpha):
@@ -100,24 +104,12 @@ def _labels_and_outer(problem, theta1, state1, theta2, state2, batch, alpha):
     theta2,
     has_aux=True,
   )
-  theta1_plus, grads1, new_state1, metrics = lookahead(
-    problem, theta1, state1, probs, batch, alpha
-  )
+  ahead = lookahead(problem, theta1, state1, probs, batch, alpha)
   loss_after, v = jax.value_and_grad(primary_loss_at, argnums=1)(
-    problem, theta1_plus, state1, batch
+    problem, ahead[0], state1, batch
   )
   entropy, entropy_grad = jax.value_and_grad(losses.entropy_regularizer)(probs)
-  out = MetaOutput(
-    meta_loss=loss_after + problem.lam * entropy,
-    loss_pri_before=metrics['loss_pri'],
-    loss_pri_after=loss_after,
-    entropy=entropy,
-    theta1_grads=grads1,
-    new_state1=new_state1,
-    new_state2=new_state2,
-    aux_probs=probs,
-    train_metrics=metrics,
-  )
+  out = _meta_output(probs, new_state2, ahead, loss_after, entropy, problem.lam)
   return g_vjp, v, problem.lam * entropy_grad, out
 
 

@@ -60,15 +60,10 @@ def zero_sums(num_aux: int) -> dict[str, jnp.ndarray]:
   return sums
 
 
-def create_state(rng, f, g, opt1, opt2, image_shape, label_state):
-  """Initial state: θ1 from `f`, θ2 from `g` (None: no generator)."""
-  rng1, rng2 = jax.random.split(rng)
-  theta1, state1 = models.init_variables(f, rng1, image_shape)
-  if g is None:
-    theta2, state2, num_aux = {}, {}, getattr(f, 'num_aux', 0)
-  else:
-    theta2, state2 = models.init_variables(g, rng2, image_shape)
-    num_aux = g.num_aux
+def initial_state(
+  theta1, state1, theta2, state2, opt1, opt2, label_state, num_aux: int
+) -> MaxlState:
+  """Step 0 from given parameters and model states (θ2 may be {})."""
   zero = lambda: jnp.zeros((), jnp.int32)  # noqa: E731 - distinct buffers.
   return MaxlState(
     step=zero(),
@@ -87,4 +82,18 @@ def create_state(rng, f, g, opt1, opt2, image_shape, label_state):
       'step': zero() - 1,
       'values': jnp.zeros((len(GUARD_VALUES),), jnp.float32),
     },
+  )
+
+
+def create_state(rng, f, g, opt1, opt2, image_shape, label_state):
+  """Initial state: θ1 from `f`, θ2 from `g` (None: no generator)."""
+  rng1, rng2 = jax.random.split(rng)
+  theta1, state1 = models.init_variables(f, rng1, image_shape)
+  if g is None:
+    theta2, state2, num_aux = {}, {}, getattr(f, 'num_aux', 0)
+  else:
+    theta2, state2 = models.init_variables(g, rng2, image_shape)
+    num_aux = g.num_aux
+  return initial_state(
+    theta1, state1, theta2, state2, opt1, opt2, label_state, num_aux
   )

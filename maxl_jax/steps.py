@@ -88,6 +88,20 @@ def _theta2_update(state, grads2, out, opt2):
   )
 
 
+def _meta_gradient(state, batch, problem, estimator, alpha_schedule):
+  """∇θ2 J at the state's θ1, θ2 with α = θ1's current learning rate."""
+  alpha = alpha_schedule(state.step1)
+  return estimator(
+    problem,
+    state.theta1,
+    state.state1,
+    state.theta2,
+    state.state2,
+    batch,
+    alpha,
+  )
+
+
 def primary_step(state, batch, *, problem, source, opt1, on_nonfinite):
   """One θ1 update on `L_pri + L_aux` with the source's auxiliary targets."""
   targets = source.targets(state.label_state, state.theta2, state.state2, batch)
@@ -104,16 +118,7 @@ def meta_step(
   state, batch, *, problem, estimator, opt2, alpha_schedule, on_nonfinite
 ):
   """One θ2 update by the meta-gradient; θ1 and its statistics stay put."""
-  alpha = alpha_schedule(state.step1)
-  grads2, out = estimator(
-    problem,
-    state.theta1,
-    state.state1,
-    state.theta2,
-    state.state2,
-    batch,
-    alpha,
-  )
+  grads2, out = _meta_gradient(state, batch, problem, estimator, alpha_schedule)
   new = _theta2_update(state, grads2, out, opt2)
   values = (out.loss_pri_before, out.train_metrics['loss_aux'], out.meta_loss)
   values += (optax.global_norm(grads2),)
@@ -128,16 +133,7 @@ def interleaved_step(
   The lookahead's ∇θ1 L_train(θ1, θ2) is the θ1 update's gradient, so the
   θ1 step costs no extra forward or backward.
   """
-  alpha = alpha_schedule(state.step1)
-  grads2, out = estimator(
-    problem,
-    state.theta1,
-    state.state1,
-    state.theta2,
-    state.state2,
-    batch,
-    alpha,
-  )
+  grads2, out = _meta_gradient(state, batch, problem, estimator, alpha_schedule)
   new = _theta1_update(
     state, out.theta1_grads, out.new_state1, out.train_metrics, opt1
   )

@@ -23,24 +23,8 @@ def _setup(psi=(2, 3), on_nonfinite='stop'):
     'conv', psi, n=6
   )
   opt1, opt2 = optax.sgd(0.1), optax.sgd(0.05)
-  num_aux = int(sum(psi))
-  state = state_lib.MaxlState(
-    step=jnp.zeros((), jnp.int32),
-    step1=jnp.zeros((), jnp.int32),
-    step2=jnp.zeros((), jnp.int32),
-    theta1=theta1,
-    state1=state1,
-    opt1=opt1.init(theta1),
-    theta2=theta2,
-    state2=state2,
-    opt2=opt2.init(theta2),
-    label_state={},
-    sums=state_lib.zero_sums(num_aux),
-    guard={
-      'count': jnp.zeros((), jnp.int32),
-      'step': -jnp.ones((), jnp.int32),
-      'values': jnp.zeros((4,), jnp.float32),
-    },
+  state = state_lib.initial_state(
+    theta1, state1, theta2, state2, opt1, opt2, {}, int(sum(psi))
   )
   source = label_sources.MaxlSource(psi=np.asarray(psi), problem=problem)
   deps = {
