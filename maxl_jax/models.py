@@ -44,6 +44,19 @@ def _batch_norm(train: bool, dtype: Dtype) -> nn.BatchNorm:
   )
 
 
+def _conv_bn_relu(x, width, train, conv_impl, dtype):
+  """conv3x3 (Xavier, zero bias) + BatchNorm + ReLU, inside a compact call."""
+  x = layers.conv(
+    width,
+    (3, 3),
+    conv_impl=conv_impl,
+    dtype=dtype,
+    kernel_init=_xavier,
+    bias_init=_zeros,
+  )(x)
+  return nn.relu(_batch_norm(train, dtype)(x))
+
+
 class ConvNet4(nn.Module):
   """4 x [conv3x3, BatchNorm, ReLU, 2x2 max-pool]; 32x32 -> [N, 4*widths[-1]].
 
@@ -61,15 +74,7 @@ class ConvNet4(nn.Module):
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     """[N, H, W, C] images -> [N, D] features."""
     for width in self.widths:
-      x = layers.conv(
-        width,
-        (3, 3),
-        conv_impl=self.conv_impl,
-        dtype=self.dtype,
-        kernel_init=_xavier,
-        bias_init=_zeros,
-      )(x)
-      x = nn.relu(_batch_norm(train, self.dtype)(x))
+      x = _conv_bn_relu(x, width, train, self.conv_impl, self.dtype)
       x = layers.max_pool(x, (2, 2), conv_impl=self.conv_impl)
     return x.reshape(x.shape[0], -1)
 
@@ -101,15 +106,7 @@ class VGG16(nn.Module):
     """[N, H, W, C] images -> [N, D] features."""
     for width, depth in self.blocks:
       for _ in range(depth):
-        x = layers.conv(
-          width,
-          (3, 3),
-          conv_impl=self.conv_impl,
-          dtype=self.dtype,
-          kernel_init=_xavier,
-          bias_init=_zeros,
-        )(x)
-        x = nn.relu(_batch_norm(train, self.dtype)(x))
+        x = _conv_bn_relu(x, width, train, self.conv_impl, self.dtype)
       x = layers.max_pool(x, (2, 2), conv_impl=self.conv_impl)
     return x.reshape(x.shape[0], -1)
 
