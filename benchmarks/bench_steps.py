@@ -14,6 +14,12 @@ own. The child imports no TFDS/TensorFlow (`train`/`run_setup` do: +~570 MB
 RSS), so the pieces are built here as `run_setup.prepare` builds them.
 Columns and ratios: benchmarks/README.md.
 
+Like `experiments.run`, the benchmark restarts itself under jemalloc when it
+can (`experiments/allocator.py`), so it times what training runs; children
+inherit it. MAXL_ALLOCATOR=system times the system allocator instead. The
+peer runs on `--peer_allocator` (default: the system allocator, as its
+authors run it).
+
 COMMAND:
   python benchmarks/bench_steps.py --peer --json=/tmp/bench_steps.json
   python benchmarks/bench_steps.py --quick            # ConvNet-4, < 2 min
@@ -35,6 +41,7 @@ import numpy as np
 from absl import app, flags
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from experiments import allocator
 from experiments.configs import default
 from maxl_jax import hierarchy, label_sources, meta_grad, models, optim, steps
 from maxl_jax import state as state_lib
@@ -70,6 +77,9 @@ _PEER_SCRIPT = flags.DEFINE_string(
 )
 _QUIET = flags.DEFINE_float(
   'quiet_wait', None, 'Max s to wait for a quiet machine per config (60/5).'
+)
+_PEER_ALLOC = flags.DEFINE_enum(
+  'peer_allocator', 'system', allocator.CHOICES, 'Host allocator of the peer.'
 )
 _CHILD = flags.DEFINE_string('child', None, 'Internal: backbone:kind.')
 
@@ -235,7 +245,11 @@ def run_peer(backbones, steps_, warmup):
     cmd = [sys.executable, _PEER_SCRIPT.value, '--json', path, '--kinds']
     cmd += [kinds, '--backbones', ','.join(backbones), '--steps', str(steps_)]
     cmd += ['--warmup', str(warmup), '--batch', str(_BATCH.value)]
-    subprocess.run(cmd + ['--quick'] * _QUICK.value, check=True)
+    env = {k: v for k, v in os.environ.items() if k != 'LD_PRELOAD'}
+    if _PEER_ALLOC.value == 'jemalloc':
+      env['LD_PRELOAD'] = allocator.find_jemalloc() or ''
+      env.setdefault('MALLOC_CONF', allocator.JEMALLOC_CONF)
+    subprocess.run(cmd + ['--quick'] * _QUICK.value, check=True, env=env)
     with open(path) as f:
       return json.load(f)['results']
 
@@ -337,7 +351,8 @@ def main(argv):
   print(
     f'maxl_jax steps: jax {jax.__version__} ({jax.default_backend()}, '
     f'{os.cpu_count()} cpus), conv_impl={_CONV.value}, batch '
-    f'{_BATCH.value}, {warmup} warm-up + {steps_} timed steps',
+    f'{_BATCH.value}, {warmup} warm-up + {steps_} timed steps, host '
+    f'allocator {allocator.active()} (peer {_PEER_ALLOC.value})',
     flush=True,
   )
   jobs = [(bb, kind) for bb in backbones for kind in kinds]
@@ -349,8 +364,12 @@ def main(argv):
   print_ratios(results, peer)
   if _JSON.value:
     with open(_JSON.value, 'w') as f:
-      json.dump({'results': results, 'peer': peer}, f, indent=1)
+      allocators = {'ours': allocator.active(), 'peer': _PEER_ALLOC.value}
+      json.dump(
+        {'results': results, 'peer': peer, 'allocator': allocators}, f, indent=1
+      )
 
 
 if __name__ == '__main__':
+  allocator.maybe_reexec()
   app.run(main)

@@ -5,6 +5,10 @@ the same command with the same workdir resumes from its newest checkpoint.
 Several processes (hosts): the same command on each, with `--distributed`
 (Cloud TPU, SLURM) or `--coordinator_address/--num_processes/--process_id`.
 
+On a CPU-only JAX install the command restarts itself once under jemalloc
+when it is installed (`experiments/allocator.py`; MAXL_ALLOCATOR=system opts
+out): ~25-30% faster steps.
+
 Exit status: 0 done; 1 a non-finite step (`train.on_nonfinite=stop`); 2 a
 usage or config error, as one `error:` line, with nothing written; 143
 SIGTERM (preemption), after a checkpoint.
@@ -20,6 +24,8 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
+
+from experiments import allocator  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -98,10 +104,11 @@ def main(argv):
     lambda r: r.levelno >= std_logging.WARNING or '/orbax/' not in r.pathname
   )
   logging.info(
-    'JAX devices: %s (process %d of %d)',
+    'JAX devices: %s (process %d of %d); host allocator: %s',
     jax.devices(),
     jax.process_index(),
     jax.process_count(),
+    allocator.active(),
   )
   from experiments import runner
   from maxl_jax.errors import UsageError
@@ -119,4 +126,8 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  try:
+    allocator.maybe_reexec()
+  except ValueError as e:
+    _fail(str(e))
   app.run(main, flags_parser=parse_flags)
