@@ -11,7 +11,14 @@ are the same whatever the choice, so a checkpoint moves between them:
   training step is ~4x faster this way: XLA:CPU's convolutions are slow
   (pathologically so on 2x2 inputs with padding 1), and so is the backward of
   `nn.max_pool` (select-and-scatter).
-- 'auto': 'im2col' when `jax.default_backend() == 'cpu'`, else 'xla'.
+- 'im2col_bf16': 'im2col' with the matmul's operands rounded to bfloat16
+  and float32 accumulation and output (as TPUs treat float32 matmuls by
+  default); everything else stays float32. On CPUs with AMX or AVX512-BF16
+  XLA runs these matmuls ~3x faster. Differentiable once in reverse mode and
+  in forward mode (jvp) — enough for the `structured` and `first_order`
+  meta-gradients, not for `unrolled` (grad of grad).
+- 'auto': 'im2col' when `jax.default_backend() == 'cpu'`, else 'xla'. Never
+  'im2col_bf16': rounding is a choice, not a hardware default.
 
 Gradients of the max-pool: the reshape pool is a chain of selects, so the
 whole cotangent of a window goes to its first maximum, as `nn.max_pool`'s
@@ -21,6 +28,7 @@ second-order graph XLA may recompute those elements in different fusions,
 find none equal, and divide by zero: NaN.)
 """
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,16 +36,17 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.custom_derivatives import SymbolicZero, linear_call
 
 from maxl_jax.errors import UsageError
 
-CONV_IMPLS = ('xla', 'im2col', 'auto')
+CONV_IMPLS = ('xla', 'im2col', 'im2col_bf16', 'auto')
 
 _NHWC_SPECS = ('NHWC', 'HWIO', 'NHWC')
 
 
 def resolve_impl(conv_impl: str) -> str:
-  """Returns 'xla' or 'im2col' for a `conv_impl` of CONV_IMPLS."""
+  """Returns 'xla', 'im2col' or 'im2col_bf16' for one of CONV_IMPLS."""
   if conv_impl not in CONV_IMPLS:
     raise UsageError(
       f'unknown conv_impl {conv_impl!r}; valid choices: '
@@ -46,6 +55,55 @@ def resolve_impl(conv_impl: str) -> str:
   if conv_impl == 'auto':
     return 'im2col' if jax.default_backend() == 'cpu' else 'xla'
   return conv_impl
+
+
+def _bf16_dot(a, b, contracting):
+  """A 2-D matmul with bfloat16 operands and float32 accumulation/output."""
+  return lax.dot_general(
+    a.astype(jnp.bfloat16),
+    b.astype(jnp.bfloat16),
+    (contracting, ((), ())),
+    preferred_element_type=jnp.float32,
+  )
+
+
+@jax.custom_jvp
+def bf16_matmul(a: jax.Array, b: jax.Array) -> jax.Array:
+  """`a @ b` ([M, K] @ [K, N]) with bfloat16 operands, float32 result.
+
+  Its derivatives are bfloat16 matmuls as well: the tangent is linear in
+  (da, db) through `linear_call`, whose transposes are the two gradient
+  matmuls (`ct @ bᵀ`, `aᵀ @ ct`). Left to itself, JAX would transpose the
+  float32 cotangent against a bfloat16 operand: a float32 matmul.
+  """
+  return _bf16_dot(a, b, ((1,), (0,)))
+
+
+@bf16_matmul.defjvp
+def _bf16_matmul_jvp(primals, tangents):
+  a, b = primals
+  da, db = tangents
+  terms = []
+  if not isinstance(da, SymbolicZero):
+    terms.append(
+      linear_call(
+        lambda b, da: bf16_matmul(da, b),
+        lambda b, ct: _bf16_dot(ct, b, ((1,), (1,))).astype(a.dtype),
+        b,
+        da,
+      )
+    )
+  if not isinstance(db, SymbolicZero):
+    terms.append(
+      linear_call(
+        lambda a, db: bf16_matmul(a, db),
+        lambda a, ct: _bf16_dot(a, ct, ((0,), (0,))).astype(b.dtype),
+        a,
+        db,
+      )
+    )
+  out = bf16_matmul(a, b)
+  return out, sum(terms) if terms else jnp.zeros_like(out)
 
 
 def _is_one(seq: Sequence[int] | None) -> bool:
@@ -64,6 +122,8 @@ def im2col_conv_general_dilated(
   batch_group_count: int = 1,
   precision: Any = None,
   preferred_element_type: Any = None,
+  *,
+  bf16_operands: bool = False,
 ) -> jax.Array:
   """Drop-in for `lax.conv_general_dilated`: 2-D convolution as one matmul.
 
@@ -83,6 +143,8 @@ def im2col_conv_general_dilated(
     batch_group_count: as `lax.conv_general_dilated`.
     precision: precision of the matmul.
     preferred_element_type: accumulation/output type of the matmul.
+    bf16_operands: round the patches and kernel to bfloat16 and multiply
+      them with `bf16_matmul` (float32 accumulation, output in lhs.dtype).
 
   Returns:
     [N, Ho, Wo, Cout] output, equal to `lax.conv_general_dilated`'s.
@@ -116,7 +178,9 @@ def im2col_conv_general_dilated(
   if isinstance(padding, str):
     padding = lax.padtype_to_pads((h, w), (kh, kw), (sh, sw), padding)
   (pt, pb), (pl, pr) = padding
-  x = jnp.pad(lhs, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+  # Rounded once here, the patch buffer is half the size.
+  x = lhs.astype(jnp.bfloat16) if bf16_operands else lhs
+  x = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
   ho = (h + pt + pb - kh) // sh + 1
   wo = (w + pl + pr - kw) // sw + 1
   views = [
@@ -125,11 +189,15 @@ def im2col_conv_general_dilated(
     for j in range(kw)
   ]
   patches = views[0] if len(views) == 1 else jnp.concatenate(views, axis=-1)
+  kernel = rhs.reshape(kh * kw * cin, cout)
+  if bf16_operands:
+    out = bf16_matmul(patches.reshape(n * ho * wo, kh * kw * cin), kernel)
+    return out.reshape(n, ho, wo, cout).astype(lhs.dtype)
   # Contract the LAST axis of the left operand: contracting a leading axis
   # (e.g. patches laid out [K, N*H*W]) is ~2x slower on XLA:CPU.
   return lax.dot_general(
     patches,
-    rhs.reshape(kh * kw * cin, cout),
+    kernel,
     (((3,), (0,)), ((), ())),
     precision=precision,
     preferred_element_type=preferred_element_type,
@@ -152,15 +220,18 @@ def conv(
   Args:
     features: number of output channels Cout.
     kernel_size: (kh, kw).
-    conv_impl: 'xla' | 'im2col' | 'auto'.
+    conv_impl: one of CONV_IMPLS.
     **kwargs: any other `nn.Conv` argument (strides, padding, use_bias,
       dtype, kernel_init, name, ...).
 
   Returns:
     The `nn.Conv` module.
   """
-  if resolve_impl(conv_impl) == 'im2col':
-    kwargs['conv_general_dilated'] = im2col_conv_general_dilated
+  impl = resolve_impl(conv_impl)
+  if impl != 'xla':
+    kwargs['conv_general_dilated'] = functools.partial(
+      im2col_conv_general_dilated, bf16_operands=impl == 'im2col_bf16'
+    )
   return nn.Conv(features, tuple(kernel_size), **kwargs)
 
 
@@ -174,17 +245,18 @@ def max_pool(
 ) -> jax.Array:
   """Max-pool of [N, H, W, C] inputs, as `nn.max_pool`.
 
-  With 'im2col' and non-overlapping windows (strides == window_shape, VALID
-  padding: trailing rows/columns that do not fill a window are dropped) it
-  is a reshape to [N, H/kh, kh, W/kw, kw, C] and a max; other settings use
-  `nn.max_pool`. See the module docstring for gradients at ties.
+  With 'im2col' or 'im2col_bf16' and non-overlapping windows (strides ==
+  window_shape, VALID padding: trailing rows/columns that do not fill a
+  window are dropped) it is a reshape to [N, H/kh, kh, W/kw, kw, C] and a
+  max; other settings use `nn.max_pool`. See the module docstring for
+  gradients at ties.
 
   Args:
     x: [N, H, W, C] input.
     window_shape: (kh, kw).
     strides: (sh, sw); None means window_shape (the default 2x2/2 pool).
     padding: 'VALID', 'SAME' or explicit pads, as `nn.max_pool`.
-    conv_impl: 'xla' | 'im2col' | 'auto'.
+    conv_impl: one of CONV_IMPLS.
 
   Returns:
     [N, H // kh, W // kw, C] for non-overlapping VALID windows.

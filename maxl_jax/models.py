@@ -62,7 +62,7 @@ class ConvNet4(nn.Module):
 
   Attributes:
     widths: output channels of the four convolutions.
-    conv_impl: 'xla' | 'im2col' | 'auto' (see `layers`).
+    conv_impl: one of `layers.CONV_IMPLS`.
     dtype: compute dtype.
   """
 
@@ -87,7 +87,7 @@ class VGG16(nn.Module):
 
   Attributes:
     blocks: (width, number of convolutions) of each block.
-    conv_impl: 'xla' | 'im2col' | 'auto' (see `layers`).
+    conv_impl: one of `layers.CONV_IMPLS`.
     dtype: compute dtype.
   """
 
@@ -152,7 +152,7 @@ class ResNet32(nn.Module):
   Attributes:
     widths: widths of the three stages.
     blocks_per_stage: basic blocks per stage (5 for ResNet-32).
-    conv_impl: 'xla' | 'im2col' | 'auto' (see `layers`).
+    conv_impl: one of `layers.CONV_IMPLS`.
     dtype: compute dtype.
   """
 

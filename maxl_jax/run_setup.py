@@ -82,6 +82,17 @@ def validate(config):
       raise UsageError(
         f'config.{field} must be >= 1, got {_lookup(config, field)!r}.'
       )
+  if (
+    config.model.conv_impl == 'im2col_bf16'
+    and config.method == 'maxl'
+    and config.maxl.meta_grad == 'unrolled'
+  ):
+    raise UsageError(
+      "model.conv_impl='im2col_bf16' is differentiable once, but "
+      "maxl.meta_grad='unrolled' differentiates twice: use "
+      '--config.maxl.meta_grad=structured (or first_order), or another '
+      'model.conv_impl.'
+    )
   if config.method == 'human' and config.data.name != 'cifar100':
     raise UsageError(
       'method=human needs a dataset with a label hierarchy: use '

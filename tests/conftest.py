@@ -1,5 +1,6 @@
 """Shared fixtures: tiny MAXL problems (MLP and conv net with BatchNorm)."""
 
+import functools
 import os
 
 os.environ.setdefault('CUDA_VISIBLE_DEVICES', '')
@@ -9,7 +10,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from maxl_jax import hierarchy, models  # noqa: E402
+from maxl_jax import hierarchy, layers, models  # noqa: E402
 from maxl_jax.lookahead import MaxlProblem  # noqa: E402
 
 
@@ -26,9 +27,11 @@ class TinyMLP(nn.Module):
 class TinyConvBN(nn.Module):
   """Trunk with a conv and BatchNorm (couples the examples of a batch)."""
 
+  conv_impl: str = 'xla'
+
   @nn.compact
   def __call__(self, x, train):
-    x = nn.Conv(4, (3, 3))(x)
+    x = layers.conv(4, (3, 3), conv_impl=self.conv_impl)(x)
     x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
     x = jnp.tanh(x)
     return jnp.mean(x, axis=(1, 2))
@@ -63,9 +66,13 @@ def make_problem(
   dtype=jnp.float32,
   seed=0,
   fd_eps=0.01,
+  conv_impl='xla',
 ):
   """A tiny problem: (problem, theta1, state1, theta2, state2, batch)."""
-  trunk = TinyMLP if kind == 'mlp' else TinyConvBN
+  if kind == 'mlp':
+    trunk = TinyMLP
+  else:
+    trunk = functools.partial(TinyConvBN, conv_impl=conv_impl)
   psi = hierarchy.validate_psi(psi)
   num_primary, num_aux = psi.size, int(psi.sum())
   f = TwoHeads(trunk(), num_primary, num_aux)

@@ -197,7 +197,76 @@ def test_resolve_impl():
   assert layers.resolve_impl('im2col') == 'im2col'
   want = 'im2col' if jax.default_backend() == 'cpu' else 'xla'
   assert layers.resolve_impl('auto') == want
-  with pytest.raises(UsageError, match='xla, im2col, auto'):
+  assert layers.resolve_impl('im2col_bf16') == 'im2col_bf16'
+  with pytest.raises(UsageError, match='xla, im2col, im2col_bf16, auto'):
     layers.resolve_impl('cudnn')
   with pytest.raises(UsageError, match='cudnn'):
     layers.conv(4, conv_impl='cudnn')
+
+
+def _round_bf16(x):
+  return x.astype(jnp.bfloat16).astype(jnp.float32)
+
+
+def _matmul_case():
+  a, b = _normal(20, (33, 17)), _normal(21, (17, 9))
+  return a, b, _normal(22, (33, 9)), _normal(23, (33, 17)), _normal(24, (17, 9))
+
+
+def test_bf16_matmul_is_a_float32_matmul_of_rounded_operands():
+  a, b, *_ = _matmul_case()
+  out = layers.bf16_matmul(a, b)
+  assert out.dtype == jnp.float32
+  np.testing.assert_allclose(out, _round_bf16(a) @ _round_bf16(b), rtol=1e-5)
+  assert not np.allclose(out, a @ b, rtol=1e-5)  # It does round.
+
+
+def test_bf16_matmul_gradients_are_bf16_matmuls():
+  """vjp: ct @ bᵀ and aᵀ @ ct, each with rounded operands (independent)."""
+  a, b, ct, _, _ = _matmul_case()
+  _, pullback = jax.vjp(layers.bf16_matmul, a, b)
+  grad_a, grad_b = pullback(ct)
+  r = _round_bf16
+  np.testing.assert_allclose(grad_a, r(ct) @ r(b).T, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(grad_b, r(a).T @ r(ct), rtol=1e-5, atol=1e-6)
+
+
+def test_bf16_matmul_jvp_and_its_zero_tangents():
+  a, b, _, da, db = _matmul_case()
+  r = _round_bf16
+  _, tangent = jax.jvp(layers.bf16_matmul, (a, b), (da, db))
+  want = r(da) @ r(b) + r(a) @ r(db)
+  np.testing.assert_allclose(tangent, want, rtol=1e-5, atol=1e-5)
+  # A constant operand (symbolic zero tangent) adds no term.
+  _, tangent = jax.jvp(lambda b: layers.bf16_matmul(a, b), (b,), (db,))
+  np.testing.assert_allclose(tangent, r(a) @ r(db), rtol=1e-5, atol=1e-5)
+
+
+def _rel(x, y):
+  return float(jnp.linalg.norm(x - y) / jnp.linalg.norm(y))
+
+
+@pytest.mark.parametrize('case', CONV_CASES)
+def test_im2col_bf16_conv_is_nn_conv_to_bfloat16_precision(case):
+  """Values, reverse- and forward-mode derivatives within bf16 rounding."""
+  n, h, w, cin, cout, k, s = case
+  ref, ours = (
+    nn.Conv(cout, (k, k), strides=s),
+    layers.conv(cout, (k, k), strides=s, conv_impl='im2col_bf16'),
+  )
+  x = _normal(25, (n, h, w, cin))
+  params = ref.init(jax.random.key(0), x)
+  tangent = jax.tree.map(lambda p: _normal(26, p.shape), params)
+
+  def loss(module, p, x):
+    return jnp.sum(jnp.sin(module.apply(p, x)))
+
+  want, got = loss(ref, params, x), loss(ours, params, x)
+  assert abs(float(got - want)) <= 2e-2 * (1 + abs(float(want)))
+  want = jax.grad(functools.partial(loss, ref), (0, 1))(params, x)
+  got = jax.grad(functools.partial(loss, ours), (0, 1))(params, x)
+  for g, r in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+    assert _rel(g, r) < 2e-2
+  want = jax.jvp(lambda p: ref.apply(p, x), (params,), (tangent,))[1]
+  got = jax.jvp(lambda p: ours.apply(p, x), (params,), (tangent,))[1]
+  assert _rel(got, want) < 2e-2

@@ -23,6 +23,13 @@ BAD_COMMANDS = {
     'no_such',
   ),
   'bad_number': (['--config.train.epochs=0'], 'config.train.epochs'),
+  'bf16_conv_with_unrolled': (
+    [
+      '--config.model.conv_impl=im2col_bf16',
+      '--config.maxl.meta_grad=unrolled',
+    ],
+    'meta_grad=structured',
+  ),
 }
 
 

@@ -39,7 +39,10 @@ def get_config():
 
   config.model = ml_collections.ConfigDict()
   config.model.name = 'vgg16'  # convnet4 | vgg16 | resnet32.
-  config.model.conv_impl = 'auto'  # xla | im2col | auto (im2col on CPU).
+  # xla | im2col | im2col_bf16 | auto (= im2col on CPU). im2col_bf16: bf16
+  # matmul operands, f32 accumulation; ~1.3x faster steps on CPUs with AMX;
+  # not with maxl.meta_grad='unrolled'.
+  config.model.conv_impl = 'auto'
   config.model.compute_dtype = (
     'float32'  # float32 | bfloat16 (params stay f32).
   )
