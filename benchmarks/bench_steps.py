@@ -43,7 +43,15 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from experiments import allocator
 from experiments.configs import default
-from maxl_jax import hierarchy, label_sources, meta_grad, models, optim, steps
+from maxl_jax import (
+  hierarchy,
+  label_sources,
+  layers,
+  meta_grad,
+  models,
+  optim,
+  steps,
+)
 from maxl_jax import state as state_lib
 from maxl_jax.lookahead import MaxlProblem
 
@@ -69,7 +77,7 @@ _STEPS = flags.DEFINE_integer('steps', None, 'Timed steps (20; quick 5).')
 _WARMUP = flags.DEFINE_integer('warmup', None, 'Untimed steps (3; quick 1).')
 _QUICK = flags.DEFINE_bool('quick', False, 'ConvNet-4 only, few steps.')
 _BATCH = flags.DEFINE_integer('batch', 100, 'Batch size.')
-_CONV = flags.DEFINE_enum('conv_impl', 'auto', ['auto', 'xla', 'im2col'], '')
+_CONV = flags.DEFINE_enum('conv_impl', 'auto', layers.CONV_IMPLS, '')
 _JSON = flags.DEFINE_string('json', None, 'Write all results to this file.')
 _PEER = flags.DEFINE_bool('peer', False, 'Also run the PyTorch peer.')
 _PEER_SCRIPT = flags.DEFINE_string(
@@ -355,6 +363,8 @@ def main(argv):
     f'allocator {allocator.active()} (peer {_PEER_ALLOC.value})',
     flush=True,
   )
+  if _CONV.value == 'im2col_bf16':  # Differentiable once: no grad of grad.
+    kinds = [k for k in kinds if not k.endswith('_unrolled')]
   jobs = [(bb, kind) for bb in backbones for kind in kinds]
   results = run_ours(jobs, steps_, warmup, quiet_wait)
   peer = run_peer(backbones, steps_, warmup) if _PEER.value else []
