@@ -5,7 +5,9 @@ batch 100, α = θ1's initial lr), computes ∇θ2 J by each estimator of
 `meta_grad.ESTIMATORS` and prints its relative error
 `‖g - g_unrolled‖ / ‖g_unrolled‖` and cosine with `unrolled`.
 `structured` is exact, so its error is the float32 noise floor; DESIGN §2c
-reports ~17% for `first_order` on VGG-16. `--fd_eps` lists the
+reports ~17% for `first_order` on VGG-16. The rows marked im2col_bf16 use
+the same parameters with `model.conv_impl='im2col_bf16'` (bfloat16 matmul
+operands), against the float32 `unrolled`. `--fd_eps` lists the
 finite-difference numerators to try (ε = fd_eps / ‖v‖).
 
 COMMAND:
@@ -45,6 +47,19 @@ def meta_grads(problem, args):
   return out
 
 
+def bf16_meta_grads(backbone, args):
+  """{label: ∇θ2 J} of the once-differentiable estimators, bf16 matmuls."""
+  _, problem, *_ = bench_steps.make_parts(
+    backbone, 'im2col_bf16', batch_size=bench_steps._BATCH.value
+  )
+  return {
+    f'{name} (im2col_bf16)': _flat(
+      jax.jit(functools.partial(meta_grad.ESTIMATORS[name], problem))(*args)[0]
+    )
+    for name in ('structured', 'first_order')
+  }
+
+
 def main(argv):
   del argv
   for backbone in bench_steps._BACKBONES.value or ['convnet4', 'vgg16']:
@@ -52,7 +67,9 @@ def main(argv):
       backbone, batch_size=bench_steps._BATCH.value
     )
     args = (state.theta1, state.state1, state.theta2, state.state2, batch)
-    grads = meta_grads(problem, (*args, schedule(0)))
+    args = (*args, schedule(0))
+    grads = meta_grads(problem, args)
+    grads.update(bf16_meta_grads(backbone, args))
     ref = grads.pop('unrolled')
     print(f'{backbone}: |grad unrolled| = {jnp.linalg.norm(ref):.4g}')
     for label, g in grads.items():
