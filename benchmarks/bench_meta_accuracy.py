@@ -7,8 +7,9 @@ batch 100, α = θ1's initial lr), computes ∇θ2 J by each estimator of
 `structured` is exact, so its error is the float32 noise floor; DESIGN §2c
 reports ~17% for `first_order` on VGG-16. The rows marked im2col_bf16 use
 the same parameters with `model.conv_impl='im2col_bf16'` (bfloat16 matmul
-operands), against the float32 `unrolled`. `--fd_eps` lists the
-finite-difference numerators to try (ε = fd_eps / ‖v‖).
+operands), against the float32 `unrolled`; the last row compares the θ1
+step's gradient ∇θ1 L_train with bfloat16 operands to float32's.
+`--fd_eps` lists the finite-difference numerators to try (ε = fd_eps / ‖v‖).
 
 COMMAND:
   python benchmarks/bench_meta_accuracy.py --backbones=convnet4,vgg16 \
@@ -24,6 +25,7 @@ import jax.numpy as jnp
 from absl import app, flags
 
 from maxl_jax import meta_grad
+from maxl_jax.lookahead import train_loss
 
 _FD_EPS = flags.DEFINE_list('fd_eps', ['0.01'], 'fd_eps values to try.')
 
@@ -45,6 +47,23 @@ def meta_grads(problem, args):
       label = name if eps is None else f'{name}(fd_eps={eps})'
       out[label] = _flat(fn(*args)[0])
   return out
+
+
+def theta1_grad(problem, source, state, batch):
+  """∇θ1 L_train with the MAXL label source's targets (the θ1 step's)."""
+  targets = source.targets(state.label_state, state.theta2, state.state2, batch)
+  grad_fn = jax.grad(train_loss, 1, has_aux=True)
+  return _flat(
+    jax.jit(lambda t1: grad_fn(problem, t1, state.state1, targets, batch)[0])(
+      state.theta1
+    )
+  )
+
+
+def _report(label, g, ref):
+  rel = jnp.linalg.norm(g - ref) / jnp.linalg.norm(ref)
+  cos = jnp.dot(g, ref) / (jnp.linalg.norm(g) * jnp.linalg.norm(ref))
+  print(f'  {label:28s} rel. error {rel:9.2e}   cosine {cos:.5f}')
 
 
 def bf16_meta_grads(backbone, args):
@@ -73,9 +92,18 @@ def main(argv):
     ref = grads.pop('unrolled')
     print(f'{backbone}: |grad unrolled| = {jnp.linalg.norm(ref):.4g}')
     for label, g in grads.items():
-      rel = jnp.linalg.norm(g - ref) / jnp.linalg.norm(ref)
-      cos = jnp.dot(g, ref) / (jnp.linalg.norm(g) * jnp.linalg.norm(ref))
-      print(f'  {label:28s} rel. error {rel:9.2e}   cosine {cos:.5f}')
+      _report(label, g, ref)
+    _, problem, source, *_ = bench_steps.make_parts(
+      backbone, batch_size=bench_steps._BATCH.value
+    )
+    _, problem16, source16, *_ = bench_steps.make_parts(
+      backbone, 'im2col_bf16', batch_size=bench_steps._BATCH.value
+    )
+    _report(
+      'theta1 grad (im2col_bf16)',
+      theta1_grad(problem16, source16, state, batch),
+      theta1_grad(problem, source, state, batch),
+    )
 
 
 if __name__ == '__main__':
