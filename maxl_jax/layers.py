@@ -14,9 +14,10 @@ are the same whatever the choice, so a checkpoint moves between them:
 - 'im2col_bf16': 'im2col' with the matmul's operands rounded to bfloat16
   and float32 accumulation and output (as TPUs treat float32 matmuls by
   default); everything else stays float32. On CPUs with AMX or AVX512-BF16
-  XLA runs these matmuls ~3x faster. Differentiable once in reverse mode and
-  in forward mode (jvp) — enough for the `structured` and `first_order`
-  meta-gradients, not for `unrolled` (grad of grad).
+  XLA runs these matmuls ~3x faster; the rounding costs much gradient
+  precision in deep BatchNorm nets (README, Benchmarks). Differentiable
+  once in reverse mode and in forward mode (jvp): enough for the
+  `structured` and `first_order` meta-gradients, not for `unrolled`.
 - 'auto': 'im2col' when `jax.default_backend() == 'cpu'`, else 'xla'. Never
   'im2col_bf16': rounding is a choice, not a hardware default.
 

@@ -40,8 +40,9 @@ def get_config():
   config.model = ml_collections.ConfigDict()
   config.model.name = 'vgg16'  # convnet4 | vgg16 | resnet32.
   # xla | im2col | im2col_bf16 | auto (= im2col on CPU). im2col_bf16: bf16
-  # matmul operands, f32 accumulation; ~1.3x faster steps on CPUs with AMX;
-  # not with maxl.meta_grad='unrolled'.
+  # matmul operands, f32 accumulation; 1.1-1.3x faster steps on CPUs with
+  # AMX, much less precise gradients on VGG-16 (README, Benchmarks); not
+  # with maxl.meta_grad='unrolled'.
   config.model.conv_impl = 'auto'
   config.model.compute_dtype = (
     'float32'  # float32 | bfloat16 (params stay f32).
