@@ -255,7 +255,7 @@ def run_peer(backbones, steps_, warmup):
     cmd += ['--warmup', str(warmup), '--batch', str(_BATCH.value)]
     env = {k: v for k, v in os.environ.items() if k != 'LD_PRELOAD'}
     if _PEER_ALLOC.value == 'jemalloc':
-      env['LD_PRELOAD'] = allocator.find_jemalloc() or ''
+      env['LD_PRELOAD'] = allocator.find_jemalloc()
       env.setdefault('MALLOC_CONF', allocator.JEMALLOC_CONF)
     subprocess.run(cmd + ['--quick'] * _QUICK.value, check=True, env=env)
     with open(path) as f:
@@ -363,6 +363,11 @@ def main(argv):
     f'allocator {allocator.active()} (peer {_PEER_ALLOC.value})',
     flush=True,
   )
+  if _PEER_ALLOC.value == 'jemalloc' and not allocator.find_jemalloc():
+    raise app.UsageError(
+      '--peer_allocator=jemalloc: libjemalloc.so.2 not found '
+      '(apt-get install libjemalloc2).'
+    )
   if _CONV.value == 'im2col_bf16':  # Differentiable once: no grad of grad.
     kinds = [k for k in kinds if not k.endswith('_unrolled')]
   jobs = [(bb, kind) for bb in backbones for kind in kinds]
