@@ -195,12 +195,14 @@ def run_child(spec):
   for _ in range(_WARMUP.value):
     state = jax.block_until_ready(step(state, batch))
   busy0, own0, wall0 = _busy_cpu_s(), time.process_time(), time.perf_counter()
+  usage0 = resource.getrusage(resource.RUSAGE_SELF)
   times = []
   for _ in range(_STEPS.value):
     start = time.perf_counter()
     state = jax.block_until_ready(step(state, batch))
     times.append((time.perf_counter() - start) * 1e3)
   wall, own = time.perf_counter() - wall0, time.process_time() - own0
+  usage = resource.getrusage(resource.RUSAGE_SELF)
   other = max(0.0, _busy_cpu_s() - busy0 - own) / (wall * os.cpu_count())
   result = {
     'backbone': backbone,
@@ -213,6 +215,9 @@ def run_child(spec):
     'gflop': flops and flops / 1e9,
     'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     'other_cpu': round(other, 3),
+    # Page faults and kernel time of the timed steps (see "Allocator").
+    'page_faults_per_step': (usage.ru_minflt - usage0.ru_minflt) / len(times),
+    'kernel_s_per_step': (usage.ru_stime - usage0.ru_stime) / len(times),
     'nonfinite_steps': int(state.guard['count']),
     'step_ms': [round(t, 2) for t in times],
   }
