@@ -6,7 +6,7 @@ free, so every step page-faults its whole working set in again: on a 2-core
 machine ~31k faults per ConvNet-4 single-task step and ~100k per MAXL meta
 step, a quarter of the step time spent in the kernel zeroing pages.
 jemalloc with purging turned off keeps the pages, and the same steps run
-13-30% faster (`benchmarks/README.md`, "Allocator").
+12-20% faster (`benchmarks/README.md`, "Allocator").
 
 `maybe_reexec()` restarts the current command once, with jemalloc preloaded,
 when all of these hold:

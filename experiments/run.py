@@ -7,7 +7,7 @@ Several processes (hosts): the same command on each, with `--distributed`
 
 On a CPU-only JAX install the command restarts itself once under jemalloc
 when it is installed (`experiments/allocator.py`; MAXL_ALLOCATOR=system opts
-out): 13-30% faster steps.
+out): 12-20% faster steps.
 
 Exit status: 0 done; 1 a non-finite step (`train.on_nonfinite=stop`); 2 a
 usage or config error, as one `error:` line, with nothing written; 143

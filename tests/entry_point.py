@@ -144,3 +144,17 @@ def free_port() -> int:
   with socket.socket() as s:
     s.bind(('127.0.0.1', 0))
     return s.getsockname()[1]
+
+
+def interrupt_after_checkpoint(workdir, sig, logs) -> tuple:
+  """Runs TINY into `workdir`, sends `sig` after its first checkpoint.
+
+  Returns (the finished process, its stderr).
+  """
+  proc = start(*TINY, f'--workdir={workdir}', logs=logs)
+  try:
+    wait_for_checkpoint(proc, workdir)
+    proc.send_signal(sig)
+  finally:
+    _, stderr = finish(proc)
+  return proc, stderr

@@ -62,12 +62,9 @@ def _corrupt(checkpoint: pathlib.Path):
 
 def test_sigkill_then_rerun_matches_uninterrupted(reference, tmp_path):
   workdir = tmp_path / 'run'
-  proc = ep.start(*ep.TINY, f'--workdir={workdir}', logs=tmp_path / 'killed')
-  try:
-    ep.wait_for_checkpoint(proc, workdir)
-    proc.send_signal(signal.SIGKILL)
-  finally:
-    ep.finish(proc)
+  proc, _ = ep.interrupt_after_checkpoint(
+    workdir, signal.SIGKILL, tmp_path / 'killed'
+  )
   assert proc.returncode == -signal.SIGKILL, 'the run ended before the kill'
   assert 0 < max(ep.checkpoint_steps(workdir)) < ep.TOTAL_STEPS
 
@@ -79,12 +76,9 @@ def test_sigkill_then_rerun_matches_uninterrupted(reference, tmp_path):
 
 def test_sigterm_saves_a_checkpoint_and_rerun_resumes(reference, tmp_path):
   workdir = tmp_path / 'run'
-  proc = ep.start(*ep.TINY, f'--workdir={workdir}', logs=tmp_path / 'term')
-  try:
-    ep.wait_for_checkpoint(proc, workdir)
-    proc.send_signal(signal.SIGTERM)
-  finally:
-    _, stderr = ep.finish(proc)
+  proc, stderr = ep.interrupt_after_checkpoint(
+    workdir, signal.SIGTERM, tmp_path / 'term'
+  )
   assert proc.returncode == 143, stderr[-3000:]
   (line,) = [x for x in stderr.splitlines() if x.startswith('preempted:')]
   assert 'rerun the same command to resume' in line
