@@ -18,7 +18,7 @@ import numpy as np
 from absl import app, flags
 
 from experiments.configs import default
-from maxl_jax import data
+from maxl_jax.data import pipeline
 
 _DATASET = flags.DEFINE_string(
   'dataset', '', 'config.data.name to load; empty = synthetic CIFAR data.'
@@ -28,24 +28,24 @@ _STEPS = flags.DEFINE_integer('steps', 2000, 'Batches timed per setting.')
 _NUM = flags.DEFINE_integer('num_train', 50000, 'Synthetic training images.')
 
 
-def make_iterator(augment: str) -> data.TrainIterator:
+def make_iterator(augment: str) -> pipeline.TrainIterator:
   """A training iterator over synthetic or real data."""
   if _DATASET.value:
     config = default.get_config().data
     config.name, config.batch_size = _DATASET.value, _BATCH.value
     config.augment = augment
-    train, _, _ = data.get_datasets(config, seed=0, device_count=1)
+    train, _, _ = pipeline.get_datasets(config, seed=0, device_count=1)
     return train
   rng = np.random.default_rng(0)
   n = _NUM.value
   images = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
   labels = rng.integers(0, 10, n)
-  return data.TrainIterator(
+  return pipeline.TrainIterator(
     images, labels, np.arange(n), batch_size=_BATCH.value, augment=augment
   )
 
 
-def images_per_second(train: data.TrainIterator, steps: int) -> float:
+def images_per_second(train: pipeline.TrainIterator, steps: int) -> float:
   """Times `steps` batches after a short warm-up."""
   for _ in range(5):
     next(train)
@@ -59,7 +59,7 @@ def images_per_second(train: data.TrainIterator, steps: int) -> float:
 def main(argv):
   del argv
   name = _DATASET.value or f'synthetic {_NUM.value}x32x32x3'
-  for augment in data.AUGMENTATIONS:
+  for augment in pipeline.AUGMENTATIONS:
     rate = images_per_second(make_iterator(augment), _STEPS.value)
     print(
       f'{name}, batch {_BATCH.value}, augment={augment}: {rate:,.0f} images/s'

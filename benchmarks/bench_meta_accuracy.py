@@ -1,6 +1,6 @@
 """Float32 error of the meta-gradient estimators against `unrolled`, at init.
 
-On the benchmark's synthetic batch (bench_steps.make_parts: peer shapes,
+On the benchmark's synthetic batch (bench_steps.make_run: peer shapes,
 batch 100, α = θ1's initial lr), computes ∇θ2 J by each estimator of
 `meta_grad.ESTIMATORS` and prints its relative error
 `‖g - g_unrolled‖ / ‖g_unrolled‖` and cosine with `unrolled`.
@@ -51,7 +51,9 @@ def meta_grads(problem, args):
 
 def theta1_grad(problem, source, state, batch):
   """∇θ1 L_train with the MAXL label source's targets (the θ1 step's)."""
-  targets = source.targets(state.label_state, state.theta2, state.state2, batch)
+  targets = source.targets(
+    state.label_state, state.theta2, state.state2, batch, problem=problem
+  )
   grad_fn = jax.grad(train_loss, 1, has_aux=True)
   return _flat(
     jax.jit(lambda t1: grad_fn(problem, t1, state.state1, targets, batch)[0])(
@@ -68,9 +70,10 @@ def _report(label, g, ref):
 
 def bf16_meta_grads(backbone, args):
   """{label: ∇θ2 J} of the once-differentiable estimators, bf16 matmuls."""
-  _, problem, *_ = bench_steps.make_parts(
+  run, _, _ = bench_steps.make_run(
     backbone, 'im2col_bf16', batch_size=bench_steps._BATCH.value
   )
+  problem = run.problem
   return {
     f'{name} (im2col_bf16)': _flat(
       jax.jit(functools.partial(meta_grad.ESTIMATORS[name], problem))(*args)[0]
@@ -82,27 +85,25 @@ def bf16_meta_grads(backbone, args):
 def main(argv):
   del argv
   for backbone in bench_steps._BACKBONES.value or ['convnet4', 'vgg16']:
-    _, problem, _, _, _, schedule, state, batch = bench_steps.make_parts(
+    run, state, batch = bench_steps.make_run(
       backbone, batch_size=bench_steps._BATCH.value
     )
+    problem = run.problem
     args = (state.theta1, state.state1, state.theta2, state.state2, batch)
-    args = (*args, schedule(0))
+    args = (*args, run.alpha_schedule(0))
     grads = meta_grads(problem, args)
     grads.update(bf16_meta_grads(backbone, args))
     ref = grads.pop('unrolled')
     print(f'{backbone}: |grad unrolled| = {jnp.linalg.norm(ref):.4g}')
     for label, g in grads.items():
       _report(label, g, ref)
-    _, problem, source, *_ = bench_steps.make_parts(
-      backbone, batch_size=bench_steps._BATCH.value
-    )
-    _, problem16, source16, *_ = bench_steps.make_parts(
+    run16, _, _ = bench_steps.make_run(
       backbone, 'im2col_bf16', batch_size=bench_steps._BATCH.value
     )
     _report(
       'theta1 grad (im2col_bf16)',
-      theta1_grad(problem16, source16, state, batch),
-      theta1_grad(problem, source, state, batch),
+      theta1_grad(run16.problem, run16.label_source, state, batch),
+      theta1_grad(problem, run.label_source, state, batch),
     )
 
 

@@ -2,16 +2,16 @@
 
 Times `steps.primary_step` (Single, and MAXL's θ1 step), `steps.meta_step`
 and `steps.interleaved_step` (each with every estimator of
-`meta_grad.ESTIMATORS`), bound and jitted as `train.jit_steps` does
-(`functools.partial`, `jax.jit` with the mesh shardings, `donate_argnums=0`),
-with the shapes of the PyTorch peer (/work/shared/peer): ConvNet-4 32x32x1
+`meta_grad.ESTIMATORS`), built by `assembly.build_run` and jitted by
+`assembly.jit_steps` exactly as training does, with the shapes of the
+PyTorch peer (../shared/peer): ConvNet-4 32x32x1
 psi=[3]*10 hidden 256, VGG-16 32x32x3 psi=[5]*20 hidden 512, and ResNet-32
 32x32x3 psi=[5]*10 hidden 512 (no peer). Batch 100; optimisers, γ, λ, α of
 experiments/configs/default.py.
 
 Each (backbone, kind) runs in a fresh child process, so its peak RSS is its
-own. The child imports no TFDS/TensorFlow (`train`/`run_setup` do: +~570 MB
-RSS), so the pieces are built here as `run_setup.prepare` builds them.
+own. The child imports no TFDS/TensorFlow (the input pipeline does: +~570 MB
+RSS): `assembly` builds a run from a dataset description alone.
 Columns and ratios: benchmarks/README.md.
 
 Like `experiments.run`, the benchmark restarts itself under jemalloc when it
@@ -25,7 +25,6 @@ COMMAND:
   python benchmarks/bench_steps.py --quick            # ConvNet-4, < 2 min
 """
 
-import functools
 import importlib.util
 import json
 import os
@@ -39,22 +38,16 @@ import time
 import jax
 import numpy as np
 from absl import app, flags
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from experiments import allocator
 from experiments.configs import default
-from maxl_jax import (
-  hierarchy,
-  label_sources,
-  layers,
-  meta_grad,
-  models,
-  optim,
-  steps,
-)
-from maxl_jax import state as state_lib
-from maxl_jax.lookahead import MaxlProblem
+from maxl_jax import meta_grad
+from maxl_jax.data.info import DatasetInfo
+from maxl_jax.networks import layers
+from maxl_jax.training import assembly
+from maxl_jax.training import mesh as mesh_lib
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACKBONES = {  # name: (image channels, primary classes, psi[c], head hidden)
   'convnet4': (1, 10, 3, 256),
   'vgg16': (3, 20, 5, 512),
@@ -81,7 +74,9 @@ _CONV = flags.DEFINE_enum('conv_impl', 'auto', layers.CONV_IMPLS, '')
 _JSON = flags.DEFINE_string('json', None, 'Write all results to this file.')
 _PEER = flags.DEFINE_bool('peer', False, 'Also run the PyTorch peer.')
 _PEER_SCRIPT = flags.DEFINE_string(
-  'peer_script', '/work/shared/peer/peer_torch.py', 'The peer script.'
+  'peer_script',
+  os.path.join(REPO, '..', 'shared', 'peer', 'peer_torch.py'),
+  'The peer script (default: ../shared/peer/ beside the repository).',
 )
 _QUIET = flags.DEFINE_float(
   'quiet_wait', None, 'Max s to wait for a quiet machine per config (60/5).'
@@ -92,77 +87,50 @@ _PEER_ALLOC = flags.DEFINE_enum(
 _CHILD = flags.DEFINE_string('child', None, 'Internal: backbone:kind.')
 
 
-def make_parts(backbone, conv_impl='auto', single=False, batch_size=100):
-  """(config, problem, source, opt1, opt2, α schedule, state, batch).
+def make_run(backbone, conv_impl='auto', single=False, batch_size=100,
+             meta_grad_name='structured'):  # fmt: skip
+  """(run, initial state, batch): `assembly.build_run` on a synthetic batch.
 
-  As `run_setup.prepare` builds them for method=single|maxl, on a synthetic
-  batch in `data.TrainIterator`'s format.
+  The dataset description has 500 steps of `batch_size` per epoch (this only
+  places the, here irrelevant, learning-rate decay).
   """
   channels, classes, psi_per_class, hidden = BACKBONES[backbone]
   config = default.get_config()
+  config.method = 'single' if single else 'maxl'
   config.model.name, config.model.head_hidden = backbone, hidden
   config.model.conv_impl = conv_impl
-  psi = hierarchy.balanced_psi(classes, psi_per_class)
-  if single:
-    f, g = models.build_single(config.model, num_primary=classes), None
-  else:
-    f, g = models.build_models(
-      config.model, num_primary=classes, num_aux=int(psi.sum())
-    )
-  problem = MaxlProblem(
-    f_apply=models.make_apply(f),
-    g_apply=None if single else models.make_apply(g),
-    mask=None if single else hierarchy.class_mask(psi),
-    gamma=config.maxl.gamma,
-    lam=config.maxl.lam,
-    fd_eps=config.maxl.fd_eps,
-  )
-  source = label_sources.LabelSource()
-  if not single:
-    source = label_sources.MaxlSource(psi=psi, problem=problem)
-  per_epoch = 500  # Only places the (here irrelevant) lr decay.
-  opt1 = optim.make_optimizer(config.primary_opt, per_epoch)
-  opt2 = optim.make_optimizer(config.label_opt, per_epoch)
+  config.maxl.psi_per_class = psi_per_class
+  config.maxl.meta_grad = meta_grad_name
+  config.data.batch_size = batch_size
   shape = (32, 32, channels)
-  state = state_lib.create_state(jax.random.key(0), f, g, opt1, opt2, shape, {})
+  info = DatasetInfo('synthetic', classes, shape, 500 * batch_size, 0)
+  run = assembly.build_run(config, info)
   rng = np.random.default_rng(0)
   batch = {
     'image': rng.standard_normal((batch_size, *shape), np.float32),
     'label': rng.integers(0, classes, batch_size).astype(np.int32),
     'index': np.arange(batch_size, dtype=np.int32),
   }
-  schedule = optim.lr_schedule(config.primary_opt, per_epoch)
-  return config, problem, source, opt1, opt2, schedule, state, batch
+  return run, run.init_state({}), batch
+
+
+STEP_OF_GROUP = {'single': 'primary', 'theta1': 'primary', 'meta': 'meta',
+                 'interleaved': 'interleaved'}  # fmt: skip
 
 
 def build_step(backbone, kind, conv_impl, batch_size):
-  """(jitted step, state, batch), bound and jitted as `train.jit_steps`."""
+  """(jitted step, state, batch), from `assembly.jit_steps` as training."""
   group, _, method = kind.partition('_')
-  config, problem, source, opt1, opt2, schedule, state, batch = make_parts(
-    backbone, conv_impl, group == 'single', batch_size
+  run, state, batch = make_run(
+    backbone, conv_impl, group == 'single', batch_size, method or 'structured'
   )
-  common = {'problem': problem, 'on_nonfinite': config.train.on_nonfinite}
-  if group in ('single', 'theta1'):
-    fn = functools.partial(
-      steps.primary_step, source=source, opt1=opt1, **common
-    )
-  else:
-    common.update(
-      estimator=meta_grad.get_estimator(method),
-      opt2=opt2,
-      alpha_schedule=schedule,
-    )
-    if group == 'meta':
-      fn = functools.partial(steps.meta_step, **common)
-    else:
-      fn = functools.partial(steps.interleaved_step, opt1=opt1, **common)
-  mesh = Mesh(np.array(jax.devices()), ('data',))
-  repl = NamedSharding(mesh, PartitionSpec())
-  shard = NamedSharding(mesh, PartitionSpec('data'))
-  jitted = jax.jit(
-    fn, in_shardings=(repl, shard), out_shardings=repl, donate_argnums=0
+  mesh = mesh_lib.make_mesh()
+  jitted = assembly.jit_steps(run, mesh)[STEP_OF_GROUP[group]]
+  return (
+    jitted,
+    jax.device_put(state, mesh_lib.replicated(mesh)),
+    jax.device_put(batch, mesh_lib.sharded(mesh)),
   )
-  return jitted, jax.device_put(state, repl), jax.device_put(batch, shard)
 
 
 def _busy_cpu_s():

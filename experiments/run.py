@@ -14,8 +14,6 @@ usage or config error, as one `error:` line, with nothing written; 143
 SIGTERM (preemption), after a checkpoint.
 """
 
-import ast
-import contextlib
 import logging as std_logging
 import os
 import sys
@@ -25,7 +23,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from experiments import allocator  # noqa: E402
+from experiments import allocator, cli  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -54,37 +52,15 @@ flags.DEFINE_integer('num_processes', None, 'Number of processes.')
 flags.DEFINE_integer('process_id', None, 'This process, 0..num_processes-1.')
 
 
-def _fail(message, status=2):
-  print(f'error: {message}', file=sys.stderr)
-  sys.exit(status)
-
-
-def _flag_error(error):
-  """One line for a flag parsing error."""
-  text = str(error)
-  if isinstance(error, (KeyError, AttributeError)):  # --config.<unknown>=...
-    with contextlib.suppress(ValueError, SyntaxError):
-      text = ast.literal_eval(text)  # ml_collections quotes its message.
-    text = ' '.join(text.split()).replace(' Did you', '; did you')
-    return f'unknown config field {text}'
-  return text.strip().splitlines()[0]
-
-
 def parse_flags(argv):
-  """absl flag parsing, with errors as one `error:` line and exit 2."""
-  try:
-    rest = FLAGS(argv)
-  except Exception as e:  # noqa: BLE001 - any parse error is a usage error.
-    _fail(f'{_flag_error(e)} (see --helpfull).')
-  for name in ('config', 'workdir'):
-    if FLAGS[name].value is None:
-      _fail(
-        f'--{name} is required, e.g. python -m experiments.run '
-        '--config=experiments/configs/quickstart.py --workdir=/tmp/maxl'
-      )
-  if len(rest) > 1:
-    _fail(f'unexpected arguments {rest[1:]}; options are --flag=value.')
-  return rest
+  return cli.parse_flags(
+    argv,
+    required=('config', 'workdir'),
+    example=(
+      'python -m experiments.run '
+      '--config=experiments/configs/quickstart.py --workdir=/tmp/maxl'
+    ),
+  )
 
 
 def main(argv):
@@ -98,7 +74,7 @@ def main(argv):
         FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id
       )
     except (ValueError, RuntimeError) as e:
-      _fail(f'jax.distributed.initialize: {str(e).strip().splitlines()[0]}')
+      cli.fail(f'jax.distributed.initialize: {str(e).strip().splitlines()[0]}')
   # Orbax logs every save in detail; keep its warnings only.
   logging.get_absl_handler().addFilter(
     lambda r: r.levelno >= std_logging.WARNING or '/orbax/' not in r.pathname
@@ -112,14 +88,14 @@ def main(argv):
   )
   from experiments import runner
   from maxl_jax.errors import UsageError
-  from maxl_jax.train import NonFiniteError, Preempted
+  from maxl_jax.training.loop import NonFiniteError, Preempted
 
   try:
     runner.run(FLAGS.config, FLAGS.workdir)
   except UsageError as e:
-    _fail(str(e))
+    cli.fail(str(e))
   except NonFiniteError as e:
-    _fail(str(e), status=1)
+    cli.fail(str(e), status=1)
   except Preempted as e:
     print(f'preempted: {e}; rerun the same command to resume.', file=sys.stderr)
     sys.exit(143)
@@ -129,5 +105,5 @@ if __name__ == '__main__':
   try:
     allocator.maybe_reexec()
   except ValueError as e:
-    _fail(str(e))
+    cli.fail(str(e))
   app.run(main, flags_parser=parse_flags)

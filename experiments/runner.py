@@ -2,15 +2,18 @@
 
 import os
 
-from maxl_jax import run_setup, train
+from maxl_jax import labels
 from maxl_jax.errors import UsageError
+from maxl_jax.training import loop
+from maxl_jax.training import workdir as workdir_lib
 
 
 def run(config, workdir):
   """Trains `config.method`, or each of `config.compare_methods` in turn."""
+  workdir_lib.check_writable(workdir)
   methods = [m.strip() for m in config.compare_methods.split(',') if m.strip()]
   if not methods:
-    result = train.train_and_evaluate(config, workdir)
+    result = loop.train_and_evaluate(config, workdir)
     print(
       f'{result["method"]} on {result["dataset"]}: test accuracy '
       f'{100 * result["test_accuracy"]:.2f}%, params sha256 '
@@ -18,17 +21,17 @@ def run(config, workdir):
     )
     return [result]
   for method in methods:
-    if method not in run_setup.METHODS:
+    if method not in labels.METHODS:
       raise UsageError(
         f'config.compare_methods names {method!r}; choose '
-        f'from {list(run_setup.METHODS)}.'
+        f'from {list(labels.METHODS)}.'
       )
   results = []
   for method in methods:
     one = config.copy_and_resolve_references()
     with one.unlocked():
       one.method, one.compare_methods = method, ''
-    results.append(train.train_and_evaluate(one, os.path.join(workdir, method)))
+    results.append(loop.train_and_evaluate(one, os.path.join(workdir, method)))
   print(f'\n{"method":<10}{"test accuracy":>15}{"wall time":>12}')
   for r in results:
     print(

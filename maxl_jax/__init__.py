@@ -1,8 +1,9 @@
 """MAXL (Meta AuXiliary Learning) in JAX/Flax.
 
 `import maxl_jax` gives the math (pure functions) without importing TFDS,
-Orbax or CLU; the input pipeline, training loop and checkpoints live in
-`maxl_jax.data`, `maxl_jax.train` and `maxl_jax.checkpointing`.
+Orbax or CLU. The networks live in `maxl_jax.networks`, the input pipeline
+in `maxl_jax.data`, the label sources in `maxl_jax.labels`, and the run
+assembly, training loop, checkpoints and restore in `maxl_jax.training`.
 """
 
 from maxl_jax import analysis, hierarchy, lookahead, losses, meta_grad

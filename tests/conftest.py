@@ -2,6 +2,8 @@
 
 import functools
 import os
+import sys
+from unittest import mock
 
 os.environ.setdefault('CUDA_VISIBLE_DEVICES', '')
 
@@ -9,9 +11,25 @@ import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
-from maxl_jax import hierarchy, layers, models  # noqa: E402
+from maxl_jax import hierarchy  # noqa: E402
 from maxl_jax.lookahead import MaxlProblem  # noqa: E402
+from maxl_jax.networks import layers, models  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _tfds_mock_needs_no_network():
+  """`tfds.testing.mock_data` replaces downloads: skip the network probe.
+
+  (Tests never download; the probe's own tests patch it themselves.)
+  """
+  readers = sys.modules.get('maxl_jax.data.readers')
+  if readers is None:
+    yield
+    return
+  with mock.patch.object(readers, 'network_reachable', return_value=True):
+    yield
 
 
 class TinyMLP(nn.Module):

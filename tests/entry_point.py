@@ -1,9 +1,10 @@
 """Helpers to run `python -m experiments.run` in subprocesses from tests.
 
-A tiny MAXL run on scikit-learn's digits (the quickstart config, 2 epochs of
-3 θ1 + 3 θ2 steps, batch 16). Subprocesses run with XLA's optimisations
-mostly off (compiles twice as fast) and share one persistent JAX compilation
-cache per pytest session, so only the first run of a configuration compiles.
+A tiny MAXL run on scikit-learn's digits (`experiments/configs/smoke.py`:
+2 epochs of 3 θ1 + 3 θ2 steps, batch 16). Subprocesses run with XLA's
+optimisations mostly off (compiles twice as fast) and share one persistent
+JAX compilation cache per pytest session, so only the first run of a
+configuration compiles.
 """
 
 import atexit
@@ -18,18 +19,9 @@ import tempfile
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-QUICKSTART = 'experiments/configs/quickstart.py'
-# 2 epochs x (3 θ1 + 3 θ2 steps) = 12 steps; checkpoints every 2 steps.
-TINY = (
-  f'--config={QUICKSTART}',
-  '--config.compare_methods=',
-  '--config.method=maxl',
-  '--config.train.epochs=2',
-  '--config.train.steps_per_epoch=3',
-  '--config.checkpoint.every_steps=2',
-  '--config.data.batch_size=16',
-  '--config.model.head_hidden=32',
-)
+# experiments/configs/smoke.py: 2 epochs x (3 θ1 + 3 θ2 steps) = 12 steps,
+# checkpoints every 2 steps.
+TINY = ('--config=experiments/configs/smoke.py',)
 TOTAL_STEPS = 12
 
 _CACHE = tempfile.mkdtemp(prefix='maxl_jax_test_cache_')
@@ -158,3 +150,11 @@ def interrupt_after_checkpoint(workdir, sig, logs) -> tuple:
   finally:
     _, stderr = finish(proc)
   return proc, stderr
+
+
+def corrupt_checkpoint(checkpoint: pathlib.Path):
+  """Truncates the array data files of one checkpoint directory."""
+  files = [p for p in (checkpoint / 'state').rglob('*') if p.parent.name == 'd']
+  assert files, list(checkpoint.rglob('*'))
+  for path in files:
+    path.write_bytes(path.read_bytes()[:16])

@@ -18,17 +18,14 @@ import tensorflow_datasets as tfds
 from sklearn import metrics
 
 from experiments.configs import cifar100, default, quickstart
-from maxl_jax import (
-  checkpointing,
-  cifar100_hierarchy,
-  data,
-  hierarchy,
-  kmeans_source,
-  label_sources,
-  run_setup,
-  train,
-)
+from maxl_jax import hierarchy, labels
+from maxl_jax.data import cifar100_hierarchy
+from maxl_jax.data.info import DatasetInfo
 from maxl_jax.errors import UsageError
+from maxl_jax.labels import fixed
+from maxl_jax.labels import kmeans as kmeans_labels
+from maxl_jax.labels.base import masked_targets_ok
+from maxl_jax.training import assembly, loop, restore
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LEVELS = (3, 10, 20, 100)
@@ -36,7 +33,7 @@ PAIRS = [(a, b) for a in LEVELS for b in LEVELS if a < b]
 
 
 def _info(num_classes, num_train=64, channels=3):
-  return data.DatasetInfo(
+  return DatasetInfo(
     name='toy',
     num_classes=num_classes,
     image_shape=(32, 32, channels),
@@ -56,14 +53,19 @@ def _batch(labels, index):
 
 
 def _random_source(seed, num_classes=7, aux_classes=23):
-  config = default.get_config()
-  config.method, config.seed = 'random', seed
-  config.baseline.aux_classes = aux_classes
-  return run_setup.make_source(config, _info(num_classes))
+  return labels.make_label_source(
+    'random',
+    _info(num_classes),
+    psi_per_class=5,
+    seed=seed,
+    random_aux_classes=aux_classes,
+  )
 
 
 def _random_classes(source, labels, index):
-  targets = np.asarray(source.targets({}, None, None, _batch(labels, index)))
+  targets = np.asarray(
+    source.targets({}, None, None, _batch(labels, index), problem=None)
+  )
   return targets.argmax(-1), targets
 
 
@@ -73,7 +75,7 @@ def test_random_psi_is_balanced_and_labels_are_masked():
   labels = np.arange(200) % 7
   classes, targets = _random_classes(source, labels, np.arange(200))
   mask = hierarchy.class_mask(source.psi)
-  assert label_sources.masked_targets_ok(targets, labels, mask)
+  assert masked_targets_ok(targets, labels, mask)
   np.testing.assert_array_equal(targets.sum(-1), 1.0)  # One-hot.
   for c in range(7):  # Every auxiliary class of c is drawn.
     drawn = np.unique(classes[labels == c])
@@ -101,9 +103,11 @@ def test_random_is_a_fixed_function_of_seed_and_index():
 
 @pytest.mark.parametrize('primary, aux', PAIRS)
 def test_human_psi_and_targets_follow_the_hierarchy(primary, aux):
-  primary_of = data.cifar100_level_of_fine(primary)  # [100] per fine class.
-  aux_of = data.cifar100_level_of_fine(aux)
-  source = label_sources.human_source(
+  primary_of = cifar100_hierarchy.level_of_fine(
+    primary
+  )  # [100] per fine class.
+  aux_of = cifar100_hierarchy.level_of_fine(aux)
+  source = fixed.human_source(
     cifar100_hierarchy.level_map(aux, primary), primary
   )
   expected = [np.unique(aux_of[primary_of == c]).size for c in range(primary)]
@@ -115,9 +119,9 @@ def test_human_psi_and_targets_follow_the_hierarchy(primary, aux):
   )
   fine = np.arange(100)
   batch = {'label': primary_of[fine], 'aux_label': aux_of[fine]}
-  targets = np.asarray(source.targets({}, None, None, batch))
+  targets = np.asarray(source.targets({}, None, None, batch, problem=None))
   mask = hierarchy.class_mask(source.psi)
-  assert label_sources.masked_targets_ok(targets, batch['label'], mask)
+  assert masked_targets_ok(targets, batch['label'], mask)
   classes = targets.argmax(-1)
   np.testing.assert_array_equal(targets.sum(-1), 1.0)
   for a in range(aux):  # aux-level class <-> auxiliary class: a bijection.
@@ -125,14 +129,14 @@ def test_human_psi_and_targets_follow_the_hierarchy(primary, aux):
   assert np.unique(classes).size == aux == source.num_aux
 
 
-def test_make_source_human_uses_the_dataset_map():
-  config = cifar100.get_config('primary=10,aux=20')
+def test_make_label_source_human_uses_the_dataset_map():
   info = dataclasses.replace(
     _info(10), aux_to_primary=cifar100_hierarchy.level_map(20, 10)
   )
-  config.method = 'human'
-  source = run_setup.make_source(config, info)
+  source = labels.make_label_source('human', info, psi_per_class=5, seed=0)
   assert source.num_aux == 20 and source.psi.size == 10
+  with pytest.raises(UsageError, match='label hierarchy'):
+    labels.make_label_source('human', _info(10), psi_per_class=5, seed=0)
 
 
 def test_cifar100_config_parses_level_pairs():
@@ -151,11 +155,11 @@ def test_cifar100_config_parses_level_pairs():
 
 
 def test_single_has_no_auxiliary_task():
-  config = default.get_config()
-  config.method = 'single'
-  source = run_setup.make_source(config, _info(10))
+  source = labels.make_label_source(
+    'single', _info(10), psi_per_class=5, seed=0
+  )
   assert source.num_aux == 0 and source.psi is None
-  assert source.targets({}, None, None, _batch([0], [0])) is None
+  assert source.targets({}, None, None, _batch([0], [0]), problem=None) is None
 
 
 # --------------------------------------------------------------- K-Means ---
@@ -205,7 +209,14 @@ def _blobs(seed=0):
 def _kmeans(**kmeans):
   train_iter, truth = _blobs()
   info = _info(len(PSI), num_train=truth.size)
-  source = kmeans_source.from_config(_kmeans_config(**kmeans), info, PSI)
+  config = _kmeans_config(**kmeans)
+  source = kmeans_labels.from_config(
+    config.kmeans,
+    info,
+    PSI,
+    seed=0,
+    steps_per_epoch=assembly.steps_per_epoch(config, info),
+  )
   return source, train_iter, truth
 
 
@@ -221,10 +232,8 @@ def test_kmeans_recovers_the_blobs_within_each_class():
     used = np.unique(assign[owner[truth] == c])
     np.testing.assert_array_equal(used, offs[c] + np.arange(k))
   batch = _batch(train_iter.labels, train_iter.indices)
-  targets = source.targets(state, None, None, batch)
-  assert label_sources.masked_targets_ok(
-    targets, batch['label'], hierarchy.class_mask(PSI)
-  )
+  targets = source.targets(state, None, None, batch, problem=None)
+  assert masked_targets_ok(targets, batch['label'], hierarchy.class_mask(PSI))
   np.testing.assert_array_equal(np.argmax(targets, -1), assign[batch['index']])
   assert state['centroids'].shape == (sum(PSI), 8)
   assert all(np.asarray(x).size for x in jax.tree.leaves(state))  # For orbax.
@@ -233,9 +242,9 @@ def test_kmeans_recovers_the_blobs_within_each_class():
 def test_kmeans_refresh_is_deterministic_and_scheduled():
   source, train_iter, truth = _kmeans(refresh_every=3)
   state = jax.device_put(source.init_state(train_iter))
-  assert source.refresh(state, 0, train_iter, None) is state  # Not due.
-  first = source.refresh(state, 2, train_iter, None)
-  second = source.refresh(state, 2, train_iter, None)
+  assert source.refresh(state, 0, train_iter) is state  # Not due.
+  first = source.refresh(state, 2, train_iter)
+  second = source.refresh(state, 2, train_iter)
   assert int(first['refreshes']) == 1
   for a, b in zip(jax.tree.leaves(first), jax.tree.leaves(second), strict=True):
     assert isinstance(a, jax.Array) and a.sharding == b.sharding
@@ -247,9 +256,7 @@ def test_kmeans_refresh_is_deterministic_and_scheduled():
   )
   assert any(jax.tree.leaves(changed))  # The autoencoder trained on.
   assert metrics.adjusted_rand_score(truth, np.asarray(first['assign'])) == 1.0
-  per_epoch = kmeans_source.from_config(
-    _kmeans_config(), _info(2, num_train=truth.size), PSI
-  )
+  per_epoch, _, _ = _kmeans()
   assert per_epoch.steps_per_epoch == truth.size // 4
   assert [s for s in range(12) if per_epoch.due(s)] == [4, 9]
 
@@ -260,8 +267,12 @@ def test_kmeans_needs_enough_images_per_class():
   with pytest.raises(UsageError, match='class 1 has 1 training images'):
     source.cluster(latents, np.array([0, 0, 1]), None, 0)
   with pytest.raises(UsageError, match='ae_steps'):
-    kmeans_source.from_config(
-      _kmeans_config(ae_steps=-1), _info(2, num_train=20), PSI
+    kmeans_labels.from_config(
+      _kmeans_config(ae_steps=-1).kmeans,
+      _info(2, num_train=20),
+      PSI,
+      seed=0,
+      steps_per_epoch=1,
     )
 
 
@@ -325,20 +336,17 @@ def test_kmeans_resumed_run_is_bitwise_identical(tmp_path, fast_compile):
     config.kmeans.update(ae_steps=2, ae_steps_per_refresh=1, refresh_every=1)
     return config
 
-  whole = train.train_and_evaluate(config(2), str(tmp_path / 'whole'))
-  train.train_and_evaluate(config(1), str(tmp_path / 'split'))
-  resumed = train.train_and_evaluate(config(2), str(tmp_path / 'split'))
+  whole = loop.train_and_evaluate(config(2), str(tmp_path / 'whole'))
+  loop.train_and_evaluate(config(1), str(tmp_path / 'split'))
+  resumed = loop.train_and_evaluate(config(2), str(tmp_path / 'split'))
   assert resumed['steps'] == whole['steps'] == 4
   assert resumed['params_sha256'] == whole['params_sha256']
-  template = run_setup.prepare(config(2)).init_state
   label_states = []
-  for name in ('whole', 'split'):
-    manager = checkpointing.make_manager(
-      str(tmp_path / name / 'checkpoints'), 3
-    )
-    step, state, _ = checkpointing.restore_latest(manager, template)
-    assert step == 4 and int(state.label_state['refreshes']) == 4
-    label_states.append(state.label_state)
+  for name in ('whole', 'split'):  # Restored without retraining anything.
+    restored = restore.restore_run(str(tmp_path / name))
+    assert restored.step == 4
+    assert int(restored.state.label_state['refreshes']) == 4
+    label_states.append(restored.state.label_state)
   for a, b in zip(*map(jax.tree.leaves, label_states), strict=True):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
@@ -355,7 +363,7 @@ def test_human_on_mock_cifar100(tmp_path, fast_compile):
   # disable_gcs_access keeps TFDS off the network.
   with tfds.testing.disable_gcs_access():
     with tfds.testing.mock_data(num_examples=16, policy=policy):
-      result = train.train_and_evaluate(config, str(tmp_path))
+      result = loop.train_and_evaluate(config, str(tmp_path))
   assert result['method'] == 'human' and result['dataset'] == 'cifar100'
   assert result['steps'] == 2 and 0.0 <= result['test_accuracy'] <= 1.0
   row = json.loads((tmp_path / 'metrics.jsonl').read_text().splitlines()[-1])

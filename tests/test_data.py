@@ -1,4 +1,4 @@
-"""Tests of the input pipeline: maxl_jax.data, data_sources, cifar100 levels.
+"""Tests of the input pipeline: maxl_jax.data (pipeline, readers, levels).
 
 TFDS datasets run under `tfds.testing.mock_data` (nothing is downloaded);
 fashion_mnist uses the real Debian IDX files when they are installed, digits
@@ -6,6 +6,7 @@ the copy bundled with scikit-learn.
 """
 
 import os
+import time
 from unittest import mock
 
 import numpy as np
@@ -14,10 +15,11 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from experiments.configs import default
-from maxl_jax import cifar100_hierarchy, data, data_sources
+from maxl_jax.data import cifar100_hierarchy, images, pipeline, readers
 from maxl_jax.errors import UsageError
 
 USE_CODE = tfds.testing.MockPolicy.USE_CODE
+REAL_NETWORK_PROBE = readers.network_reachable  # conftest patches it.
 
 # The CIFAR-100 superclasses as listed on the dataset's web page, by name:
 # an independent statement of the fine -> coarse table.
@@ -92,7 +94,7 @@ def make_config(name='digits', **overrides):
 
 
 def load(config, seed=0, device_count=1, **kwargs):
-  return data.get_datasets(
+  return pipeline.get_datasets(
     config, seed=seed, device_count=device_count, **kwargs
   )
 
@@ -189,7 +191,7 @@ def test_tfds_multi_host_reads_disjoint_shares(tiny_images_dir, per_class):
     eval_batch_size=4,
     per_class=per_class,
   )
-  with mock.patch.dict(data_sources.DATASETS, tiny_images=(10, 1, 'tfds')):
+  with mock.patch.dict(readers.DATASETS, tiny_images=(10, 1, 'tfds')):
     whole, whole_eval, info = load(config)
     shares = [load(config, process_index=p, process_count=2) for p in (0, 1)]
   assert info.num_train == (30 if per_class else 57)
@@ -223,12 +225,35 @@ def test_tfds_not_prepared_without_download(tmp_path):
 def test_tfds_failed_download_is_a_usage_error(tmp_path):
   config = make_config('mnist', data_dir=str(tmp_path), download=True)
   failure = OSError('no network')
-  with mock.patch.object(
-    tfds.core.DatasetBuilder, 'download_and_prepare', side_effect=failure
+  with (
+    mock.patch.object(
+      tfds.core.DatasetBuilder, 'download_and_prepare', side_effect=failure
+    ),
   ):
     with pytest.raises(UsageError, match='not prepared') as error:
       load(config)
   assert error.value.__cause__ is failure
+
+
+def test_tfds_offline_fails_at_once_with_how_to_prepare(tmp_path):
+  """No network: no download attempt (its retries take minutes)."""
+  config = make_config('svhn_cropped', data_dir=str(tmp_path), download=True)
+  with (
+    mock.patch.object(readers, 'network_reachable', return_value=False),
+    mock.patch.object(
+      tfds.core.DatasetBuilder, 'download_and_prepare'
+    ) as download,
+  ):
+    with pytest.raises(UsageError, match='no network') as error:
+      load(config)
+  download.assert_not_called()
+  assert "tfds.load('svhn_cropped'" in str(error.value)
+
+
+def test_network_probe_fails_fast_for_an_unresolvable_host():
+  start = time.monotonic()
+  assert not REAL_NETWORK_PROBE('no-such-host.invalid', timeout_s=5)
+  assert time.monotonic() - start < 6
 
 
 # ---------------------------------------------------- CIFAR-100 hierarchy ---
@@ -236,15 +261,15 @@ def test_tfds_failed_download_is_a_usage_error(tmp_path):
 
 def test_cifar100_levels_have_the_right_class_counts():
   for level in cifar100_hierarchy.LEVELS:
-    of_fine = data.cifar100_level_of_fine(level)
+    of_fine = pipeline.cifar100_level_of_fine(level)
     assert of_fine.shape == (100,)
     np.testing.assert_array_equal(np.unique(of_fine), np.arange(level))
-  coarse = data.cifar100_level_of_fine(20)
+  coarse = pipeline.cifar100_level_of_fine(20)
   np.testing.assert_array_equal(np.bincount(coarse), np.full(20, 5))
 
 
 def test_cifar100_levels_nest():
-  levels = {k: data.cifar100_level_of_fine(k) for k in (3, 10, 20, 100)}
+  levels = {k: pipeline.cifar100_level_of_fine(k) for k in (3, 10, 20, 100)}
   np.testing.assert_array_equal(
     levels[10], cifar100_hierarchy.COARSE_TO_10[levels[20]]
   )
@@ -282,7 +307,7 @@ def test_cifar100_bad_levels_raise():
 
 
 @pytest.mark.skipif(
-  not os.path.isdir(data_sources.FASHION_MNIST_DIR),
+  not os.path.isdir(readers.FASHION_MNIST_DIR),
   reason='dataset-fashion-mnist (Debian package) is not installed',
 )
 def test_fashion_mnist_loads_the_real_files():
@@ -340,7 +365,7 @@ def test_cinic10_missing_dir(tmp_path):
   config = make_config('cinic10', local_dir=str(tmp_path / 'nope'))
   with pytest.raises(UsageError, match='local_dir') as error:
     load(config)
-  assert data_sources.CINIC10_URL in str(error.value)
+  assert readers.CINIC10_URL in str(error.value)
 
 
 # ------------------------------------------------------ Low-data subsets ---
@@ -348,7 +373,7 @@ def test_cinic10_missing_dir(tmp_path):
 
 def test_subset_is_deterministic_balanced_and_seeded():
   labels = np.repeat(np.arange(5), [40, 50, 60, 70, 80])
-  pick = data.subset_indices
+  pick = pipeline.subset_indices
   a = pick(labels, train_fraction=1.0, per_class=7, seed=3)
   np.testing.assert_array_equal(np.bincount(labels[a]), np.full(5, 7))
   np.testing.assert_array_equal(
@@ -402,9 +427,9 @@ def test_no_augmentation_is_normalised_raw_images():
   train, _, _ = load(make_config(augment='none'))
   batch = next(train)
   raw = train.images[batch['index']]
-  np.testing.assert_array_equal(batch['image'], data.normalize(raw))
+  np.testing.assert_array_equal(batch['image'], images.normalize(raw))
   np.testing.assert_array_equal(batch['label'], train.labels[batch['index']])
-  np.testing.assert_allclose(data.normalize(np.array([0, 255], np.uint8)), [
+  np.testing.assert_allclose(images.normalize(np.array([0, 255], np.uint8)), [
       -2.5, 2.5,
   ], rtol=1e-6)  # fmt: skip
 
@@ -413,12 +438,12 @@ def test_crop_flip_gives_a_crop_of_the_padded_image():
   train, _, _ = load(make_config(augment='crop_flip'))
   batch = next(train)
   raw = train.images[batch['index']]
-  assert not np.array_equal(batch['image'], data.normalize(raw))
+  assert not np.array_equal(batch['image'], images.normalize(raw))
   padded = np.pad(raw, ((0, 0), (4, 4), (4, 4), (0, 0)))
   flips = 0
   for image, original in zip(batch['image'], padded, strict=True):
     candidates = [
-        (f, data.normalize(c[:, ::-1] if f else c))
+        (f, images.normalize(c[:, ::-1] if f else c))
         for f in (0, 1)
         for c in (original[y : y + 32, x : x + 32] for y in range(9)
                   for x in range(9))
@@ -430,6 +455,16 @@ def test_crop_flip_gives_a_crop_of_the_padded_image():
 
 
 # ------------------------------------------------- Evaluation, multi-host ---
+
+
+def test_eval_batch_rounds_up_to_the_devices():
+  """Evaluation masks padding, so 10 on 4 devices becomes 12, not an error."""
+  assert pipeline.eval_batch_size(10, 4, 1) == 12
+  assert pipeline.eval_batch_size(500, 8, 2) == 504
+  _, eval_data, _ = load(make_config(eval_batch_size=10), device_count=4)
+  batches = list(eval_data)
+  assert {b['label'].shape for b in batches} == {(12,)}
+  assert sum(b['mask'].sum() for b in batches) == 360  # Every test image.
 
 
 def test_eval_batches_are_padded_with_mask():
@@ -468,7 +503,7 @@ def test_multi_host_shares_cover_the_training_set_once():
   'overrides, kwargs, match',
   [
     ({'batch_size': 10}, {'device_count': 4}, 'batch_size = 10'),
-    ({'eval_batch_size': 10}, {'device_count': 4}, 'eval_batch_size'),
+    ({'eval_batch_size': 0}, {}, 'eval_batch_size'),
     ({'batch_size': 9}, {'process_count': 2}, '2 hosts'),
     ({'batch_size': 2000}, {}, 'exceeds the 1437'),
     ({'name': 'cifar1000'}, {}, 'known datasets: mnist'),

@@ -22,27 +22,30 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 from experiments.configs import quickstart
-from maxl_jax import run_setup, train
+from maxl_jax.data import pipeline
+from maxl_jax.training import assembly, loop, mesh as mesh_lib
 
 config = quickstart.get_config()
 config.compare_methods, config.method = '', 'maxl'
 config.data.batch_size, config.model.head_hidden = 16, 32
 config.train.steps_per_epoch = 2  # Steps 0, 1: θ1; step 2: θ2.
-setup = run_setup.prepare(config)
+train_it, _, info = pipeline.get_datasets(config.data, seed=config.seed)
+run = assembly.build_run(config, info)
+images = loop.training_images(train_it)
+init = run.init_state(run.label_source.init_state(images))
 assert jax.device_count() == 8, jax.devices()
 out = {}
 for n in (0, 1, 8):  # 0: the initial values.
-  mesh = train.make_mesh(jax.devices()[: n or 1])
+  mesh = mesh_lib.make_mesh(jax.devices()[: n or 1])
   state = jax.device_put(  # A copy: the steps donate their input.
-    jax.tree.map(np.array, setup.init_state),
-    NamedSharding(mesh, PartitionSpec()),
+    jax.tree.map(np.array, init), NamedSharding(mesh, PartitionSpec())
   )
-  fns = train.jit_steps(config, setup, mesh)
-  setup.train_it.set_state({'epoch': 0, 'step': 0})
+  fns = assembly.jit_steps(run, mesh)
+  train_it.set_state({'epoch': 0, 'step': 0})
   for step in range(3 if n else 0):
-    batch = train.global_batch(next(setup.train_it), mesh)
+    batch = mesh_lib.global_batch(next(train_it), mesh)
     assert len(batch['image'].sharding.device_set) == n
-    state = train.train_step(fns, setup, state, batch, step)
+    state = fns[run.schedule.kind(step)](state, batch)
   assert n == 0 or (int(state.step1), int(state.step2)) == (2, 1)
   leaves = jax.tree_util.tree_leaves_with_path(
     {'theta1': state.theta1, 'state1': state.state1, 'theta2': state.theta2}

@@ -12,8 +12,8 @@ from absl.testing import parameterized
 from jax import lax
 from jax.test_util import check_grads
 
-from maxl_jax import layers
 from maxl_jax.errors import UsageError
+from maxl_jax.networks import layers
 
 _NHWC = ('NHWC', 'HWIO', 'NHWC')
 

@@ -10,8 +10,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from maxl_jax import models
 from maxl_jax.errors import UsageError
+from maxl_jax.networks import models
 
 P, K = 10, 30
 FEATURES = {'convnet4': 1024, 'vgg16': 512, 'resnet32': 64}

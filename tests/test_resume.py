@@ -52,14 +52,6 @@ def _copy(reference, tmp_path):
   return workdir
 
 
-def _corrupt(checkpoint: pathlib.Path):
-  """Truncates the array data files of one checkpoint."""
-  files = [p for p in (checkpoint / 'state').rglob('*') if p.parent.name == 'd']
-  assert files, list(checkpoint.rglob('*'))
-  for path in files:
-    path.write_bytes(path.read_bytes()[:16])
-
-
 def test_sigkill_then_rerun_matches_uninterrupted(reference, tmp_path):
   workdir = tmp_path / 'run'
   proc, _ = ep.interrupt_after_checkpoint(
@@ -96,7 +88,7 @@ def test_corrupted_latest_checkpoint_falls_back(reference, tmp_path):
   workdir = _copy(reference, tmp_path)
   steps = ep.checkpoint_steps(workdir)
   assert steps[-1] == ep.TOTAL_STEPS and len(steps) == 3  # checkpoint.keep.
-  _corrupt(workdir / 'checkpoints' / str(steps[-1]))
+  ep.corrupt_checkpoint(workdir / 'checkpoints' / str(steps[-1]))
   os.remove(workdir / 'result.json')  # As if killed before the end.
 
   proc = ep.run(*ep.TINY, f'--workdir={workdir}')
@@ -110,7 +102,7 @@ def test_corrupted_latest_checkpoint_falls_back(reference, tmp_path):
 def test_no_usable_checkpoint_is_one_error_line(reference, tmp_path):
   workdir = _copy(reference, tmp_path)
   for step in ep.checkpoint_steps(workdir):
-    _corrupt(workdir / 'checkpoints' / str(step))
+    ep.corrupt_checkpoint(workdir / 'checkpoints' / str(step))
   proc = ep.run(*ep.TINY, f'--workdir={workdir}')
   assert proc.returncode == 2, proc.stderr[-3000:]
   (line,) = ep.error_lines(proc.stderr)

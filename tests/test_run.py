@@ -45,6 +45,46 @@ def test_bad_config_is_one_error_line_and_writes_nothing(name, tmp_path):
   assert not workdir.exists()
 
 
+# name: (file text or None for a missing file, a part of the error line).
+BAD_CONFIG_FILES = {
+  'missing': (None, 'does not exist'),
+  'syntax_error': ('def get_config(:\n', 'SyntaxError'),
+  'raises': (
+    'def get_config():\n  raise RuntimeError("boom")\n',
+    'RuntimeError: boom',
+  ),
+}
+
+
+@pytest.mark.parametrize('name', sorted(BAD_CONFIG_FILES))
+def test_bad_config_file_is_one_error_line(name, tmp_path):
+  text, expected = BAD_CONFIG_FILES[name]
+  path = tmp_path / f'{name}.py'
+  if text is not None:
+    path.write_text(text)
+  workdir = tmp_path / 'run'
+  proc = ep.run(f'--config={path}', f'--workdir={workdir}')
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  (line,) = ep.error_lines(proc.stderr)
+  assert expected in line and str(path) in line, line
+  assert 'Traceback' not in proc.stderr
+  assert not workdir.exists()
+
+
+@pytest.mark.parametrize('where', ['file', 'under_a_file'])
+def test_workdir_that_cannot_be_a_directory(where, tmp_path):
+  blocker = tmp_path / 'a_file'
+  blocker.write_text('not a directory')
+  workdir = blocker if where == 'file' else blocker / 'run'
+  proc = ep.run(*ep.TINY, f'--workdir={workdir}')
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  (line,) = ep.error_lines(proc.stderr)
+  assert str(blocker) in line and 'file' in line, line
+  assert 'Traceback' not in proc.stderr
+  assert blocker.read_text() == 'not a directory'
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['a_file']
+
+
 def test_missing_workdir_is_one_error_line():
   proc = ep.run(*ep.TINY)
   assert proc.returncode == 2, proc.stderr[-3000:]

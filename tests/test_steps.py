@@ -11,9 +11,12 @@ import pytest
 from conftest import make_problem
 from jax.flatten_util import ravel_pytree
 
-from maxl_jax import label_sources, meta_grad, steps
-from maxl_jax import state as state_lib
+from maxl_jax import meta_grad
+from maxl_jax.labels.base import masked_targets_ok
+from maxl_jax.labels.generated import GeneratedSource
 from maxl_jax.lookahead import generated_labels
+from maxl_jax.training import state as state_lib
+from maxl_jax.training import steps
 
 ALPHA = 0.1
 
@@ -26,7 +29,7 @@ def _setup(psi=(2, 3), on_nonfinite='stop'):
   state = state_lib.initial_state(
     theta1, state1, theta2, state2, opt1, opt2, {}, int(sum(psi))
   )
-  source = label_sources.MaxlSource(psi=np.asarray(psi), problem=problem)
+  source = GeneratedSource(psi=np.asarray(psi))
   deps = {
     'problem': problem,
     'estimator': meta_grad.unrolled,
@@ -35,7 +38,7 @@ def _setup(psi=(2, 3), on_nonfinite='stop'):
     'on_nonfinite': on_nonfinite,
   }
   primary = functools.partial(
-    steps.primary_step, problem=problem, source=source, opt1=opt1,
+    steps.primary_step, problem=problem, label_source=source, opt1=opt1,
     on_nonfinite=on_nonfinite,
   )  # fmt: skip
   return state, batch, primary, deps, opt1
@@ -62,9 +65,7 @@ def test_generator_labels_stay_in_mask_after_meta_steps():
   probs, _ = generated_labels(
     deps['problem'], state.theta2, state.state2, batch
   )
-  assert bool(
-    label_sources.masked_targets_ok(probs, batch['label'], deps['problem'].mask)
-  )
+  assert bool(masked_targets_ok(probs, batch['label'], deps['problem'].mask))
   np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
 
 
@@ -88,7 +89,8 @@ def test_nonfinite_batch_is_not_applied(mode):
   chex.assert_trees_all_equal(after_bad.theta1, state.theta1)
   assert int(after_bad.guard['count']) == 1
   assert int(after_bad.guard['step']) == 0
-  assert not np.all(np.isfinite(np.asarray(after_bad.guard['values'])))
+  values = np.asarray(list(after_bad.guard['values'].values()))
+  assert not np.all(np.isfinite(values))
   after_good = primary(after_bad, batch)
   # `stop` freezes the state until the host stops the run; `skip_step` goes on.
   assert _changed(after_good.theta1, state.theta1) == (mode == 'skip_step')

@@ -83,7 +83,7 @@ def get_config():
   config.baseline.aux_classes = 0  # random: total K (0 = psi_per_class * P).
 
   # K-Means baseline: k-means within each class on a convolutional
-  # autoencoder's codes (maxl_jax/kmeans_source.py); K = psi_per_class * P.
+  # autoencoder's codes (maxl_jax/labels/kmeans.py); K = psi_per_class * P.
   config.kmeans = ml_collections.ConfigDict()
   config.kmeans.ae_steps = 2000  # AE steps before the first clustering.
   # AE steps at each refresh, before re-clustering (with refresh_every=1,

@@ -16,26 +16,7 @@ import optax
 
 from maxl_jax import analysis, losses
 from maxl_jax.lookahead import train_loss
-
-
-def _add(sums, values):
-  return {k: sums[k] + values.get(k, 0.0) for k in sums}
-
-
-def _guard(old, new, values, on_nonfinite):
-  """Keeps `old` (except the step count) when `values` are not finite."""
-  values = jnp.stack([jnp.asarray(v, jnp.float32) for v in values])
-  finite = jnp.all(jnp.isfinite(values))
-  clean = old.guard['count'] == 0
-  apply = finite if on_nonfinite == 'skip_step' else finite & clean
-  chosen = jax.tree.map(lambda n, o: jnp.where(apply, n, o), new, old)
-  first_bad = clean & ~finite
-  guard = {
-    'count': old.guard['count'] + (~finite).astype(jnp.int32),
-    'step': jnp.where(first_bad, old.step, old.guard['step']),
-    'values': jnp.where(first_bad, values, old.guard['values']),
-  }
-  return chosen.replace(step=old.step + 1, guard=guard)
+from maxl_jax.training import metrics
 
 
 def _update(params, grads, opt_state, opt):
@@ -43,48 +24,25 @@ def _update(params, grads, opt_state, opt):
   return optax.apply_updates(params, updates), opt_state
 
 
-def _theta1_update(state, grads, new_state1, metrics, opt1):
+def _theta1_update(state, grads, new_state1, values, opt1):
   theta1, opt1_state = _update(state.theta1, grads, state.opt1, opt1)
-  sums = _add(
-    state.sums,
-    {
-      'train/loss_pri': metrics['loss_pri'],
-      'train/loss_aux': metrics['loss_aux'],
-      'train/accuracy': metrics['accuracy'],
-      'train/count': 1.0,
-    },
-  )
   return state.replace(
     theta1=theta1,
     state1=new_state1,
     opt1=opt1_state,
     step1=state.step1 + 1,
-    sums=sums,
+    sums=metrics.add_train(state.sums, values),
   )
 
 
 def _theta2_update(state, grads2, out, opt2):
   theta2, opt2_state = _update(state.theta2, grads2, state.opt2, opt2)
-  usage = analysis.label_usage(out.aux_probs)
-  sums = _add(
-    state.sums,
-    {
-      'meta/loss_before': out.loss_pri_before,
-      'meta/loss_after': out.loss_pri_after,
-      'meta/meta_loss': out.meta_loss,
-      'meta/entropy': out.entropy,
-      'meta/aux_usage': usage['aux_usage'],
-      'meta/aux_entropy': usage['aux_entropy'],
-      'meta/aux_hist': usage['aux_hist'],
-      'meta/count': 1.0,
-    },
-  )
   return state.replace(
     theta2=theta2,
     state2=out.new_state2,
     opt2=opt2_state,
     step2=state.step2 + 1,
-    sums=sums,
+    sums=metrics.add_meta(state.sums, out),
   )
 
 
@@ -102,16 +60,34 @@ def _meta_gradient(state, batch, problem, estimator, alpha_schedule):
   )
 
 
-def primary_step(state, batch, *, problem, source, opt1, on_nonfinite):
+def _targets(label_source, state, batch, problem):
+  return label_source.targets(
+    state.label_state, state.theta2, state.state2, batch, problem=problem
+  )
+
+
+def primary_step(state, batch, *, problem, label_source, opt1, on_nonfinite):
   """One θ1 update on `L_pri + L_aux` with the source's auxiliary targets."""
-  targets = source.targets(state.label_state, state.theta2, state.state2, batch)
-  grads, (new_state1, metrics) = jax.grad(train_loss, 1, has_aux=True)(
+  targets = _targets(label_source, state, batch, problem)
+  grads, (new_state1, values) = jax.grad(train_loss, 1, has_aux=True)(
     problem, state.theta1, state.state1, targets, batch
   )
-  new = _theta1_update(state, grads, new_state1, metrics, opt1)
-  values = (metrics['loss_pri'], metrics['loss_aux'], 0.0)
-  values += (optax.global_norm(grads),)
-  return _guard(state, new, values, on_nonfinite)
+  new = _theta1_update(state, grads, new_state1, values, opt1)
+  guarded = {
+    'loss_pri': values['loss_pri'],
+    'loss_aux': values['loss_aux'],
+    'grad_norm': optax.global_norm(grads),
+  }
+  return metrics.guard_update(state, new, guarded, on_nonfinite)
+
+
+def _meta_guarded(out, grad_norm):
+  return {
+    'loss_pri': out.loss_pri_before,
+    'loss_aux': out.train_metrics['loss_aux'],
+    'meta_loss': out.meta_loss,
+    'grad_norm': grad_norm,
+  }
 
 
 def meta_step(
@@ -120,9 +96,8 @@ def meta_step(
   """One θ2 update by the meta-gradient; θ1 and its statistics stay put."""
   grads2, out = _meta_gradient(state, batch, problem, estimator, alpha_schedule)
   new = _theta2_update(state, grads2, out, opt2)
-  values = (out.loss_pri_before, out.train_metrics['loss_aux'], out.meta_loss)
-  values += (optax.global_norm(grads2),)
-  return _guard(state, new, values, on_nonfinite)
+  guarded = _meta_guarded(out, optax.global_norm(grads2))
+  return metrics.guard_update(state, new, guarded, on_nonfinite)
 
 
 def interleaved_step(
@@ -138,9 +113,10 @@ def interleaved_step(
     state, out.theta1_grads, out.new_state1, out.train_metrics, opt1
   )
   new = _theta2_update(new, grads2, out, opt2)
-  values = (out.loss_pri_before, out.train_metrics['loss_aux'], out.meta_loss)
-  values += (optax.global_norm(grads2) + optax.global_norm(out.theta1_grads),)
-  return _guard(state, new, values, on_nonfinite)
+  norm = optax.global_norm(grads2) + optax.global_norm(out.theta1_grads)
+  return metrics.guard_update(
+    state, new, _meta_guarded(out, norm), on_nonfinite
+  )
 
 
 def eval_step(state, batch, *, problem):
@@ -159,9 +135,9 @@ def eval_step(state, batch, *, problem):
   }
 
 
-def cosine_step(state, batch, *, problem, source):
+def cosine_step(state, batch, *, problem, label_source):
   """Cosine of ∇ L_pri and ∇ L_aux on the shared trunk (paper Fig. 4)."""
-  targets = source.targets(state.label_state, state.theta2, state.state2, batch)
+  targets = _targets(label_source, state, batch, problem)
 
   def part_losses(theta1):
     (pri, aux), _ = problem.f_apply(theta1, state.state1, batch['image'], True)

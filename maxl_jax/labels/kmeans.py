@@ -27,96 +27,29 @@ training set identically.
 
 import dataclasses
 import functools
-from collections.abc import Sequence
-from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.experimental import multihost_utils
 
-from maxl_jax import data, hierarchy
+from maxl_jax import hierarchy
+from maxl_jax.data.images import normalize
 from maxl_jax.errors import UsageError
-from maxl_jax.label_sources import LabelSource
+from maxl_jax.labels.base import LabelSource, TrainingImages, one_hot
+from maxl_jax.networks.autoencoder import AutoEncoder, reconstruction_loss
 
-LabelState = dict[str, Any]
+LabelState = dict[str, np.ndarray]
 _INIT, _SAMPLE, _CLUSTER = 0, 1, 2  # Salts of the seeded random streams.
-
-
-class Encoder(nn.Module):
-  """[N, 32, 32, C] -> [N, latent_dim]: stride-2 convolutions, then Dense."""
-
-  widths: Sequence[int]
-  latent_dim: int
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    for width in self.widths:
-      x = nn.relu(nn.Conv(width, (3, 3), strides=(2, 2))(x))
-    return nn.Dense(self.latent_dim)(x.reshape(x.shape[0], -1))
-
-
-class Decoder(nn.Module):
-  """[N, latent_dim] -> [N, 32, 32, C]: Dense, then (2x upsample, conv)s."""
-
-  widths: Sequence[int]
-  channels: int
-
-  @nn.compact
-  def __call__(self, z: jax.Array) -> jax.Array:
-    side = 32 // 2 ** len(self.widths)
-    x = nn.relu(nn.Dense(side * side * self.widths[-1])(z))
-    x = x.reshape(z.shape[0], side, side, self.widths[-1])
-    outs = [*reversed(self.widths[:-1]), self.channels]
-    for i, width in enumerate(outs):
-      x = x.repeat(2, axis=1).repeat(2, axis=2)  # Nearest 2x upsampling.
-      x = nn.Conv(width, (3, 3))(x)
-      if i < len(outs) - 1:  # A linear output layer.
-        x = nn.relu(x)
-    return x
-
-
-class AutoEncoder(nn.Module):
-  """A small convolutional autoencoder; `encode` gives the latent code.
-
-  XLA convolutions (`nn.Conv`): for this network they are faster on CPU than
-  `layers`' im2col, whose strided backward is slow.
-  """
-
-  widths: Sequence[int] = (16, 32, 64)
-  latent_dim: int = 64
-  channels: int = 3
-
-  def setup(self):
-    self.encoder = Encoder(self.widths, self.latent_dim)
-    self.decoder = Decoder(self.widths, self.channels)
-
-  def __call__(self, x: jax.Array) -> jax.Array:
-    """Reconstruction [N, 32, 32, C] of normalised images x."""
-    return self.decoder(self.encoder(x))
-
-  def encode(self, x: jax.Array) -> jax.Array:
-    """Latent codes [N, latent_dim] of normalised images x."""
-    return self.encoder(x)
-
-
-def _normalize(images: jax.Array) -> jax.Array:
-  """uint8 -> float32 as `data.normalize`, on the device."""
-  scale = 1.0 / (255.0 * data.STD)
-  return images.astype(jnp.float32) * scale - data.MEAN / data.STD
 
 
 @functools.partial(jax.jit, static_argnames='ae')
 def ae_loss_and_grads(params, images, *, ae):
-  """Mean squared reconstruction error of uint8 `images` and its gradient."""
-  x = _normalize(images)
-
-  def loss_fn(p):
-    return jnp.mean(jnp.square(ae.apply({'params': p}, x) - x))
-
-  return jax.value_and_grad(loss_fn)(params)
+  """Reconstruction error of uint8 `images` and its gradient."""
+  return jax.value_and_grad(reconstruction_loss, argnums=1)(
+    ae, params, normalize(images)
+  )
 
 
 @functools.partial(jax.jit, static_argnames='opt')
@@ -127,7 +60,7 @@ def _ae_update(params, opt_state, grads, *, opt):
 
 @functools.partial(jax.jit, static_argnames='ae')
 def _encode(params, images, *, ae):
-  return ae.apply({'params': params}, _normalize(images), method='encode')
+  return ae.apply({'params': params}, normalize(images), method='encode')
 
 
 def _process_mean(tree):
@@ -198,19 +131,33 @@ class KMeansSource(LabelSource):
   max_iter: int = 100
   encode_batch_size: int = 1000
 
-  def targets(self, label_state, theta2, state2, batch):
-    aux_class = label_state['assign'][batch['index']]
-    return jax.nn.one_hot(aux_class, self.num_aux, dtype=jnp.float32)
+  def targets(self, label_state, theta2, state2, batch, *, problem):
+    return one_hot(label_state['assign'][batch['index']], self.num_aux)
 
-  def init_state(self, train_iter) -> LabelState:
+  def _init_params(self, key):
+    return self.ae.init(key, jnp.zeros((1, 32, 32, self.ae.channels)))['params']
+
+  def abstract_state(self) -> LabelState:
+    """The state's shapes: autoencoder, Adam, centroids, assignments."""
+    params = jax.eval_shape(self._init_params, jax.random.key(0))
+    return {
+      'ae_params': params,
+      'ae_opt': jax.eval_shape(self.opt.init, params),
+      'centroids': jax.ShapeDtypeStruct(
+        (self.num_aux, self.ae.latent_dim), np.float32
+      ),
+      'assign': jax.ShapeDtypeStruct((self.num_train,), np.int32),
+      'refreshes': jax.ShapeDtypeStruct((), np.int32),
+    }
+
+  def init_state(self, images: TrainingImages) -> LabelState:
     """Trains the autoencoder `ae_steps` steps and clusters the codes."""
     key = jax.random.fold_in(jax.random.key(self.seed), _INIT)
-    side = train_iter.images.shape[1:]
-    params = jax.jit(self.ae.init)(key, jnp.zeros((1, *side)))['params']
+    params = jax.jit(self._init_params)(key)
     params, opt_state = self._train(
-      params, self.opt.init(params), train_iter.images, self.ae_steps, 0
+      params, self.opt.init(params), images.images, self.ae_steps, 0
     )
-    latents, labels = self.global_codes(params, train_iter)
+    latents, labels = self.global_codes(params, images)
     centroids, assign = self.cluster(latents, labels, None, 0)
     return _host(
       {
@@ -227,9 +174,11 @@ class KMeansSource(LabelSource):
     every = self.refresh_every or self.steps_per_epoch
     return (step + 1) % every == 0
 
-  def refresh(self, label_state, step: int, train_iter, rng) -> LabelState:
-    """Continues the autoencoder and re-clusters when `due(step)`."""
-    del rng  # Randomness: self.seed and the refresh count, see the module.
+  def refresh(self, label_state, step: int, images: TrainingImages):
+    """Continues the autoencoder and re-clusters when `due(step)`.
+
+    Randomness comes from `self.seed` and the refresh count (module doc).
+    """
     if not self.due(step):
       return label_state
     old = _host(label_state)
@@ -237,11 +186,11 @@ class KMeansSource(LabelSource):
     params, opt_state = self._train(
       old['ae_params'],
       old['ae_opt'],
-      train_iter.images,
+      images.images,
       self.ae_steps_per_refresh,
       count,
     )
-    latents, labels = self.global_codes(params, train_iter)
+    latents, labels = self.global_codes(params, images)
     centroids, assign = self.cluster(latents, labels, old['centroids'], count)
     new = _host(
       {
@@ -279,15 +228,15 @@ class KMeansSource(LabelSource):
       out.append(np.asarray(z)[: len(part)])
     return np.concatenate(out).astype(np.float32)
 
-  def global_codes(self, params, train_iter):
+  def global_codes(self, params, images: TrainingImages):
     """Codes [num_train, D] and primary labels [num_train] of ALL images.
 
     Every process encodes its share; the shares are gathered so that every
     process holds the global arrays, ordered by global example index.
     """
-    latents = self.codes(params, train_iter.images)
-    labels = np.asarray(train_iter.labels, np.int32)
-    index = np.asarray(train_iter.indices, np.int32)
+    latents = self.codes(params, images.images)
+    labels = np.asarray(images.labels, np.int32)
+    index = np.asarray(images.indices, np.int32)
     if jax.process_count() > 1:  # Pad to a common share size, gather.
       share = -(-self.num_train // jax.process_count())
       pad = share - len(index)
@@ -353,21 +302,14 @@ class KMeansSource(LabelSource):
     return new, assign
 
 
-def steps_per_epoch(config, info) -> int:
-  """Training steps per epoch, as `run_setup.prepare` computes them."""
-  steps = info.num_train // config.data.batch_size
-  if config.train.steps_per_epoch:
-    steps = min(steps, config.train.steps_per_epoch)
-  return max(steps, 1)
-
-
-def from_config(config, info, psi) -> KMeansSource:
-  """The K-Means source of `config.kmeans` for the dataset `info`.
+def from_config(
+  kc, info, psi, *, seed: int, steps_per_epoch: int
+) -> KMeansSource:
+  """The K-Means source of `config.kmeans` (`kc`) for `info` and `psi`.
 
   Raises:
     UsageError: a `config.kmeans` value out of range.
   """
-  kc = config.kmeans
   for field in ('ae_steps', 'ae_steps_per_refresh', 'refresh_every'):
     if kc[field] < 0:
       raise UsageError(f'config.kmeans.{field} must be >= 0, got {kc[field]}.')
@@ -394,11 +336,11 @@ def from_config(config, info, psi) -> KMeansSource:
   )
   return KMeansSource(
     psi=hierarchy.validate_psi(psi, info.num_classes),
-    seed=int(config.seed),
+    seed=int(seed),
     ae=ae,
     opt=optax.adam(kc.ae_lr),
     num_train=info.num_train,
-    steps_per_epoch=steps_per_epoch(config, info),
+    steps_per_epoch=steps_per_epoch,
     ae_steps=int(kc.ae_steps),
     ae_steps_per_refresh=int(kc.ae_steps_per_refresh),
     ae_batch_size=int(kc.ae_batch_size),

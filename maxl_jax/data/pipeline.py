@@ -1,7 +1,7 @@
 """Input pipeline: in-memory datasets, low-data subsets, batches as numpy.
 
 `get_datasets(config.data, seed=...)` loads a dataset once as uint8 32x32
-images (see `data_sources`), keeps this process's even share of the training
+images (see `readers`), keeps this process's even share of the training
 set, and returns a `TrainIterator` (shuffled, augmented, normalised batches,
 an infinite iterator over epochs), an `EvalData` (padded test batches with a
 mask) and a `DatasetInfo`. No model code and no JAX arrays here.
@@ -14,43 +14,25 @@ Determinism: batch (epoch e, step s) of process p is a pure function of
 """
 
 import dataclasses
+import math
 
 import jax
 import numpy as np
 
-from maxl_jax import cifar100_hierarchy, data_sources
+from maxl_jax.data import cifar100_hierarchy, readers
+from maxl_jax.data.images import normalize
+from maxl_jax.data.info import DatasetInfo
 from maxl_jax.errors import UsageError
 
 Batch = dict[str, np.ndarray]
 
-MEAN, STD = 0.5, 0.2  # Per-channel normalisation of the original code.
 PAD = 4  # Zero padding of the random crop.
 AUGMENTATIONS = ('crop_flip', 'none')
 _SHUFFLE, _AUGMENT, _SUBSET = 0, 1, 2  # Salts of the seeded random streams.
 
 
-@dataclasses.dataclass(frozen=True)
-class DatasetInfo:
-  """Static facts about the dataset, as configured."""
-
-  name: str
-  num_classes: int  # Primary classes (at primary_level for cifar100).
-  image_shape: tuple[int, int, int]  # (32, 32, C).
-  num_train: int  # Global, after any low-data subset.
-  num_test: int
-  aux_num_classes: int = 0  # Classes at aux_level (cifar100), else 0.
-  # [aux_num_classes] parent primary class of each aux-level class (cifar100).
-  aux_to_primary: np.ndarray | None = None
-
-
 # The CIFAR-100 class at a level (3/10/20/100) of each fine class: [100].
 cifar100_level_of_fine = cifar100_hierarchy.level_of_fine
-
-
-def normalize(images: np.ndarray) -> np.ndarray:
-  """uint8 [..., C] -> float32 `(x / 255 - 0.5) / 0.2`."""
-  scale = np.float32(1 / (255 * STD))
-  return images.astype(np.float32) * scale - np.float32(MEAN / STD)
 
 
 def crop_flip(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -253,15 +235,19 @@ def _check_config(data_config, process_index, process_count, device_count):
     raise UsageError(
       f'process_index {process_index} not in [0, {process_count}).'
     )
-  for field in ('batch_size', 'eval_batch_size'):
-    size = data_config[field]
-    for count, what in ((device_count, 'devices'), (process_count, 'hosts')):
-      if size < 1 or size % count:
-        raise UsageError(
-          f'config.data.{field} = {size} must be a positive multiple of '
-          f'the {count} {what}; set it to e.g. '
-          f'{max(1, round(size / count)) * count}.'
-        )
+  size = data_config.batch_size
+  for count, what in ((device_count, 'devices'), (process_count, 'hosts')):
+    if size < 1 or size % count:
+      raise UsageError(
+        f'config.data.batch_size = {size} must be a positive multiple of '
+        f'the {count} {what}; set it to e.g. '
+        f'{max(1, round(size / count)) * count}.'
+      )
+  if data_config.eval_batch_size < 1:
+    raise UsageError(
+      f'config.data.eval_batch_size = {data_config.eval_batch_size} must be '
+      '>= 1.'
+    )
   if data_config.augment not in AUGMENTATIONS:
     raise UsageError(
       f'config.data.augment = {data_config.augment!r}; use one of '
@@ -285,17 +271,27 @@ def _check_config(data_config, process_index, process_count, device_count):
     )
 
 
-def _load_share(source, split, process_index, process_count, subset=None):
+def eval_batch_size(size: int, device_count: int, process_count: int) -> int:
+  """`size` rounded up to a multiple of the devices and hosts.
+
+  Evaluation masks padded examples, so a larger batch changes nothing but
+  the padding.
+  """
+  step = math.lcm(device_count, process_count)
+  return -(-size // step) * step
+
+
+def _load_share(reader, split, process_index, process_count, subset=None):
   """This process's share of `split` (of `subset` indices if given).
 
   Returns:
     (images uint8 [n, 32, 32, C], labels [n], global indices [n], global n).
   """
   if subset is None and process_count == 1:
-    images, labels = source.load(split)
+    images, labels = reader.load(split)
     return images, labels, np.arange(len(labels)), len(labels)
   if subset is None:
-    subset = np.arange(len(source.labels(split)))
+    subset = np.arange(len(reader.labels(split)))
   lo, hi = even_share(len(subset), process_index, process_count)
   if hi == lo:
     raise UsageError(
@@ -303,16 +299,26 @@ def _load_share(source, split, process_index, process_count, subset=None):
       f'{process_count} processes; use fewer processes or more data.'
     )
   first, last = int(subset[lo]), int(subset[hi - 1]) + 1
-  images, labels = source.load(split, first, last)
+  images, labels = reader.load(split, first, last)
   if len(labels) != last - first:
     raise RuntimeError(
-      f'{source.name} {split}[{first}:{last}] gave {len(labels)} examples; '
+      f'{reader.name} {split}[{first}:{last}] gave {len(labels)} examples; '
       'the prepared dataset changed since its labels were read.'
     )
   keep = subset[lo:hi] - first
   if len(keep) != len(labels):  # A low-data subset: drop the others.
     images, labels = images[keep], labels[keep]
   return images, labels, np.arange(lo, hi), len(subset)
+
+
+def _label_maps(data_config, reader):
+  """The primary and (cifar100) auxiliary class of each stored label."""
+  if data_config.name == 'cifar100':  # Fine label -> hierarchy levels.
+    return (
+      cifar100_level_of_fine(data_config.primary_level),
+      cifar100_level_of_fine(data_config.aux_level),
+    )
+  return np.arange(reader.num_classes), None
 
 
 def get_datasets(
@@ -342,22 +348,19 @@ def get_datasets(
   if device_count is None:
     device_count = jax.device_count()
   _check_config(data_config, process_index, process_count, device_count)
-  source = data_sources.make_source(data_config)
-  primary_of, aux_of = np.arange(source.num_classes), None  # Of the label.
-  if data_config.name == 'cifar100':  # Fine label -> hierarchy levels.
-    primary_of = cifar100_level_of_fine(data_config.primary_level)
-    aux_of = cifar100_level_of_fine(data_config.aux_level)
+  reader = readers.make_reader(data_config)
+  primary_of, aux_of = _label_maps(data_config, reader)
   fraction, per_class = data_config.train_fraction, data_config.per_class
   subset = None
   if fraction < 1 or per_class > 0:
     subset = subset_indices(
-      primary_of[source.labels('train')],
+      primary_of[reader.labels('train')],
       train_fraction=fraction,
       per_class=per_class,
       seed=seed,
     )
   images, labels, indices, num_train = _load_share(
-    source, 'train', process_index, process_count, subset
+    reader, 'train', process_index, process_count, subset
   )
   if num_train < data_config.batch_size:
     raise UsageError(
@@ -376,9 +379,12 @@ def get_datasets(
     aux_labels=None if aux_of is None else aux_of[labels],
   )
   images, labels, _, num_test = _load_share(
-    source, 'test', process_index, process_count
+    reader, 'test', process_index, process_count
   )
-  eval_batch = data_config.eval_batch_size // process_count
+  eval_batch = (
+    eval_batch_size(data_config.eval_batch_size, device_count, process_count)
+    // process_count
+  )
   max_share = -(-num_test // process_count)  # Largest process share.
   eval_data = EvalData(
     images,
@@ -389,8 +395,8 @@ def get_datasets(
   )
   info = DatasetInfo(
     name=data_config.name,
-    num_classes=source.num_classes,
-    image_shape=(data_sources.SIZE, data_sources.SIZE, source.channels),
+    num_classes=reader.num_classes,
+    image_shape=(readers.SIZE, readers.SIZE, reader.channels),
     num_train=num_train,
     num_test=num_test,
   )
@@ -403,3 +409,14 @@ def get_datasets(
       aux_to_primary=cifar100_hierarchy.level_map(aux, primary),
     )
   return train, eval_data, info
+
+
+def load_test_split(data_config) -> tuple[np.ndarray, np.ndarray]:
+  """The whole test split: (images uint8 [n, 32, 32, C], primary labels [n]).
+
+  For analysing a finished run: the training set is not read.
+  """
+  reader = readers.make_reader(data_config)
+  primary_of, _ = _label_maps(data_config, reader)
+  images, labels = reader.load('test')
+  return images, primary_of[labels].astype(np.int32)

@@ -13,25 +13,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from maxl_jax import models
-
-# Running sums of the current epoch, reset at each epoch end. `*_count` is
-# the number of steps that contributed to the `*` group.
-METRIC_KEYS = (
-  'train/loss_pri',
-  'train/loss_aux',
-  'train/accuracy',
-  'train/count',
-  'meta/loss_before',
-  'meta/loss_after',
-  'meta/meta_loss',
-  'meta/entropy',
-  'meta/aux_usage',
-  'meta/aux_entropy',
-  'meta/count',
-)
-# Values recorded for the first non-finite step.
-GUARD_VALUES = ('loss_pri', 'loss_aux', 'meta_loss', 'grad_norm')
+from maxl_jax.networks import models
+from maxl_jax.training import metrics
 
 
 @flax.struct.dataclass
@@ -48,16 +31,8 @@ class MaxlState:
   state2: Any
   opt2: optax.OptState
   label_state: Any
-  sums: dict[str, jnp.ndarray]
-  guard: dict[str, jnp.ndarray]
-
-
-def zero_sums(num_aux: int) -> dict[str, jnp.ndarray]:
-  """Metric sums at the start of an epoch (`meta/aux_hist` is [K])."""
-  sums = {k: jnp.zeros((), jnp.float32) for k in METRIC_KEYS}
-  # At least one entry: orbax cannot save zero-size arrays.
-  sums['meta/aux_hist'] = jnp.zeros((max(num_aux, 1),), jnp.float32)
-  return sums
+  sums: dict[str, jnp.ndarray]  # `metrics.zero_sums`.
+  guard: dict[str, Any]  # `metrics.zero_guard`.
 
 
 def initial_state(
@@ -76,12 +51,8 @@ def initial_state(
     state2=state2,
     opt2=opt2.init(theta2),
     label_state=label_state,
-    sums=zero_sums(num_aux),
-    guard={
-      'count': zero(),
-      'step': zero() - 1,
-      'values': jnp.zeros((len(GUARD_VALUES),), jnp.float32),
-    },
+    sums=metrics.zero_sums(num_aux),
+    guard=metrics.zero_guard(),
   )
 
 

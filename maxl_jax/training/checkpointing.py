@@ -28,10 +28,16 @@ from jax.experimental import multihost_utils
 from maxl_jax.errors import UsageError
 
 
-def make_manager(directory: str, keep: int) -> ocp.CheckpointManager:
-  """A manager that keeps the last `keep` checkpoints under `directory`."""
+def make_manager(
+  directory: str, keep: int, *, create: bool = True
+) -> ocp.CheckpointManager:
+  """A manager that keeps the last `keep` checkpoints under `directory`.
+
+  `create=False` (reading a finished run) neither creates the directory nor
+  removes unfinished temporary checkpoints.
+  """
   options = ocp.CheckpointManagerOptions(
-    max_to_keep=keep, create=True, cleanup_tmp_directories=True
+    max_to_keep=keep, create=create, cleanup_tmp_directories=create
   )
   return ocp.CheckpointManager(
     directory, options=options, item_names=('state', 'extra')
@@ -62,13 +68,14 @@ def _first_line(error: Exception) -> str:
   return f'{type(error).__name__}: {line[:200]}'
 
 
-def restore_latest(manager, template):
+def restore_latest(manager, template, *, delete_unusable: bool = True):
   """Restores the newest usable checkpoint; returns (step, state, extra).
 
   Tries the checkpoints from newest to oldest. One that cannot be restored
   (truncated or corrupted files, a layout that does not fit `template`) is
   skipped with a warning; once an older one is restored, the unusable newer
-  ones are deleted so that the run can save those steps again.
+  ones are deleted (unless `delete_unusable=False`: reading a run for
+  analysis) so that the run can save those steps again.
 
   Args:
     manager: from `make_manager`.
@@ -85,13 +92,7 @@ def restore_latest(manager, template):
   unusable, errors = [], []
   for step in steps:
     try:
-      restored = manager.restore(
-        step,
-        args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(template),
-          extra=ocp.args.JsonRestore(),
-        ),
-      )
+      restored = _restore(manager, step, template)
     # Orbax and TensorStore raise many types (ValueError, OSError, KeyError,
     # TypeError, msgpack errors ...) for damaged files.
     except Exception as e:  # noqa: BLE001
@@ -104,7 +105,7 @@ def restore_latest(manager, template):
       unusable.append(step)
       errors.append(f'step {step}: {_first_line(e)}')
       continue
-    for bad in unusable:
+    for bad in unusable if delete_unusable else ():
       logging.warning('Deleting the unusable checkpoint at step %d.', bad)
       manager.delete(bad)
     return step, restored['state'], restored['extra']
@@ -115,6 +116,37 @@ def restore_latest(manager, template):
       'point --workdir elsewhere.'
     )
   return None, template, None
+
+
+def _restore(manager, step: int, template):
+  return manager.restore(
+    step,
+    args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(template),
+      extra=ocp.args.JsonRestore(),
+    ),
+  )
+
+
+def restore_step(manager, step: int, template):
+  """The state of the checkpoint at `step`.
+
+  Raises:
+    UsageError: there is no checkpoint of `step`, or it cannot be restored.
+  """
+  steps = sorted(manager.all_steps())
+  if step not in steps:
+    raise UsageError(
+      f'no checkpoint of step {step} in {manager.directory}; the kept '
+      f'steps are {steps or "none"}.'
+    )
+  try:
+    return _restore(manager, step, template)['state']
+  except Exception as e:  # noqa: BLE001 - see restore_latest.
+    raise UsageError(
+      f'the checkpoint of step {step} in {manager.directory} cannot be '
+      f'restored ({_first_line(e)}); choose another of {steps}.'
+    ) from e
 
 
 class PreemptionWatch:

@@ -12,7 +12,7 @@ zero biases, BatchNorm scale 1 and bias 0. BatchNorm uses momentum 0.9 (=
 PyTorch's 0.1) and eps 1e-5; its running variance is the biased batch
 variance (PyTorch keeps the unbiased one). Parameters are float32;
 `dtype` (the compute dtype) sets activations and matmuls; logits are
-returned in float32 whatever the compute dtype.
+returned in the wider of float32 and the compute dtype.
 
 Other code calls networks only through `make_apply(module)`, with params and
 model state (non-param collections such as 'batch_stats') as plain pytrees.
@@ -26,8 +26,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from maxl_jax import layers
 from maxl_jax.errors import UsageError
+from maxl_jax.networks import layers
 
 Params = Any
 ModelState = dict[str, Any]  # Non-param collections, e.g. {'batch_stats'}.
@@ -189,13 +189,14 @@ class Head(nn.Module):
 
   @nn.compact
   def __call__(self, h: jax.Array) -> jax.Array:
-    """[N, D] features -> [N, num_out] float32 logits."""
+    """[N, D] features -> [N, num_out] logits, at least float32."""
     dense = functools.partial(
       nn.Dense, dtype=self.dtype, kernel_init=_xavier, bias_init=_zeros
     )
     if self.hidden:
       h = nn.relu(dense(self.hidden)(h))
-    return dense(self.num_out)(h).astype(jnp.float32)
+    logits = dense(self.num_out)(h)
+    return logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
 
 
 class MultiTaskNet(nn.Module):

@@ -1,6 +1,6 @@
 """Per-dataset loaders: every dataset as uint8 numpy images at 32x32.
 
-A `Source` reads one split (`'train'` or `'test'`) of one dataset into memory,
+A `Reader` reads one split (`'train'` or `'test'`) of one dataset into memory,
 whole or as a contiguous range of examples, and brings it to 32x32 once, at
 load time:
 
@@ -23,6 +23,7 @@ import functools
 import gzip
 import math
 import os
+import socket
 
 import numpy as np
 import tensorflow as tf
@@ -30,7 +31,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 from PIL import Image
 
-from maxl_jax import cifar100_hierarchy
+from maxl_jax.data import cifar100_hierarchy
 from maxl_jax.errors import UsageError
 
 try:  # Keep TF off the accelerators: JAX owns them.
@@ -46,7 +47,7 @@ CINIC10_URL = 'https://github.com/BayesWatch/cinic-10'
 _CHUNK = 1024  # Examples per tf.data batch when reading TFDS.
 
 
-class Source(abc.ABC):
+class Reader(abc.ABC):
   """One dataset: `labels(split)` and `load(split, start, stop)`."""
 
   name: str
@@ -89,6 +90,24 @@ def _not_prepared(name: str, data_dir: str) -> str:
   )
 
 
+PROBE_HOST = 'storage.googleapis.com'  # TFDS's own metadata and mirrors.
+
+
+def network_reachable(host: str = PROBE_HOST, timeout_s: float = 5.0) -> bool:
+  """Whether `host` resolves within `timeout_s` (offline: fails at once).
+
+  Without this, an offline download retries each file with backoff for
+  minutes before it fails.
+  """
+  pool = concurrent.futures.ThreadPoolExecutor(1)
+  lookup = pool.submit(socket.getaddrinfo, host, 443)
+  pool.shutdown(wait=False)
+  try:
+    return bool(lookup.result(timeout=timeout_s))
+  except (OSError, concurrent.futures.TimeoutError):
+    return False
+
+
 def prepared_builder(name: str, data_dir: str, download: bool):
   """The TFDS builder of `name`, prepared (downloaded) if allowed.
 
@@ -102,6 +121,11 @@ def prepared_builder(name: str, data_dir: str, download: bool):
   where = str(builder.data_dir_root)
   if not download:
     raise UsageError(_not_prepared(name, where))
+  if not network_reachable():
+    raise UsageError(
+      f'no network to download it from ({PROBE_HOST} does not resolve). '
+      + _not_prepared(name, where)
+    )
   try:
     builder.download_and_prepare()
   except Exception as e:  # Any failure here means: prepare it by hand.
@@ -140,7 +164,7 @@ def _collect(chunks, capacity: int | None, channels: int) -> dict:
   return {k: v[:n] for k, v in out.items()}
 
 
-class TfdsSource(Source):
+class TfdsReader(Reader):
   """A TFDS image dataset (or video dataset, one image per selected frame)."""
 
   def __init__(self, name, *, num_classes, channels, data_config, video=False):
@@ -213,7 +237,7 @@ class TfdsSource(Source):
 # ------------------------------------------------------------ Local files ---
 
 
-class ArraySource(Source):
+class ArrayReader(Reader):
   """A small dataset held whole in memory, loaded on first use."""
 
   def __init__(self, name, *, num_classes, channels, loader):
@@ -288,7 +312,7 @@ def load_digits() -> dict[str, Arrays]:
   }
 
 
-class FolderSource(Source):
+class FolderReader(Reader):
   """An image-folder release: `root/<split>/<class>/*.png` (CINIC-10)."""
 
   def __init__(self, name, *, root, num_classes, channels=3):
@@ -367,8 +391,8 @@ DATASETS = {
 }
 
 
-def make_source(data_config) -> Source:
-  """The `Source` for `data_config.name`.
+def make_reader(data_config) -> Reader:
+  """The `Reader` for `data_config.name`.
 
   Raises:
     UsageError: unknown name, or the dataset is not available locally.
@@ -382,13 +406,13 @@ def make_source(data_config) -> Source:
   num_classes, channels, kind = DATASETS[name]
   common = dict(num_classes=num_classes, channels=channels)
   if kind.startswith('tfds'):
-    return TfdsSource(
+    return TfdsReader(
       name, data_config=data_config, video=kind == 'tfds_video', **common
     )
   if kind == 'folder':
-    return FolderSource(name, root=data_config.local_dir, **common)
+    return FolderReader(name, root=data_config.local_dir, **common)
   if kind == 'fashion_mnist':
     loader = functools.partial(load_fashion_mnist, data_config.local_dir)
   else:
     loader = load_digits
-  return ArraySource(name, loader=loader, **common)
+  return ArrayReader(name, loader=loader, **common)

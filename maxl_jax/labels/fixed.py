@@ -1,0 +1,78 @@
+"""Label sources with fixed targets: Random, Human and Uniform.
+
+random   a fixed random auxiliary class per image inside its class's range,
+         for a random well-balanced psi (DESIGN §4).
+human    the dataset's own finer labels (CIFAR-100 levels).
+uniform  the uniform distribution over the psi[y] auxiliary classes of the
+         primary label y: a label-smoothing-like task that learns nothing,
+         the ablation that asks whether MAXL's generated labels beat
+         fixed soft targets.
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from maxl_jax import hierarchy
+from maxl_jax.labels.base import LabelSource, one_hot
+
+
+@dataclasses.dataclass(frozen=True)
+class RandomSource(LabelSource):
+  """A fixed random auxiliary class for each training image (one-hot).
+
+  The class is a pure function of (seed, image index, primary label), so it
+  follows the image through shuffling and augmentation, is the same in every
+  epoch and needs no table (nothing to gather across hosts).
+  """
+
+  seed: int = 0
+
+  def targets(self, label_state, theta2, state2, batch, *, problem):
+    psi = jnp.asarray(self.psi)
+    offs = jnp.asarray(hierarchy.offsets(self.psi))
+    key = jax.random.fold_in(jax.random.key(self.seed), 0x5A17)
+    labels = batch['label']
+
+    def draw(index, label):
+      return jax.random.randint(
+        jax.random.fold_in(key, index), (), 0, psi[label]
+      )
+
+    within = jax.vmap(draw)(batch['index'], labels)
+    return one_hot(offs[labels] + within, self.num_aux)
+
+
+@dataclasses.dataclass(frozen=True)
+class HumanSource(LabelSource):
+  """The dataset's finer labels as auxiliary classes (CIFAR-100 levels).
+
+  Attributes:
+    aux_index: [num_fine] position of each finer class in psi order.
+  """
+
+  aux_index: np.ndarray | None = None
+
+  def targets(self, label_state, theta2, state2, batch, *, problem):
+    aux_class = jnp.asarray(self.aux_index)[batch['aux_label']]
+    return one_hot(aux_class, self.num_aux)
+
+
+def human_source(aux_to_primary: np.ndarray, num_primary: int) -> HumanSource:
+  """psi and the class index from the finer level's parent map."""
+  return HumanSource(
+    psi=hierarchy.psi_from_label_map(aux_to_primary, num_primary),
+    aux_index=hierarchy.child_to_aux_index(aux_to_primary),
+  )
+
+
+@dataclasses.dataclass(frozen=True)
+class UniformSource(LabelSource):
+  """Uniform soft targets over the primary class's psi[y] auxiliary classes."""
+
+  def targets(self, label_state, theta2, state2, batch, *, problem):
+    mask = jnp.asarray(hierarchy.class_mask(self.psi), jnp.float32)
+    rows = mask[batch['label']]
+    return rows / jnp.sum(rows, axis=-1, keepdims=True)

@@ -1,0 +1,1 @@
+"""Flax networks: im2col layers, MAXL's models, the K-Means autoencoder."""

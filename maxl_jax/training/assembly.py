@@ -1,0 +1,257 @@
+"""A run, built from its config and its dataset's description alone.
+
+`build_run(config, info)` checks the config and builds the networks, the
+`MaxlProblem`, the label source, the optimisers, the schedules and the
+initial state's shapes: no data is loaded and nothing is trained, and no
+TensorFlow is imported. Training adds data (`loop`), restoring adds a
+checkpoint (`restore`), the benchmarks a synthetic batch. Every
+user-fixable problem surfaces here as a `UsageError`, before anything is
+written.
+"""
+
+import dataclasses
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import optax
+
+from maxl_jax import hierarchy, labels, meta_grad
+from maxl_jax.data.info import DatasetInfo
+from maxl_jax.errors import UsageError
+from maxl_jax.lookahead import MaxlProblem
+from maxl_jax.networks import models
+from maxl_jax.training import optim, schedule, steps
+from maxl_jax.training import state as state_lib
+from maxl_jax.training.mesh import replicated, sharded
+
+CHOICES = {
+  'method': labels.METHODS,
+  'maxl.schedule': schedule.NAMES,
+  'maxl.meta_grad': tuple(meta_grad.ESTIMATORS),
+  'train.on_nonfinite': ('stop', 'skip_step'),
+}
+POSITIVE = (
+  'train.epochs',
+  'maxl.psi_per_class',
+  'checkpoint.keep',
+  'checkpoint.every_steps',
+  'log.progress_every_steps',
+  'train.eval_every_epochs',
+)
+
+
+def _lookup(config, dotted):
+  value = config
+  for part in dotted.split('.'):
+    value = value[part]
+  return value
+
+
+def validate(config):
+  """Checks the choice fields and numbers; raises UsageError."""
+  for field, choices in CHOICES.items():
+    value = _lookup(config, field)
+    if value not in choices:
+      raise UsageError(
+        f'config.{field} = {value!r} is not one of {list(choices)}; set '
+        f'--config.{field}=<one of them>.'
+      )
+  for field in POSITIVE:
+    if _lookup(config, field) < 1:
+      raise UsageError(
+        f'config.{field} must be >= 1, got {_lookup(config, field)!r}.'
+      )
+  if (
+    config.model.conv_impl == 'im2col_bf16'
+    and config.method == 'maxl'
+    and config.maxl.meta_grad == 'unrolled'
+  ):
+    raise UsageError(
+      "model.conv_impl='im2col_bf16' is differentiable once, but "
+      "maxl.meta_grad='unrolled' differentiates twice: use "
+      '--config.maxl.meta_grad=structured (or first_order), or another '
+      'model.conv_impl.'
+    )
+  if config.method == 'human' and config.data.name != 'cifar100':
+    raise UsageError(
+      'method=human needs a dataset with a label hierarchy: use '
+      '--config.data.name=cifar100 (with data.primary_level/aux_level).'
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """The static pieces of one run: everything but data and state."""
+
+  method: str
+  seed: int
+  info: DatasetInfo
+  f: nn.Module  # The multi-task network (θ1).
+  g: nn.Module | None  # The label generator (θ2), when the source learns.
+  problem: MaxlProblem
+  label_source: labels.LabelSource
+  opt1: optax.GradientTransformation
+  opt2: optax.GradientTransformation
+  alpha_schedule: optax.Schedule  # α = θ1's learning rate at θ1 step t.
+  schedule: schedule.Schedule
+  estimator: Any  # The meta-gradient estimator (None: θ2 does not learn).
+  on_nonfinite: str  # stop | skip_step.
+
+  @property
+  def psi(self):
+    """The hierarchy [P], or None without an auxiliary task."""
+    return self.label_source.psi
+
+  def init_state(self, label_state) -> state_lib.MaxlState:
+    """Step 0: θ1 and θ2 from the seed, the given label-source state."""
+    return state_lib.create_state(
+      jax.random.key(self.seed),
+      self.f,
+      self.g,
+      self.opt1,
+      self.opt2,
+      self.info.image_shape,
+      label_state,
+    )
+
+  def abstract_state(self) -> state_lib.MaxlState:
+    """Shapes and dtypes of the state (no data, nothing computed)."""
+    return jax.eval_shape(self.init_state, self.label_source.abstract_state())
+
+
+def steps_per_epoch(config, info: DatasetInfo) -> int:
+  """θ1 steps per epoch: full batches, capped by train.steps_per_epoch."""
+  steps_ = info.num_train // config.data.batch_size
+  if config.train.steps_per_epoch:
+    steps_ = min(steps_, config.train.steps_per_epoch)
+  if steps_ < 1:
+    raise UsageError(
+      f'config.data.batch_size = {config.data.batch_size} exceeds the '
+      f'{info.num_train} training examples; use a smaller batch.'
+    )
+  return steps_
+
+
+def build_run(config, info: DatasetInfo) -> Run:
+  """Validates `config` and builds the run for the dataset `info`."""
+  validate(config)
+  per_epoch = steps_per_epoch(config, info)
+  source = labels.make_label_source(
+    config.method,
+    info,
+    psi_per_class=config.maxl.psi_per_class,
+    seed=config.seed,
+    random_aux_classes=config.baseline.aux_classes,
+    kmeans_config=config.kmeans,
+    steps_per_epoch=per_epoch,
+  )
+  num_aux = source.num_aux
+  if num_aux:
+    f, g = models.build_models(
+      config.model, num_primary=info.num_classes, num_aux=num_aux
+    )
+  else:
+    f, g = models.build_single(config.model, num_primary=info.num_classes), None
+  problem = MaxlProblem(
+    f_apply=models.make_apply(f),
+    g_apply=models.make_apply(g) if source.learns else None,
+    mask=hierarchy.class_mask(source.psi) if num_aux else None,
+    gamma=config.maxl.gamma,
+    lam=config.maxl.lam,
+    fd_eps=config.maxl.fd_eps,
+  )
+  return Run(
+    method=config.method,
+    seed=config.seed,
+    info=info,
+    f=f,
+    g=g if source.learns else None,
+    problem=problem,
+    label_source=source,
+    opt1=optim.make_optimizer(config.primary_opt, per_epoch),
+    opt2=optim.make_optimizer(config.label_opt, per_epoch),
+    alpha_schedule=optim.lr_schedule(config.primary_opt, per_epoch),
+    schedule=schedule.Schedule(
+      config.maxl.schedule if source.learns else 'single', per_epoch
+    ),
+    estimator=(
+      meta_grad.get_estimator(config.maxl.meta_grad) if source.learns else None
+    ),
+    on_nonfinite=config.train.on_nonfinite,
+  )
+
+
+def jit_steps(run: Run, mesh) -> dict:
+  """The run's jitted steps, each `(state, global batch) -> ...`.
+
+  Returns:
+    {'primary', 'eval', ['meta', 'interleaved'] (θ2 learns), ['cosine']
+    (an auxiliary task)}. Update steps donate their state.
+  """
+  return make_step_fns(
+    mesh=mesh,
+    problem=run.problem,
+    label_source=run.label_source,
+    opt1=run.opt1,
+    opt2=run.opt2,
+    alpha_schedule=run.alpha_schedule,
+    estimator=run.estimator,
+    on_nonfinite=run.on_nonfinite,
+  )
+
+
+def make_step_fns(
+  *,
+  mesh,
+  problem,
+  label_source,
+  opt1,
+  opt2,
+  alpha_schedule,
+  estimator,
+  on_nonfinite,
+) -> dict:
+  """`steps`' functions bound to their dependencies and jitted on `mesh`.
+
+  The state is replicated, the batch sharded over the `data` axis.
+  """
+  jit = functools.partial(
+    jax.jit,
+    in_shardings=(replicated(mesh), sharded(mesh)),
+    out_shardings=replicated(mesh),
+  )
+  update = functools.partial(jit, donate_argnums=0)
+  fns = {
+    'primary': update(
+      functools.partial(
+        steps.primary_step,
+        problem=problem,
+        label_source=label_source,
+        opt1=opt1,
+        on_nonfinite=on_nonfinite,
+      )
+    ),
+    'eval': jit(functools.partial(steps.eval_step, problem=problem)),
+  }
+  if estimator is not None:
+    meta = functools.partial(
+      steps.meta_step,
+      problem=problem,
+      estimator=estimator,
+      opt2=opt2,
+      alpha_schedule=alpha_schedule,
+      on_nonfinite=on_nonfinite,
+    )
+    fns['meta'] = update(meta)
+    fns['interleaved'] = update(
+      functools.partial(steps.interleaved_step, **meta.keywords, opt1=opt1)
+    )
+  if label_source.num_aux:
+    fns['cosine'] = jit(
+      functools.partial(
+        steps.cosine_step, problem=problem, label_source=label_source
+      )
+    )
+  return fns

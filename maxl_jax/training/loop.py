@@ -1,0 +1,287 @@
+"""`train_and_evaluate(config, workdir)`: one MAXL (or baseline) run.
+
+Training = load the data, build the run (`assembly`), initialise the label
+source (or restore a checkpoint), then loop over the schedule's steps with
+evaluations, metrics and checkpoints. The only module with side effects.
+
+Data parallel (SPMD, `mesh`): every process feeds its own share of each
+batch. Only process 0 writes metrics, the config and the result; every
+process takes part in checkpoints.
+
+Fault tolerance: a checkpoint every `checkpoint.every_steps` steps, at each
+epoch end and at the end; a rerun with the same workdir resumes from the
+newest usable one (bitwise: the metric sums of the current epoch are in the
+state); SIGTERM saves a checkpoint and stops (`Preempted`); a non-finite
+step stops the run (`metrics.NonFiniteError`) before any checkpoint after it.
+"""
+
+import dataclasses
+import hashlib
+import json
+import time
+
+import jax
+import numpy as np
+from absl import logging
+from clu import parameter_overview, periodic_actions
+from jax.experimental import multihost_utils
+
+from maxl_jax.data import pipeline
+from maxl_jax.labels import TrainingImages
+from maxl_jax.training import assembly, checkpointing, metrics
+from maxl_jax.training import workdir as workdir_lib
+from maxl_jax.training.mesh import (
+  global_batch,
+  make_mesh,
+  replicated,
+  to_host,
+  with_sharding,
+)
+from maxl_jax.training.metrics import NonFiniteError  # noqa: F401 - API.
+
+
+class Preempted(Exception):
+  """SIGTERM arrived; a checkpoint was written before stopping."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopOptions:
+  """The loop's own settings (from `config.train`, `.checkpoint`, `.log`)."""
+
+  epochs: int
+  eval_every_epochs: int
+  checkpoint_every_steps: int
+  keep_checkpoints: int
+  progress_every_steps: int
+
+  @classmethod
+  def from_config(cls, config) -> 'LoopOptions':
+    return cls(
+      epochs=config.train.epochs,
+      eval_every_epochs=config.train.eval_every_epochs,
+      checkpoint_every_steps=config.checkpoint.every_steps,
+      keep_checkpoints=config.checkpoint.keep,
+      progress_every_steps=config.log.progress_every_steps,
+    )
+
+
+def params_digest(theta1, theta2) -> tuple[str, dict[str, float]]:
+  """sha256 of θ1 and θ2 bytes (fixed leaf order) and their global L2 norms."""
+  digest = hashlib.sha256()
+  norms = {}
+  for name, tree in (('theta1', theta1), ('theta2', theta2)):
+    leaves = jax.tree.leaves(to_host(tree))
+    for leaf in leaves:
+      digest.update(np.ascontiguousarray(leaf).tobytes())
+    norms[name] = float(
+      np.sqrt(sum(np.sum(np.square(x, dtype=np.float64)) for x in leaves))
+    )
+  return digest.hexdigest(), norms
+
+
+def evaluate(eval_fn, state, eval_data, mesh) -> dict[str, float]:
+  """Test accuracy (fraction) and mean primary loss over the test set."""
+  totals = {'correct': 0.0, 'loss': 0.0, 'count': 0.0}
+  for batch in eval_data:
+    out = to_host(eval_fn(state, global_batch(batch, mesh)))
+    totals = {k: totals[k] + float(out[k]) for k in totals}
+  count = max(totals['count'], 1.0)
+  return {
+    'test/accuracy': totals['correct'] / count,
+    'test/loss': totals['loss'] / count,
+  }
+
+
+def _lead_says(flag: bool) -> bool:
+  """Process 0's `flag`, on every process (so that all take one branch)."""
+  if jax.process_count() == 1:
+    return flag
+  return bool(multihost_utils.broadcast_one_to_all(np.int32(flag)))
+
+
+def training_images(train_it) -> TrainingImages:
+  """The label sources' view of the training set (no augmentation)."""
+  return TrainingImages(
+    images=train_it.images,
+    labels=train_it.labels,
+    indices=train_it.indices,
+  )
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+  """Trains per `config`, writing into `workdir`; returns the result dict.
+
+  Resumes from the newest usable checkpoint in `workdir`; a finished run
+  (result.json present, final step reached) returns its result untouched.
+
+  Raises:
+    UsageError: a bad config or workdir (before anything is written) or no
+      usable checkpoint.
+    NonFiniteError: a non-finite step with `train.on_nonfinite='stop'`.
+    Preempted: SIGTERM; a checkpoint was saved.
+  """
+  # From the start, so that a SIGTERM is never lost.
+  watch = checkpointing.PreemptionWatch()
+  try:
+    assembly.validate(config)
+    workdir_lib.check_writable(workdir)
+    train_it, eval_data, info = pipeline.get_datasets(
+      config.data,
+      seed=config.seed,
+      process_index=jax.process_index(),
+      process_count=jax.process_count(),
+    )
+    run = assembly.build_run(config, info)  # Raises before any write.
+    path = workdir_lib.as_path(workdir)
+    path.mkdir(parents=True, exist_ok=True)
+    manager = checkpointing.make_manager(
+      str(path / workdir_lib.CHECKPOINTS), config.checkpoint.keep
+    )
+    try:
+      return _train(
+        run,
+        LoopOptions.from_config(config),
+        config.to_json_best_effort(indent=2),
+        train_it,
+        eval_data,
+        path,
+        manager,
+        watch,
+      )
+    finally:
+      manager.close()
+  finally:
+    watch.close()
+
+
+def _initial(run, train_it, manager, mesh):
+  """(step, state, last saved step): a restored checkpoint, or step 0.
+
+  A restored run takes its label-source state from the checkpoint; only a
+  new one initialises it (K-Means trains its autoencoder here).
+  """
+  repl = replicated(mesh)
+  template = with_sharding(run.abstract_state(), repl)
+  step, state, extra = checkpointing.restore_latest(manager, template)
+  if step is not None:
+    train_it.set_state(extra['data'])
+    return step, state, step
+  label_state = run.label_source.init_state(training_images(train_it))
+  return 0, jax.device_put(run.init_state(label_state), repl), None
+
+
+def _train(
+  run, options, config_json, train_it, eval_data, workdir, manager, watch
+) -> dict:
+  """The training loop of `train_and_evaluate`."""
+  lead = jax.process_index() == 0
+  mesh = make_mesh()
+  schedule = run.schedule
+  per_epoch = schedule.epoch_steps
+  total = options.epochs * per_epoch
+  result_path = workdir / workdir_lib.RESULT
+  step, state, last_saved = _initial(run, train_it, manager, mesh)
+  if step:
+    logging.info('Resuming from the checkpoint at step %d of %d.', step, total)
+  else:
+    logging.info('Starting from scratch: no checkpoint in %s.', workdir)
+  if step >= total and _lead_says(result_path.exists()):
+    logging.info(
+      'This run already finished (step %d of %d); nothing to train. Result: %s',
+      step,
+      total,
+      result_path,
+    )
+    return json.loads(result_path.read_text())
+
+  fns = assembly.jit_steps(run, mesh)
+  if lead:
+    workdir_lib.write_run_files(workdir, config_json, run.info)
+    parameter_overview.log_parameter_overview(state.theta1)
+  writer = metrics.EpochWriter(workdir, step // per_epoch, lead)
+  report = periodic_actions.ReportProgress(
+    num_train_steps=total,
+    writer=writer.scalars,
+    every_steps=options.progress_every_steps,
+  )
+  images = training_images(train_it)
+  cosine_batch = global_batch(train_it.batch(0, 0), mesh)
+  start = time.time()
+  final = None  # The last evaluation of the test set.
+
+  def check_guard():
+    return metrics.check_guard(
+      to_host(state.guard), run.on_nonfinite, last_saved
+    )
+
+  def save(wait=False):
+    nonlocal last_saved
+    check_guard()
+    checkpointing.save(
+      manager, step, state, {'data': train_it.get_state()}, wait=wait
+    )
+    last_saved = step
+
+  try:
+    while step < total:
+      if watch.reached(step):
+        if step and last_saved != step:
+          save()
+        manager.wait_until_finished()
+        raise Preempted(
+          f'checkpoint saved at step {step} of {total}'
+          if last_saved
+          else 'stopped before the first step; nothing to save'
+        )
+      epoch = step // per_epoch
+      fn = fns[schedule.kind(step)]
+      state = fn(state, global_batch(next(train_it), mesh))
+      state = state.replace(
+        label_state=run.label_source.refresh(state.label_state, step, images)
+      )
+      step += 1
+      report(step)
+      if step % options.progress_every_steps == 0:
+        check_guard()
+        logging.info('epoch %d step %d/%d', epoch + 1, step, total)
+      if step % per_epoch == 0:
+        row = {'epoch': epoch + 1, 'step': step}
+        row.update(metrics.epoch_means(to_host(state.sums)))
+        if 'cosine' in fns:  # On one fixed training batch.
+          row['grad_cosine'] = float(
+            to_host(fns['cosine'](state, cosine_batch))
+          )
+        row['nonfinite_steps'] = check_guard()
+        row['lr'] = float(run.alpha_schedule(int(to_host(state.step1))))
+        if (epoch + 1) % options.eval_every_epochs == 0 or step == total:
+          with report.timed('eval'):
+            final = evaluate(fns['eval'], state, eval_data, mesh)
+          row.update(final)
+        zero = metrics.zero_sums(run.label_source.num_aux)
+        state = state.replace(sums=jax.device_put(zero, replicated(mesh)))
+        writer.write(step, row)
+        save(wait=step == total)
+      elif step % options.checkpoint_every_steps == 0:
+        save()
+  finally:
+    manager.wait_until_finished()
+    writer.flush()
+
+  if final is None:  # Resumed from the final checkpoint without a result.
+    final = evaluate(fns['eval'], state, eval_data, mesh)
+  sha, norms = params_digest(state.theta1, state.theta2)
+  result = {
+    'method': run.method,
+    'dataset': run.info.name,
+    'seed': run.seed,
+    'epochs': options.epochs,
+    'steps': step,
+    'test_accuracy': final['test/accuracy'],
+    'wall_time_s': time.time() - start,
+    'params_sha256': sha,
+    'param_norms': norms,
+  }
+  if lead:
+    result_path.write_text(json.dumps(result, indent=2))
+  logging.info('Finished at step %d; params sha256 %s.', step, sha)
+  return result

@@ -1,0 +1,198 @@
+"""Training metrics: names, on-device sums, the epoch means, the guard, sinks.
+
+Steps add their values to running sums in `MaxlState.sums` (on device, no
+host round trip); the loop reduces them to means at each epoch end
+(`epoch_means`) and writes one row per epoch to `metrics.jsonl` and to
+TensorBoard (`EpochWriter`). The non-finite guard (`guard_update`) records
+the first step whose losses or gradient norm are not finite, by name.
+
+Row keys: `train/<name>` (mean over the epoch's θ1 steps), `meta/<name>`
+(over its θ2 steps), `meta/aux_hist` ([K] mean generated probability of
+each auxiliary class: the label usage histogram), `test/accuracy`,
+`test/loss`, `grad_cosine`, `lr`, `nonfinite_steps`, `epoch`, `step`.
+"""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from etils import epath
+
+from maxl_jax import analysis
+
+TRAIN = ('loss_pri', 'loss_aux', 'accuracy')  # Per θ1 step.
+META = (  # Per θ2 step.
+  'loss_before',
+  'loss_after',
+  'meta_loss',
+  'entropy',
+  'aux_usage',
+  'aux_entropy',
+)
+AUX_HIST = 'meta/aux_hist'
+GUARDED = ('loss_pri', 'loss_aux', 'meta_loss', 'grad_norm')
+
+Sums = dict[str, jax.Array]
+
+
+class NonFiniteError(RuntimeError):
+  """A loss or gradient went NaN/Inf with `on_nonfinite='stop'`."""
+
+
+def zero_sums(num_aux: int) -> Sums:
+  """Sums at the start of an epoch; `<group>/count` counts the steps."""
+  names = [f'train/{k}' for k in (*TRAIN, 'count')]
+  names += [f'meta/{k}' for k in (*META, 'count')]
+  sums = {k: jnp.zeros((), jnp.float32) for k in names}
+  # At least one entry: orbax cannot save zero-size arrays.
+  sums[AUX_HIST] = jnp.zeros((max(num_aux, 1),), jnp.float32)
+  return sums
+
+
+def _add(sums: Sums, values: dict[str, jax.Array]) -> Sums:
+  """Adds `values` (by key) to every sum, 0 to the others."""
+  return {k: sums[k] + values.get(k, 0.0) for k in sums}
+
+
+def add_train(sums: Sums, values: dict[str, jax.Array]) -> Sums:
+  """Adds one θ1 step's `TRAIN` values."""
+  values = {f'train/{k}': values[k] for k in TRAIN}
+  return _add(sums, {**values, 'train/count': 1.0})
+
+
+def add_meta(sums: Sums, out) -> Sums:
+  """Adds one θ2 step's values from its `meta_grad.MetaOutput`."""
+  usage = analysis.label_usage(out.aux_probs)
+  values = {
+    'loss_before': out.loss_pri_before,
+    'loss_after': out.loss_pri_after,
+    'meta_loss': out.meta_loss,
+    'entropy': out.entropy,
+    'aux_usage': usage['aux_usage'],
+    'aux_entropy': usage['aux_entropy'],
+  }
+  values = {f'meta/{k}': values[k] for k in META}
+  return _add(sums, {**values, AUX_HIST: usage['aux_hist'], 'meta/count': 1.0})
+
+
+def epoch_means(sums: dict[str, np.ndarray]) -> dict:
+  """Host sums -> per-group means; groups without steps are left out."""
+  out = {}
+  for group, names in (('train', TRAIN), ('meta', META)):
+    count = float(sums[f'{group}/count'])
+    if not count:
+      continue
+    out.update(
+      {f'{group}/{k}': float(sums[f'{group}/{k}']) / count for k in names}
+    )
+    if group == 'meta':
+      out[AUX_HIST] = [float(x) / count for x in np.asarray(sums[AUX_HIST])]
+  return out
+
+
+# ------------------------------------------------------ non-finite guard ---
+
+
+def zero_guard() -> dict:
+  """No non-finite step yet."""
+  return {
+    'count': jnp.zeros((), jnp.int32),
+    'step': jnp.full((), -1, jnp.int32),
+    'values': {k: jnp.zeros((), jnp.float32) for k in GUARDED},
+  }
+
+
+def guard_update(old, new, values: dict[str, jax.Array], on_nonfinite: str):
+  """`new` if `values` are finite, else `old` (the step count advances).
+
+  With 'stop', every step after the first non-finite one is frozen as well
+  (the host stops the run at its next check); with 'skip_step' training
+  goes on. Names of GUARDED that a step does not compute are recorded as 0.
+  """
+  stacked = jnp.stack(
+    [jnp.asarray(values.get(k, 0.0), jnp.float32) for k in GUARDED]
+  )
+  finite = jnp.all(jnp.isfinite(stacked))
+  clean = old.guard['count'] == 0
+  apply = finite if on_nonfinite == 'skip_step' else finite & clean
+  chosen = jax.tree.map(lambda n, o: jnp.where(apply, n, o), new, old)
+  first_bad = clean & ~finite
+  recorded = jnp.stack([old.guard['values'][k] for k in GUARDED])
+  recorded = jnp.where(first_bad, stacked, recorded)
+  guard = {
+    'count': old.guard['count'] + (~finite).astype(jnp.int32),
+    'step': jnp.where(first_bad, old.step, old.guard['step']),
+    'values': dict(zip(GUARDED, recorded, strict=True)),
+  }
+  return chosen.replace(step=old.step + 1, guard=guard)
+
+
+def check_guard(guard: dict, on_nonfinite: str, last_saved) -> int:
+  """The number of non-finite steps; raises NonFiniteError in mode 'stop'.
+
+  Args:
+    guard: `MaxlState.guard` on the host.
+    on_nonfinite: 'stop' | 'skip_step'.
+    last_saved: the step of the last checkpoint, or None.
+  """
+  count = int(guard['count'])
+  if count and on_nonfinite == 'stop':
+    values = ', '.join(f'{k}={float(guard["values"][k]):.6g}' for k in GUARDED)
+    kept = (
+      'no checkpoint was written'
+      if last_saved is None
+      else f'the last good checkpoint (step {last_saved}) is kept'
+    )
+    raise NonFiniteError(
+      f'non-finite values at step {int(guard["step"]) + 1}: {values}; '
+      f'{kept}. Lower the learning rates, or set '
+      '--config.train.on_nonfinite=skip_step.'
+    )
+  return count
+
+
+# ---------------------------------------------------------------- sinks ---
+
+
+class EpochWriter:
+  """One row per epoch to `metrics.jsonl` and to TensorBoard (CLU).
+
+  `metrics.jsonl` is rewritten whole at every row (works on gs://). Rows of
+  epochs after `completed_epochs` (written by a run that was interrupted
+  before its checkpoint) are dropped: the resumed run writes them again.
+  Only the lead process writes; the others only log.
+  """
+
+  def __init__(self, workdir: epath.Path, completed_epochs: int, lead: bool):
+    from clu import metric_writers  # Imports TensorFlow: only here.
+
+    self._path = workdir / 'metrics.jsonl' if lead else None
+    self._scalars = metric_writers.create_default_writer(
+      str(workdir), just_logging=not lead
+    )
+    self._rows = []
+    if self._path is not None and self._path.exists():
+      rows = [json.loads(x) for x in self._path.read_text().splitlines() if x]
+      self._rows = [r for r in rows if r['epoch'] <= completed_epochs]
+      if len(self._rows) < len(rows):
+        self._write()
+
+  @property
+  def scalars(self):
+    """The CLU writer (for progress reports)."""
+    return self._scalars
+
+  def write(self, step: int, row: dict):
+    """Appends `row`; lists (the histogram) go to metrics.jsonl only."""
+    scalars = {k: v for k, v in row.items() if not isinstance(v, list)}
+    self._scalars.write_scalars(step, scalars)
+    if self._path is not None:
+      self._rows.append(row)
+      self._write()
+
+  def _write(self):
+    self._path.write_text(''.join(json.dumps(r) + '\n' for r in self._rows))
+
+  def flush(self):
+    self._scalars.flush()

@@ -1,0 +1,65 @@
+"""A finished (or interrupted) run, rebuilt from its workdir.
+
+`restore_run(workdir)` reads `config.json` and `dataset.json`, builds the
+run (`assembly.build_run`: no data, nothing trained) and restores the newest
+usable checkpoint, or the one of `step`, into its abstract state: the
+K-Means autoencoder and centroids come from the checkpoint, not from
+retraining.
+"""
+
+import dataclasses
+
+import jax
+import ml_collections
+
+from maxl_jax.errors import UsageError
+from maxl_jax.training import assembly, checkpointing
+from maxl_jax.training import workdir as workdir_lib
+from maxl_jax.training.mesh import with_sharding
+from maxl_jax.training.state import MaxlState
+
+
+@dataclasses.dataclass(frozen=True)
+class Restored:
+  """A run and its state at `step`."""
+
+  config: ml_collections.ConfigDict
+  run: assembly.Run
+  state: MaxlState
+  step: int
+
+
+def restore_run(workdir: str, step: int | None = None) -> Restored:
+  """Rebuilds the run in `workdir` and restores its state on one device.
+
+  Reads only: unusable checkpoints are skipped, not deleted.
+
+  Args:
+    workdir: the run's directory.
+    step: the checkpoint's step; None = the newest usable one.
+
+  Raises:
+    UsageError: not a run's workdir, no checkpoint (of `step`), or none
+      that can be restored.
+  """
+  path = workdir_lib.as_path(workdir)
+  config = workdir_lib.read_config(path)
+  run = assembly.build_run(config, workdir_lib.read_info(path))
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  template = with_sharding(run.abstract_state(), device)
+  manager = checkpointing.make_manager(
+    str(path / workdir_lib.CHECKPOINTS), config.checkpoint.keep, create=False
+  )
+  try:
+    if step is None:
+      found, state, _ = checkpointing.restore_latest(
+        manager, template, delete_unusable=False
+      )
+      if found is None:
+        raise UsageError(f'{path} holds no checkpoint to restore.')
+      step = found
+    else:
+      state = checkpointing.restore_step(manager, step, template)
+  finally:
+    manager.close()
+  return Restored(config=config, run=run, state=state, step=step)
