@@ -1,0 +1,121 @@
+"""Per-epoch curves from metrics.jsonl: test accuracy (Fig. 3), cosine (Fig. 4).
+
+Learning curves average the seeds of a group (runs that differ only in the
+seed) epoch by epoch: the mean, and ±1 sample standard deviation as a band.
+"""
+
+import pathlib
+
+import numpy as np
+from matplotlib.ticker import MaxNLocator
+
+from experiments.analysis import plots
+from experiments.analysis.runs import Group, Run, series
+
+ACCURACY, COSINE = 'test/accuracy', 'grad_cosine'
+
+
+def seed_mean(group: Group, key: str, scale: float = 1.0) -> dict:
+  """Epoch-wise mean and sample std of metric `key` over a group's seeds.
+
+  Returns:
+    {'label', 'runs': [names], 'epoch': [E], 'mean': [E], 'std': [E]
+    (0 where n = 1), 'n': [E] (runs that logged that epoch)}.
+  """
+  by_epoch: dict[int, list[float]] = {}
+  for run in group.runs:
+    for epoch, value in zip(*series(run, key), strict=True):
+      by_epoch.setdefault(epoch, []).append(scale * value)
+  epochs = sorted(by_epoch)
+  values = [np.asarray(by_epoch[e]) for e in epochs]
+  return {
+    'label': group.label,
+    'runs': [r.name for r in group.runs],
+    'epoch': epochs,
+    'mean': [float(v.mean()) for v in values],
+    'std': [float(v.std(ddof=1)) if v.size > 1 else 0.0 for v in values],
+    'n': [int(v.size) for v in values],
+  }
+
+
+def write_learning_curves(groups: list[Group], out: pathlib.Path):
+  """learning_curves.png/.csv: test accuracy (%) per epoch, each group."""
+  curves = [seed_mean(g, ACCURACY, 100.0) for g in groups]
+  curves = [c for c in curves if c['epoch']]
+  fig = plots.new_figure(7.0, 4.5)
+  ax = fig.add_subplot()
+  for curve in curves:
+    n = max(curve['n'])
+    epoch, mean = np.asarray(curve['epoch']), np.asarray(curve['mean'])
+    label = f'{curve["label"]} (n={n})'
+    (line,) = ax.plot(epoch, mean, marker='o', markersize=3, label=label)
+    if n > 1:
+      std = np.asarray(curve['std'])
+      ax.fill_between(
+        epoch, mean - std, mean + std, color=line.get_color(), alpha=0.2
+      )
+  ax.set_xlabel('epoch')
+  ax.set_ylabel('test accuracy (%)')
+  ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+  ax.grid(alpha=0.3)
+  ax.set_title('Test accuracy per epoch (band: ±1 std over seeds)')
+  ax.legend(fontsize='small')
+  png = plots.save_png(fig, out / 'learning_curves.png')
+  rows = (
+    (c['label'], ';'.join(c['runs']), e, m, s, n)
+    for c in curves
+    for e, m, s, n in zip(c['epoch'], c['mean'], c['std'], c['n'], strict=True)
+  )
+  data = plots.write_csv(
+    out / 'learning_curves.csv',
+    (
+      'series',
+      'runs',
+      'epoch',
+      'test_accuracy_mean_pct',
+      'test_accuracy_std_pct',
+      'n',
+    ),
+    rows,
+  )
+  return plots.Saved(
+    'Learning curves (Fig. 3)',
+    png,
+    data,
+    'Test accuracy after each epoch. Runs that differ only in the seed are '
+    'one line: their mean, with a band of ±1 sample standard deviation; n '
+    'is the number of seeds.',
+  )
+
+
+def write_cosine(runs: list[Run], out: pathlib.Path):
+  """grad_cosine.png/.csv for the runs that logged it; None if none did."""
+  logged = [(r, series(r, COSINE)) for r in runs]
+  logged = [(r, s) for r, s in logged if s[0]]
+  if not logged:
+    return None
+  fig = plots.new_figure(7.0, 4.5)
+  ax = fig.add_subplot()
+  for run, (epoch, value) in logged:
+    ax.plot(epoch, value, marker='o', markersize=3, label=run.name)
+  ax.axhline(0.0, color='black', linewidth=0.8)
+  ax.set_xlabel('epoch')
+  ax.set_ylabel('cosine similarity of ∇L_pri and ∇L_aux')
+  ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+  ax.grid(alpha=0.3)
+  ax.set_title('Gradient cosine similarity on the shared trunk (Fig. 4)')
+  ax.legend(fontsize='small')
+  png = plots.save_png(fig, out / 'grad_cosine.png')
+  rows = ((r.name, e, v) for r, s in logged for e, v in zip(*s, strict=True))
+  data = plots.write_csv(
+    out / 'grad_cosine.csv', ('run', 'epoch', 'grad_cosine'), rows
+  )
+  return plots.Saved(
+    'Gradient cosine similarity (Fig. 4)',
+    png,
+    data,
+    'Cosine similarity between the gradients of the primary and the '
+    'auxiliary loss on the shared trunk, per output unit, averaged over '
+    'layers, on one fixed training batch at the end of each epoch. Above 0: '
+    'the auxiliary task pulls the trunk the same way as the primary task.',
+  )

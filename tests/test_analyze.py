@@ -1,0 +1,311 @@
+"""`python -m experiments.analyze`: figures, their numbers, tables, bad input.
+
+One tiny Single + MAXL run (`entry_point.TINY`, both methods) is trained and
+analysed once for the module; the checks read the files written. The
+table, the top-k choice and the forward passes are also checked on data
+made here by hand.
+"""
+
+import csv
+import json
+import math
+import shutil
+import subprocess
+import sys
+
+import entry_point as ep
+import jax
+import numpy as np
+import pytest
+from conftest import TinyConvBN, TwoHeads, make_problem
+
+from experiments.analysis import forward, invented, restore, table, tsne
+from experiments.analysis import runs as runs_lib
+from maxl_jax import losses
+
+TSNE_IMAGES, TOPK, CLASSES = 100, 3, (0, 3)
+
+
+def analyze(*args: str) -> subprocess.CompletedProcess:
+  return subprocess.run(
+    [sys.executable, '-m', 'experiments.analyze', *args],
+    cwd=ep.REPO,
+    env=ep.env(),
+    capture_output=True,
+    text=True,
+    timeout=240,
+  )
+
+
+@pytest.fixture(scope='module')
+def parent(tmp_path_factory):
+  """A compare_methods parent holding finished `single` and `maxl` runs."""
+  path = tmp_path_factory.mktemp('analyze') / 'runs'
+  proc = ep.run(
+    *ep.TINY, '--config.compare_methods=single,maxl', f'--workdir={path}'
+  )
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return path
+
+
+@pytest.fixture(scope='module')
+def analysed(parent):
+  """(output folder, completed analysis process) of the whole parent."""
+  out = parent.parent / 'out'
+  proc = analyze(
+    f'--workdir={parent}',
+    f'--out={out}',
+    f'--tsne_images={TSNE_IMAGES}',
+    f'--topk={TOPK}',
+    f'--classes={",".join(map(str, CLASSES))}',
+  )
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return out, proc
+
+
+def metrics(run_dir) -> list[dict]:
+  lines = (run_dir / 'metrics.jsonl').read_text().splitlines()
+  return [json.loads(line) for line in lines]
+
+
+def read_csv(path) -> list[dict]:
+  with open(path, newline='') as f:
+    return list(csv.DictReader(f))
+
+
+FIGURES = {
+  'learning_curves.png': 'learning_curves.csv',
+  'grad_cosine.png': 'grad_cosine.csv',
+  'aux_usage.png': 'aux_usage.csv',
+  'tsne.png': 'tsne.csv',
+  'argmax_usage.png': 'argmax_usage.json',
+  'invented_runs_maxl.png': 'invented_runs_maxl.json',
+}
+
+
+def test_every_figure_has_its_data_and_is_in_the_report(analysed):
+  out, proc = analysed
+  report = (out / 'report.md').read_text()
+  for png, data in FIGURES.items():
+    assert (out / png).read_bytes()[:4] == b'\x89PNG', png
+    assert (out / data).stat().st_size > 0, data
+    assert f']({png})' in report and f']({data})' in report
+  assert '| digits | maxl | 3 | 100% | 1 |' in report
+  assert '| digits | maxl |' in (out / 'results.md').read_text()
+  # The single run has no generator: one warning, no error, other figures.
+  (warning,) = [
+    line for line in proc.stderr.splitlines() if line.startswith('warning:')
+  ]
+  assert 'runs/single' in warning and 'no label generator' in warning
+  assert not ep.error_lines(proc.stderr)
+  assert not list(out.glob('invented_runs_single*'))
+
+
+def test_plotted_curves_equal_the_metrics(analysed, parent):
+  out, _ = analysed
+  curves = read_csv(out / 'learning_curves.csv')
+  cosine = read_csv(out / 'grad_cosine.csv')
+  usage = read_csv(out / 'aux_usage.csv')
+  for method in ('single', 'maxl'):
+    rows = metrics(parent / method)
+    plotted = [r for r in curves if r['runs'] == f'runs/{method}']
+    assert [int(r['epoch']) for r in plotted] == [r['epoch'] for r in rows]
+    for got, row in zip(plotted, rows, strict=True):
+      assert float(got['test_accuracy_mean_pct']) == pytest.approx(
+        100 * row['test/accuracy'], rel=1e-12
+      )
+      assert float(got['test_accuracy_std_pct']) == 0 and got['n'] == '1'
+  rows = metrics(parent / 'maxl')
+  assert [float(r['grad_cosine']) for r in cosine] == [
+    r['grad_cosine'] for r in rows
+  ]
+  assert {r['run'] for r in cosine} == {'runs/maxl'}
+  for got, row in zip(usage, rows, strict=True):  # From meta/aux_hist.
+    hist = np.asarray(row['meta/aux_hist']).reshape(10, 3)
+    m = hist.ravel() / hist.sum()
+    q = hist / hist.sum(1, keepdims=True)
+    h_class = -np.sum(q * np.log(q), 1)
+    assert float(got['entropy_nats']) == pytest.approx(-np.sum(m * np.log(m)))
+    assert float(got['usage']) == pytest.approx(np.mean(np.exp(h_class) / 3))
+
+
+def test_tsne_and_topk_files_describe_the_same_images(analysed, parent):
+  out, _ = analysed
+  points = read_csv(out / 'tsne.csv')
+  expected = tsne.pick_images(360, TSNE_IMAGES).tolist()
+  for run in ('runs/single', 'runs/maxl'):
+    index = [int(p['image_index']) for p in points if p['run'] == run]
+    assert index == expected
+  topk = json.loads((out / 'invented_runs_maxl.json').read_text())
+  assert [r['class'] for r in topk['rows']] == [0] * 3 + [3] * 3
+  assert [r['aux'] for r in topk['rows']] == [0, 1, 2, 9, 10, 11]
+  for row in topk['rows']:
+    assert len(row['index']) == TOPK
+    assert row['prob'] == sorted(row['prob'], reverse=True)
+  counts = json.loads((out / 'argmax_usage.json').read_text())[0]['counts']
+  assert np.asarray(counts).sum() == 360  # Every test image once.
+
+
+def test_tsne_features_equal_a_direct_forward_pass(parent):
+  restored = restore.restore_run(str(parent / 'maxl'))
+  f, state = restored.run.f, restored.state
+  rng = np.random.default_rng(0)
+  images = rng.normal(size=(11, *restored.run.info.image_shape))
+  got = forward.trunk_features(
+    f, state.theta1, state.state1, images.astype(np.float32), batch_size=4
+  )
+  _, captured = f.apply(
+    {'params': state.theta1, **state.state1},
+    images.astype(np.float32),
+    False,
+    capture_intermediates=True,
+    mutable=['intermediates'],
+  )
+  (direct,) = captured['intermediates']['trunk']['__call__']
+  np.testing.assert_allclose(got, direct, rtol=1e-5, atol=1e-5)
+
+
+def test_trunk_features_of_a_tiny_net_in_padded_batches():
+  f = TwoHeads(TinyConvBN(), 2, 5)
+  images = np.random.default_rng(1).normal(size=(7, 5, 5, 2))
+  images = images.astype(np.float32)
+  variables = f.init(jax.random.key(0), images, False)
+  params = variables['params']
+  state = {
+    'batch_stats': jax.tree.map(lambda s: s + 0.3, variables['batch_stats'])
+  }
+  got = forward.trunk_features(f, params, state, images, batch_size=3)
+  direct = TinyConvBN().apply(
+    {'params': params['trunk'], 'batch_stats': state['batch_stats']['trunk']},
+    images,
+    False,
+  )
+  np.testing.assert_allclose(got, direct, rtol=1e-6, atol=1e-6)
+
+
+def test_generated_probs_are_the_mask_softmax_in_eval_mode():
+  problem, _, _, theta2, state2, batch = make_problem(kind='conv', n=7)
+  got = forward.generated_probs(
+    problem, theta2, state2, batch['image'], batch['label'], batch_size=3
+  )
+  logits, _ = problem.g_apply(theta2, state2, batch['image'], False)
+  expected = losses.mask_softmax(logits, batch['label'], problem.mask)
+  np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(got.sum(1), 1.0, rtol=1e-6)
+
+
+def test_top_k_picks_exactly_the_k_most_probable_images():
+  # psi = [2, 3]: class 0 owns aux 0-1, class 1 owns aux 2-4.
+  labels = np.array([0, 1, 0, 0, 1, 0, 1, 0])
+  probs = np.zeros((8, 5))
+  probs[labels == 0, 0] = [0.2, 0.9, 0.5, 0.7, 0.1]  # Images 0, 2, 3, 5, 7.
+  probs[labels == 0, 1] = 1 - probs[labels == 0, 0]
+  probs[labels == 1, 2] = [0.3, 0.6, 0.1]  # Images 1, 4, 6.
+  probs[labels == 1, 3] = [0.7, 0.4, 0.9]
+  assert invented.top_k(probs, labels, 0, 0, 3).tolist() == [2, 5, 3]
+  assert invented.top_k(probs, labels, 1, 0, 2).tolist() == [7, 0]
+  assert invented.top_k(probs, labels, 3, 1, 2).tolist() == [6, 1]
+  # Fewer images of the class than k; zero-probability images still count.
+  assert invented.top_k(probs, labels, 4, 1, 8).tolist() == [1, 4, 6]
+  rows = invented.invented_rows(probs, labels, [2, 3], [1], 1)
+  assert [(r['aux'], r['index'], r['prob']) for r in rows] == [
+    (2, [4], [0.6]),
+    (3, [6], [0.9]),
+    (4, [1], [0.0]),
+  ]
+
+
+def write_run(path, method, seed, accuracy, wall, fraction=1.0, **maxl):
+  path.mkdir(parents=True)
+  config = {
+    'seed': seed,
+    'method': method,
+    'data': {'name': 'digits', 'train_fraction': fraction, 'per_class': 0},
+    'maxl': {'psi_per_class': 3, **maxl},
+    'checkpoint': {'keep': seed},  # Bookkeeping: does not split a group.
+  }
+  (path / 'config.json').write_text(json.dumps(config))
+  (path / 'metrics.jsonl').write_text(
+    json.dumps({'epoch': 1, 'test/accuracy': accuracy}) + '\n'
+  )
+  result = {'method': method, 'test_accuracy': accuracy, 'wall_time_s': wall}
+  (path / 'result.json').write_text(json.dumps(result))
+
+
+def test_table_mean_and_sample_std_by_hand(tmp_path):
+  for seed, (acc, wall) in enumerate([(0.90, 10), (0.92, 20), (0.94, 60)]):
+    write_run(tmp_path / f'single{seed}', 'single', seed, acc, wall)
+  for seed, acc in enumerate([0.95, 0.96]):
+    write_run(tmp_path / f'maxl{seed}', 'maxl', seed, acc, 40)
+  write_run(tmp_path / 'low', 'maxl', 0, 0.5, 5, fraction=0.05)
+  write_run(tmp_path / 'other', 'maxl', 0, 0.9, 50, schedule='interleaved')
+  runs = runs_lib.find_runs([str(tmp_path)])
+  groups = runs_lib.group_runs(runs)
+  assert sorted(g.detail for g in groups) == [
+    '',
+    '',
+    'maxl.schedule=None',
+    'maxl.schedule=interleaved',
+  ]
+  rows = table.table_rows(groups)
+  single, maxl, low = (
+    next(r for r in rows if r['method'] == 'single'),
+    next(r for r in rows if r['detail'] == 'maxl.schedule=None'),
+    next(r for r in rows if r['data'] == '5%'),
+  )
+  assert (single['n'], maxl['n'], low['n']) == (3, 2, 1)
+  assert single['mean'] == pytest.approx(92.0)
+  assert single['std'] == pytest.approx(2.0)  # sqrt((4 + 0 + 4) / 2).
+  assert single['wall_time_s'] == pytest.approx(30.0)
+  assert maxl['mean'] == pytest.approx(95.5)
+  assert maxl['std'] == pytest.approx(math.sqrt(0.5))
+  assert maxl['delta'] == pytest.approx(3.5)
+  assert low['std'] is None and low['delta'] is None  # No Single at 5%.
+  text = table.results_markdown(groups, runs)
+  assert '| digits | single | — | 100% | 3 | 92.00 ± 2.00 | — | 30 |' in text
+  assert (
+    '| digits | maxl (maxl.schedule=None) | 3 | 100% | 2 | 95.50 ± 0.71 '
+    '| +3.50 | 40 |'
+  ) in text
+  assert '| digits | maxl | 3 | 5% | 1 | 50.00 | — | 5 |' in text
+
+
+def unfinished(tmp_path, parent):
+  run = tmp_path / 'unfinished'
+  shutil.copytree(parent / 'maxl', run)
+  (run / 'result.json').unlink()
+  return [f'--workdir={run}']
+
+
+BAD_INPUT = {
+  'unfinished_run': (unfinished, 'no result.json'),
+  'no_run': (lambda tmp, _: [f'--workdir={tmp}'], 'holds no run'),
+  'workdir_not_there': (lambda tmp, _: [f'--workdir={tmp}/none'], 'no such'),
+  'missing_workdir': (lambda *_: [], '--workdir is required'),
+  'no_checkpoint_at_step': (
+    lambda _, p: [f'--workdir={p}/maxl', '--step=5'],
+    'no checkpoint at that step',
+  ),
+  'class_out_of_range': (
+    lambda _, p: [f'--workdir={p}', '--classes=0,10'],
+    'class 10 is out of range',
+  ),
+  'class_not_a_number': (
+    lambda _, p: [f'--workdir={p}', '--classes=zero'],
+    '--classes=zero',
+  ),
+  'bad_topk': (lambda _, p: [f'--workdir={p}', '--topk=0'], '--topk'),
+  'missing_out': (lambda _, p: [f'--workdir={p}', '--out='], '--out'),
+}
+
+
+@pytest.mark.parametrize('name', sorted(BAD_INPUT))
+def test_bad_input_is_one_error_line(name, tmp_path, parent):
+  make_args, expected = BAD_INPUT[name]
+  out = tmp_path / 'out'
+  proc = analyze(f'--out={out}', *make_args(tmp_path, parent))
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  (line,) = ep.error_lines(proc.stderr)
+  assert expected in line, line
+  assert 'Traceback' not in proc.stderr
+  assert not out.exists()
