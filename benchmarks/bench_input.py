@@ -34,8 +34,7 @@ def make_iterator(augment: str) -> pipeline.TrainIterator:
     config = default.get_config().data
     config.name, config.batch_size = _DATASET.value, _BATCH.value
     config.augment = augment
-    train, _, _ = pipeline.get_datasets(config, seed=0, device_count=1)
-    return train
+    return pipeline.get_datasets(config, seed=0, device_count=1).train
   rng = np.random.default_rng(0)
   n = _NUM.value
   images = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)

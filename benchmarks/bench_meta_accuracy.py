@@ -35,9 +35,14 @@ def _flat(tree):
 
 
 def meta_grads(problem, args):
-  """{label: ∇θ2 J} for every estimator (first_order once per fd_eps)."""
+  """{label: ∇θ2 J} of MAXL's estimators (first_order once per fd_eps).
+
+  `implicit` is left out: it estimates another objective (a held-out loss).
+  """
   out = {}
   for name, estimator in meta_grad.ESTIMATORS.items():
+    if name == 'implicit':
+      continue
     epsilons = _FD_EPS.value if name == 'first_order' else [None]
     for eps in epsilons:
       p = problem
@@ -85,7 +90,7 @@ def bf16_meta_grads(backbone, args):
 def main(argv):
   del argv
   for backbone in bench_steps._BACKBONES.value or ['convnet4', 'vgg16']:
-    run, state, batch = bench_steps.make_run(
+    run, state, (batch,) = bench_steps.make_run(
       backbone, batch_size=bench_steps._BATCH.value
     )
     problem = run.problem

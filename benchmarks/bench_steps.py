@@ -53,7 +53,9 @@ BACKBONES = {  # name: (image channels, primary classes, psi[c], head hidden)
   'vgg16': (3, 20, 5, 512),
   'resnet32': (3, 10, 5, 512),
 }
-METHODS = tuple(meta_grad.ESTIMATORS)
+# Every estimator; implicit_cg: implicit with the CG solver (both K = 3).
+METHODS = (*meta_grad.ESTIMATORS, 'implicit_cg')
+META_EVERY = (1, 5, 25)  # θ2 every k θ1 steps (interleaved), amortised.
 KINDS = ('single', 'theta1', *(f'{g}_{m}' for g in ('meta', 'interleaved')
                                for m in METHODS))  # fmt: skip
 # Our kind -> the peer's kind it is compared with.
@@ -89,10 +91,12 @@ _CHILD = flags.DEFINE_string('child', None, 'Internal: backbone:kind.')
 
 def make_run(backbone, conv_impl='auto', single=False, batch_size=100,
              meta_grad_name='structured'):  # fmt: skip
-  """(run, initial state, batch): `assembly.build_run` on a synthetic batch.
+  """(run, initial state, batches): `assembly.build_run`, synthetic batches.
 
   The dataset description has 500 steps of `batch_size` per epoch (this only
-  places the, here irrelevant, learning-rate decay).
+  places the, here irrelevant, learning-rate decay). `batches` is (training
+  batch,), plus a held-out batch for `implicit` (default `config.implicit`:
+  Neumann, K = 3).
   """
   channels, classes, psi_per_class, hidden = BACKBONES[backbone]
   config = default.get_config()
@@ -100,18 +104,31 @@ def make_run(backbone, conv_impl='auto', single=False, batch_size=100,
   config.model.name, config.model.head_hidden = backbone, hidden
   config.model.conv_impl = conv_impl
   config.maxl.psi_per_class = psi_per_class
-  config.maxl.meta_grad = meta_grad_name
   config.data.batch_size = batch_size
+  if meta_grad_name == 'implicit_cg':
+    meta_grad_name = 'implicit'
+    config.implicit.solver = 'cg'
+    config.implicit.cg_steps = config.implicit.neumann_steps
+  config.maxl.meta_grad = meta_grad_name
+  held_out = meta_grad_name == 'implicit' and not single
+  config.data.meta_fraction = 0.1 if held_out else 0.0
   shape = (32, 32, channels)
-  info = DatasetInfo('synthetic', classes, shape, 500 * batch_size, 0)
+  info = DatasetInfo(
+    'synthetic', classes, shape, 500 * batch_size, 0,
+    num_meta=50 * batch_size if held_out else 0,
+  )  # fmt: skip
   run = assembly.build_run(config, info)
   rng = np.random.default_rng(0)
-  batch = {
-    'image': rng.standard_normal((batch_size, *shape), np.float32),
-    'label': rng.integers(0, classes, batch_size).astype(np.int32),
-    'index': np.arange(batch_size, dtype=np.int32),
-  }
-  return run, run.init_state({}), batch
+
+  def batch():
+    return {
+      'image': rng.standard_normal((batch_size, *shape), np.float32),
+      'label': rng.integers(0, classes, batch_size).astype(np.int32),
+      'index': np.arange(batch_size, dtype=np.int32),
+    }
+
+  batches = (batch(), batch()) if held_out else (batch(),)
+  return run, run.init_state({}), batches
 
 
 STEP_OF_GROUP = {'single': 'primary', 'theta1': 'primary', 'meta': 'meta',
@@ -119,17 +136,19 @@ STEP_OF_GROUP = {'single': 'primary', 'theta1': 'primary', 'meta': 'meta',
 
 
 def build_step(backbone, kind, conv_impl, batch_size):
-  """(jitted step, state, batch), from `assembly.jit_steps` as training."""
+  """(jitted step, state, batches), from `assembly.jit_steps` as training."""
   group, _, method = kind.partition('_')
-  run, state, batch = make_run(
+  run, state, batches = make_run(
     backbone, conv_impl, group == 'single', batch_size, method or 'structured'
   )
+  if group in ('single', 'theta1'):
+    batches = batches[:1]
   mesh = mesh_lib.make_mesh()
   jitted = assembly.jit_steps(run, mesh)[STEP_OF_GROUP[group]]
   return (
     jitted,
     jax.device_put(state, mesh_lib.replicated(mesh)),
-    jax.device_put(batch, mesh_lib.sharded(mesh)),
+    jax.device_put(batches, mesh_lib.sharded(mesh)),
   )
 
 
@@ -154,20 +173,20 @@ def _wait_quiet(max_s, threshold=0.15):
 def run_child(spec):
   """Compiles and times one (backbone, kind); prints one RESULT line."""
   backbone, kind = spec.split(':')
-  jitted, state, batch = build_step(backbone, kind, _CONV.value, _BATCH.value)
+  jitted, state, batches = build_step(backbone, kind, _CONV.value, _BATCH.value)
   start = time.perf_counter()
-  step = jitted.lower(state, batch).compile()  # The executable jit would run.
+  step = jitted.lower(state, *batches).compile()  # What jit would run.
   compile_s = time.perf_counter() - start
   cost = step.cost_analysis()  # XLA's estimate; a list on some versions.
   flops = ((cost[0] if isinstance(cost, list) else cost) or {}).get('flops')
   for _ in range(_WARMUP.value):
-    state = jax.block_until_ready(step(state, batch))
+    state = jax.block_until_ready(step(state, *batches))
   busy0, own0, wall0 = _busy_cpu_s(), time.process_time(), time.perf_counter()
   usage0 = resource.getrusage(resource.RUSAGE_SELF)
   times = []
   for _ in range(_STEPS.value):
     start = time.perf_counter()
-    state = jax.block_until_ready(step(state, batch))
+    state = jax.block_until_ready(step(state, *batches))
     times.append((time.perf_counter() - start) * 1e3)
   wall, own = time.perf_counter() - wall0, time.process_time() - own0
   usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -291,8 +310,21 @@ def print_ratios(results, peer):
       if 'theta1' in t:
         paper = [(m, (t['theta1'] + v) / one) for m, v in meta.items()]
         line('paper epoch/single', TARGETS['paper'], paper)
-      inter = [(m, v / one) for m, v in inter.items()]
-      line('interleaved epoch/single', TARGETS['interleaved'], inter)
+      line(
+        'interleaved epoch/single',
+        TARGETS['interleaved'],
+        [(m, v / one) for m, v in inter.items()],
+      )
+      if 'theta1' in t:  # θ2 every k θ1 steps: (k-1) θ1 steps + 1 both.
+        for m, v in inter.items():
+          amortised = [
+            (f'k={k}', ((k - 1) * t['theta1'] + v) / (k * one))
+            for k in META_EVERY
+          ]
+          print(
+            f'{bb} {m} every k, epoch/single: '
+            + ', '.join(f'{key} {value:.2f}x' for key, value in amortised)
+          )
     p = {
       k: pms[bb, v] for k, v in PEER_KINDS.items() if (bb, v) in pms and k in t
     }

@@ -6,7 +6,15 @@ in `maxl_jax.data`, the label sources in `maxl_jax.labels`, and the run
 assembly, training loop, checkpoints and restore in `maxl_jax.training`.
 """
 
-from maxl_jax import analysis, hierarchy, lookahead, losses, meta_grad
+from maxl_jax import (
+  analysis,
+  combiner,
+  hierarchy,
+  implicit,
+  lookahead,
+  losses,
+  meta_grad,
+)
 from maxl_jax.errors import UsageError
 from maxl_jax.lookahead import MaxlProblem
 from maxl_jax.meta_grad import ESTIMATORS, MetaOutput, get_estimator
@@ -17,8 +25,10 @@ __all__ = [
   'MetaOutput',
   'UsageError',
   'analysis',
+  'combiner',
   'get_estimator',
   'hierarchy',
+  'implicit',
   'lookahead',
   'losses',
   'meta_grad',

@@ -1,13 +1,17 @@
-"""Three estimators of the meta-gradient ∇θ2 J behind one interface.
+"""Four estimators of the meta-gradient ∇θ2 J behind one interface.
 
-`J(θ2) = L_pri(θ1⁺(θ2)) + λ H(θ2)` (DESIGN §1-2). Every estimator has the
-signature
+`J(θ2) = L_pri(θ1⁺(θ2); meta_batch) + λ H(θ2)` with the lookahead
+`θ1⁺ = θ1 - α ∇θ1 L_train(θ1, θ2; batch)` (DESIGN §1-2). Every estimator has
+the signature
 
-  estimator(problem, theta1, state1, theta2, state2, batch, alpha)
-      -> (grad_theta2, MetaOutput)
+  estimator(problem, theta1, state1, theta2, state2, batch, alpha,
+            meta_batch=None) -> (grad_theta2, MetaOutput)
 
-and is registered by name in `ESTIMATORS`; a new one is one function, one
-entry and one agreement test.
+`meta_batch` (a batch dict, any size) is where the meta objective's primary
+loss is evaluated; None means `batch`, MAXL as published. `implicit`
+(AuxiLearn's IFT hypergradient) needs a held-out `meta_batch`. Each is
+registered by name in `ESTIMATORS`; a new one is one function, one entry and
+one agreement test.
 """
 
 from typing import Any, NamedTuple
@@ -15,6 +19,7 @@ from typing import Any, NamedTuple
 import jax
 import optax
 
+from maxl_jax import implicit as implicit_lib
 from maxl_jax import losses
 from maxl_jax.errors import UsageError
 from maxl_jax.lookahead import (
@@ -22,6 +27,7 @@ from maxl_jax.lookahead import (
   generated_labels,
   lookahead,
   primary_loss_at,
+  train_loss,
 )
 
 
@@ -30,8 +36,9 @@ class MetaOutput(NamedTuple):
 
   Attributes:
     meta_loss: J at the current θ2.
-    loss_pri_before: L_pri(θ1) (before the lookahead).
-    loss_pri_after: L_pri(θ1⁺) (after the lookahead).
+    loss_pri_before: L_pri(θ1; batch) (before the lookahead).
+    loss_pri_after: L_pri(θ1⁺; meta_batch) (after the lookahead; `implicit`:
+      the held-out L_A = L_pri(θ1; meta_batch)).
     entropy: H(θ2).
     theta1_grads: ∇θ1 L_train(θ1, θ2), reused by the interleaved θ1 update.
     new_state1: batch statistics of f's forward at θ1.
@@ -67,53 +74,86 @@ def _meta_output(probs, new_state2, lookahead_out, loss_after, entropy, lam):
   )
 
 
-def _meta_objective(theta2, problem, theta1, state1, state2, batch, alpha):
+def _meta_objective(
+  theta2, problem, theta1, state1, state2, batch, alpha, meta_batch=None
+):
   """`J(θ2)` with the lookahead inside; returns (J, MetaOutput)."""
+  meta_batch = batch if meta_batch is None else meta_batch
   probs, new_state2 = generated_labels(problem, theta2, state2, batch)
   ahead = lookahead(problem, theta1, state1, probs, batch, alpha)
-  loss_after = primary_loss_at(problem, ahead[0], state1, batch)
+  loss_after = primary_loss_at(problem, ahead[0], state1, meta_batch)
   entropy = losses.entropy_regularizer(probs)
   out = _meta_output(probs, new_state2, ahead, loss_after, entropy, problem.lam)
   return out.meta_loss, out
 
 
-def meta_objective(problem, theta1, state1, theta2, state2, batch, alpha):
+def meta_objective(
+  problem, theta1, state1, theta2, state2, batch, alpha, meta_batch=None
+):
   """`J(θ2)` as a scalar (for finite-difference checks and logging)."""
   meta_loss, _ = _meta_objective(
-    theta2, problem, theta1, state1, state2, batch, alpha
+    theta2, problem, theta1, state1, state2, batch, alpha, meta_batch
   )
   return meta_loss
 
 
-def unrolled(problem, theta1, state1, theta2, state2, batch, alpha):
+def unrolled(
+  problem, theta1, state1, theta2, state2, batch, alpha, meta_batch=None
+):
   """(a) `jax.grad` through the lookahead's own `jax.grad`: the reference."""
   grads2, out = jax.grad(_meta_objective, has_aux=True)(
-    theta2, problem, theta1, state1, state2, batch, alpha
+    theta2, problem, theta1, state1, state2, batch, alpha, meta_batch
   )
   return grads2, out
 
 
-def _labels_and_outer(problem, theta1, state1, theta2, state2, batch, alpha):
-  """Shared part of the non-unrolled estimators.
-
-  Computes g with its VJP, the lookahead, `v = ∇θ1 L_pri(θ1⁺)` and the
-  gradient of `λ H` with respect to the generated labels.
-  """
-  probs, g_vjp, new_state2 = jax.vjp(
+def _labels_with_vjp(problem, theta2, state2, batch):
+  """g's labels [N, K], their VJP to θ2 and g's new batch statistics."""
+  return jax.vjp(
     lambda t2: generated_labels(problem, t2, state2, batch),
     theta2,
     has_aux=True,
   )
+
+
+def _labels_and_outer(
+  problem, theta1, state1, theta2, state2, batch, alpha, meta_batch
+):
+  """Shared part of the non-unrolled estimators.
+
+  Computes g with its VJP, the lookahead, `v = ∇θ1 L_pri(θ1⁺; meta_batch)`
+  and the gradient of `λ H` with respect to the generated labels.
+  """
+  meta_batch = batch if meta_batch is None else meta_batch
+  probs, g_vjp, new_state2 = _labels_with_vjp(problem, theta2, state2, batch)
   ahead = lookahead(problem, theta1, state1, probs, batch, alpha)
   loss_after, v = jax.value_and_grad(primary_loss_at, argnums=1)(
-    problem, ahead[0], state1, batch
+    problem, ahead[0], state1, meta_batch
   )
   entropy, entropy_grad = jax.value_and_grad(losses.entropy_regularizer)(probs)
   out = _meta_output(probs, new_state2, ahead, loss_after, entropy, problem.lam)
   return g_vjp, v, problem.lam * entropy_grad, out
 
 
-def structured(problem, theta1, state1, theta2, state2, batch, alpha):
+def _mixed_grad(problem, theta1, state1, batch, g_vjp, w, scale, entropy_cot):
+  """`-scale ∇θ2 ⟨w, ∇θ1 L_aux(θ1, θ2)⟩` plus λ∇H, without a Hessian.
+
+  The focal loss is linear in its target, so `⟨w, ∇θ1 L_aux⟩ =
+  (1/N) Σ_nk g_nk(θ2) C_nk` with `C = JVP_θ1(ℓ_nk, w)` [N, K]: one
+  forward-mode pass through the multi-task network and one VJP of g
+  (`entropy_cot`: λ∇H with respect to the labels, [N, K]).
+  """
+  _, c = jax.jvp(
+    lambda t1: aux_focal_terms(problem, t1, state1, batch), (theta1,), (w,)
+  )
+  n = c.shape[0]
+  (grads2,) = g_vjp(-(scale / n) * c + entropy_cot)
+  return grads2
+
+
+def structured(
+  problem, theta1, state1, theta2, state2, batch, alpha, meta_batch=None
+):
   """(b) Exact, without a second-order graph (DESIGN §2b).
 
   `∇θ2 L_pri(θ1⁺) = -(α/N) VJP_θ2(g, C)` with `C = JVP_θ1(ℓ_nk, v)`: the
@@ -121,17 +161,17 @@ def structured(problem, theta1, state1, theta2, state2, batch, alpha):
   the multi-task network is needed.
   """
   g_vjp, v, entropy_cot, out = _labels_and_outer(
-    problem, theta1, state1, theta2, state2, batch, alpha
+    problem, theta1, state1, theta2, state2, batch, alpha, meta_batch
   )
-  _, c = jax.jvp(
-    lambda t1: aux_focal_terms(problem, t1, state1, batch), (theta1,), (v,)
+  grads2 = _mixed_grad(
+    problem, theta1, state1, batch, g_vjp, v, alpha, entropy_cot
   )
-  n = out.aux_probs.shape[0]
-  (grads2,) = g_vjp(-(alpha / n) * c + entropy_cot)
   return grads2, out
 
 
-def first_order(problem, theta1, state1, theta2, state2, batch, alpha):
+def first_order(
+  problem, theta1, state1, theta2, state2, batch, alpha, meta_batch=None
+):
   """(c) The original's central finite difference along v (DESIGN §2c).
 
   `∇θ2 L_pri(θ1⁺) ≈ -α [∇θ2 L_train(θ1+εv) - ∇θ2 L_train(θ1-εv)] / (2ε)`
@@ -139,7 +179,7 @@ def first_order(problem, theta1, state1, theta2, state2, batch, alpha):
   depends on θ2 and it is linear in g, so the two gradients share one VJP.
   """
   g_vjp, v, entropy_cot, out = _labels_and_outer(
-    problem, theta1, state1, theta2, state2, batch, alpha
+    problem, theta1, state1, theta2, state2, batch, alpha, meta_batch
   )
   eps = problem.fd_eps / (optax.global_norm(v) + 1e-30)
   plus = aux_focal_terms(
@@ -153,10 +193,74 @@ def first_order(problem, theta1, state1, theta2, state2, batch, alpha):
   return grads2, out
 
 
+# AuxiLearn's solver: Neumann series, K = 3, η = 0.1, no damping.
+AUXILEARN_INVERSE = implicit_lib.InverseHvp()
+
+
+def implicit(
+  problem,
+  theta1,
+  state1,
+  theta2,
+  state2,
+  batch,
+  alpha,
+  meta_batch=None,
+  *,
+  inverse: implicit_lib.InverseHvp = AUXILEARN_INVERSE,
+):
+  """(d) AuxiLearn's implicit (IFT) hypergradient (DESIGN §2d).
+
+  `∇θ2 L_A = -∇²θ2θ1 L_T · w` with `w = (H + δI)⁻¹ ∇θ1 L_A`, where
+  `L_A = L_pri(θ1; meta_batch)` (held out), `L_T = L_train(θ1, θ2; batch)`
+  and `H = ∇²θ1 L_T` at the current θ1 (no lookahead: α is unused). w comes
+  from forward-over-reverse HVPs (BatchNorm on batch statistics); the mixed
+  term is `structured`'s with `α v` replaced by w; λ∇H is added directly.
+
+  Args:
+    inverse: the solver for w (any object with `solve(hvp_fn, g)`); bind
+      it with `functools.partial`.
+
+  Raises:
+    UsageError: `meta_batch` is None (the IFT needs a held-out split).
+  """
+  del alpha  # The IFT linearises at θ1; there is no lookahead step.
+  if meta_batch is None:
+    raise UsageError(
+      "maxl.meta_grad='implicit' (AuxiLearn's hypergradient) needs a "
+      'held-out meta batch: set --config.data.meta_fraction > 0.'
+    )
+  probs, g_vjp, new_state2 = _labels_with_vjp(problem, theta2, state2, batch)
+  # ∇θ1 L_T and its linearisation: every HVP of the solver then reuses the
+  # one forward and backward pass (forward-over-reverse, batch statistics).
+  grads1, hvp_fn, (new_state1, metrics) = jax.linearize(
+    lambda t1: jax.grad(train_loss, 1, has_aux=True)(
+      problem, t1, state1, probs, batch
+    ),
+    theta1,
+    has_aux=True,
+  )
+  loss_held_out, g = jax.value_and_grad(primary_loss_at, argnums=1)(
+    problem, theta1, state1, meta_batch
+  )
+  w = inverse.solve(hvp_fn, g)
+  entropy, entropy_grad = jax.value_and_grad(losses.entropy_regularizer)(probs)
+  entropy_cot = problem.lam * entropy_grad
+  grads2 = _mixed_grad(
+    problem, theta1, state1, batch, g_vjp, w, 1.0, entropy_cot
+  )
+  train_out = (theta1, grads1, new_state1, metrics)
+  out = _meta_output(
+    probs, new_state2, train_out, loss_held_out, entropy, problem.lam
+  )
+  return grads2, out
+
+
 ESTIMATORS = {
   'unrolled': unrolled,
   'structured': structured,
   'first_order': first_order,
+  'implicit': implicit,
 }
 
 

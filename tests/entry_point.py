@@ -138,12 +138,12 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
-def interrupt_after_checkpoint(workdir, sig, logs) -> tuple:
-  """Runs TINY into `workdir`, sends `sig` after its first checkpoint.
+def interrupt_after_checkpoint(workdir, sig, logs, *overrides) -> tuple:
+  """Runs TINY (+ `overrides`) into `workdir`; `sig` after its first checkpoint.
 
   Returns (the finished process, its stderr).
   """
-  proc = start(*TINY, f'--workdir={workdir}', logs=logs)
+  proc = start(*TINY, *overrides, f'--workdir={workdir}', logs=logs)
   try:
     wait_for_checkpoint(proc, workdir)
     proc.send_signal(sig)

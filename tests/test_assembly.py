@@ -5,6 +5,7 @@ must describe the real initial state exactly, and building it must import
 no data library.
 """
 
+import json
 import subprocess
 import sys
 
@@ -19,7 +20,7 @@ from maxl_jax import hierarchy
 from maxl_jax.data.info import DatasetInfo
 from maxl_jax.errors import UsageError
 from maxl_jax.networks import models
-from maxl_jax.training import assembly, metrics, schedule
+from maxl_jax.training import assembly, loop, metrics, restore, schedule
 from maxl_jax.training import state as state_lib
 
 INFO = DatasetInfo('toy', 4, (32, 32, 1), num_train=64, num_test=8)
@@ -212,3 +213,27 @@ def test_uniform_targets_spread_evenly_over_the_class_range():
   targets = run.label_source.targets({}, None, None, batch, problem=None)
   mask = hierarchy.class_mask(psi)
   np.testing.assert_allclose(targets, mask[[0, 3, 1]] / 2.0)
+
+
+# ------------------------------------------------ implicit, end to end ---
+
+
+def test_implicit_every_k_steps_trains_with_a_held_out_split(tmp_path):
+  """AuxiLearn's setting: θ2 by the IFT hypergradient every 2 θ1 steps."""
+  config = smoke.get_config()
+  config.maxl.update(meta_grad='implicit', schedule='interleaved', meta_every=2)
+  config.data.meta_fraction = 0.2
+  config.train.epochs, config.train.steps_per_epoch = 1, 4
+  jax.config.update('jax_disable_most_optimizations', True)
+  try:
+    result = loop.train_and_evaluate(config, str(tmp_path))
+  finally:
+    jax.config.update('jax_disable_most_optimizations', False)
+  assert result['steps'] == 4
+  (row,) = [json.loads(x) for x in (tmp_path / 'metrics.jsonl').open()]
+  assert row['nonfinite_steps'] == 0 and np.isfinite(row['meta/meta_loss'])
+  info = json.loads((tmp_path / 'dataset.json').read_text())
+  assert info['num_meta'] == round(0.2 * 1437)
+  assert info['num_train'] == 1437 - info['num_meta']
+  restored = restore.restore_run(str(tmp_path))
+  assert int(restored.state.step1) == 4 and int(restored.state.step2) == 2

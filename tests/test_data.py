@@ -94,9 +94,10 @@ def make_config(name='digits', **overrides):
 
 
 def load(config, seed=0, device_count=1, **kwargs):
+  """(train, eval, info) of `pipeline.get_datasets`."""
   return pipeline.get_datasets(
     config, seed=seed, device_count=device_count, **kwargs
-  )
+  )[:3]
 
 
 def take(iterator, n):
@@ -522,3 +523,45 @@ def test_bad_resume_state_raises():
   train, _, _ = load(make_config())
   with pytest.raises(UsageError, match='steps per epoch'):
     train.set_state({'epoch': 0, 'step': 14})
+
+
+# ------------------------------------------------------ held-out split ---
+
+
+@pytest.mark.parametrize('fraction', [0.1, 0.25])
+def test_meta_split_is_disjoint_balanced_and_seeded(fraction):
+  labels = np.repeat(np.arange(4), [10, 20, 30, 40])
+  kept, held = pipeline.meta_split(labels, fraction=fraction, seed=3)
+  assert np.intersect1d(kept, held).size == 0
+  np.testing.assert_array_equal(np.union1d(kept, held), np.arange(100))
+  np.testing.assert_array_equal(
+    np.bincount(labels[held]), [round(fraction * n) for n in (10, 20, 30, 40)]
+  )
+  again = pipeline.meta_split(labels, fraction=fraction, seed=3)
+  np.testing.assert_array_equal(again[1], held)
+  other = pipeline.meta_split(labels, fraction=fraction, seed=4)
+  assert not np.array_equal(other[1], held)
+  with pytest.raises(UsageError, match='none to hold out'):
+    pipeline.meta_split(np.array([0, 1, 1]), fraction=0.5, seed=0)
+
+
+def test_held_out_split_through_get_datasets():
+  config = make_config('digits', batch_size=20, meta_fraction=0.2)
+  data = pipeline.get_datasets(config, seed=0, device_count=1)
+  whole = load(make_config('digits', batch_size=20))[0]
+  train, meta = data.train, data.meta
+  assert data.info.num_meta == len(meta.labels) == round(0.2 * 1437)
+  assert data.info.num_train == len(train.labels) == 1437 - data.info.num_meta
+  train_images = {img.tobytes() for img in train.images}
+  assert not any(img.tobytes() in train_images for img in meta.images)
+  counts = np.bincount(meta.labels, minlength=10)
+  np.testing.assert_allclose(counts / counts.sum(), 0.1, atol=0.01)
+  both = np.concatenate([train.images, meta.images])
+  assert sorted(x.tobytes() for x in both) == sorted(
+    x.tobytes() for x in whole.images
+  )
+  again = pipeline.get_datasets(config, seed=0, device_count=1).meta
+  assert_batches_equal([meta.batch(1, 2)], [again.batch(1, 2)])
+  assert not np.array_equal(
+    meta.batch(0, 0)['label'][:8], train.batch(0, 0)['label'][:8]
+  )  # The two streams draw apart.

@@ -29,7 +29,7 @@ config = quickstart.get_config()
 config.compare_methods, config.method = '', 'maxl'
 config.data.batch_size, config.model.head_hidden = 16, 32
 config.train.steps_per_epoch = 2  # Steps 0, 1: θ1; step 2: θ2.
-train_it, _, info = pipeline.get_datasets(config.data, seed=config.seed)
+train_it, _, info, _ = pipeline.get_datasets(config.data, seed=config.seed)
 run = assembly.build_run(config, info)
 images = loop.training_images(train_it)
 init = run.init_state(run.label_source.init_state(images))

@@ -123,3 +123,28 @@ def test_finished_run_does_not_train_again(reference, tmp_path):
   assert ep.sha_printed(proc.stdout) == reference[1]['params_sha256']
   after = {p: p.stat().st_mtime_ns for p in workdir.rglob('*') if p.is_file()}
   assert after == before  # Nothing written.
+
+
+# A held-out meta split, consumed by every step of the interleaved schedule.
+HELD_OUT = (
+  '--config.data.meta_fraction=0.2',
+  '--config.maxl.schedule=interleaved',
+)
+
+
+def test_held_out_split_resumes_bitwise(reference, tmp_path):
+  whole = tmp_path / 'whole'
+  proc = ep.run(*ep.TINY, *HELD_OUT, f'--workdir={whole}')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert _result(whole)['params_sha256'] != reference[1]['params_sha256']
+
+  workdir = tmp_path / 'run'
+  proc, _ = ep.interrupt_after_checkpoint(
+    workdir, signal.SIGKILL, tmp_path / 'killed', *HELD_OUT
+  )
+  assert proc.returncode == -signal.SIGKILL, 'the run ended before the kill'
+  again = ep.run(*ep.TINY, *HELD_OUT, f'--workdir={workdir}')
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert 'Resuming from the checkpoint at step' in again.stderr
+  assert _result(workdir)['params_sha256'] == _result(whole)['params_sha256']
+  assert _metrics(workdir) == _metrics(whole)

@@ -23,6 +23,14 @@ BAD_COMMANDS = {
     'no_such',
   ),
   'bad_number': (['--config.train.epochs=0'], 'config.train.epochs'),
+  'implicit_without_held_out_split': (
+    ['--config.maxl.meta_grad=implicit'],
+    '--config.data.meta_fraction',
+  ),
+  'meta_every_with_the_paper_schedule': (
+    ['--config.maxl.meta_every=5'],
+    'schedule=interleaved',
+  ),
   'bf16_conv_with_unrolled': (
     [
       '--config.model.conv_impl=im2col_bf16',

@@ -30,6 +30,11 @@ def get_config():
   config.data.augment = 'crop_flip'  # crop_flip (4-px pad crop + flip) | none.
   config.data.train_fraction = 1.0  # Low-data setting: class-balanced fraction.
   config.data.per_class = 0  # Low-data setting: N images per class (0 = all).
+  # Class-balanced fraction of the training set held out for the meta
+  # objective's primary loss (AuxiLearn's auxiliary set); 0 = MAXL as
+  # published (meta loss on the training batch). implicit needs it > 0.
+  config.data.meta_fraction = 0.0
+  config.data.meta_batch_size = 0  # Held-out batch; 0 = data.batch_size.
   config.data.primary_level = 20  # CIFAR-100 level of the primary task.
   config.data.aux_level = 100  # CIFAR-100 level of the Human auxiliary task.
   # TFDS dataset not prepared in data_dir: True = download_and_prepare it,
@@ -50,6 +55,9 @@ def get_config():
   # Hidden units of each head's FC layer (0 = one Dense layer); the
   # benchmarks use 512 for vgg16 and 256 for convnet4.
   config.model.head_hidden = 512
+  # Channel widths of the trunk's stages; () = the architecture's own
+  # (convnet4: 32, 64, 128, 256; resnet32: 16, 32, 64; vgg16: fixed).
+  config.model.widths = ()
 
   config.maxl = ml_collections.ConfigDict()
   config.maxl.psi_per_class = 5  # Balanced hierarchy: psi[c] for every class.
@@ -61,6 +69,18 @@ def get_config():
   config.maxl.schedule = (
     'paper'  # paper (theta1 pass, then theta2 pass) | interleaved.
   )
+  # interleaved: a theta2 update after every k theta1 steps (1 = every step).
+  config.maxl.meta_every = 1
+
+  # meta_grad = implicit (AuxiLearn's IFT hypergradient; needs
+  # data.meta_fraction > 0): the inverse-Hessian-vector product.
+  config.implicit = ml_collections.ConfigDict()
+  config.implicit.solver = 'neumann'  # neumann | cg.
+  config.implicit.neumann_steps = 3  # K of the truncated series (AuxiLearn).
+  config.implicit.neumann_lr = 0.1  # eta of the series (AuxiLearn: 0.1).
+  config.implicit.cg_steps = 10  # Conjugate-gradient iterations.
+  config.implicit.damping = 0.1  # cg solves (H + damping I) w = g.
+  config.implicit.max_grad_norm = 10.0  # Hypergradient clip (0 = none).
 
   # theta1 (multi-task network) optimiser: SGD, lr halved every 50 epochs.
   config.primary_opt = ml_collections.ConfigDict()

@@ -20,6 +20,7 @@ class DatasetInfo:
   image_shape: tuple[int, int, int]  # (32, 32, C).
   num_train: int  # Global, after any low-data subset.
   num_test: int
+  num_meta: int = 0  # Held-out meta split (config.data.meta_fraction).
   aux_num_classes: int = 0  # Classes at aux_level (cifar100), else 0.
   # [aux_num_classes] parent primary class of each aux-level class (cifar100).
   aux_to_primary: np.ndarray | None = None

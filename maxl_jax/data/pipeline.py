@@ -15,6 +15,7 @@ Determinism: batch (epoch e, step s) of process p is a pure function of
 
 import dataclasses
 import math
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -28,7 +29,8 @@ Batch = dict[str, np.ndarray]
 
 PAD = 4  # Zero padding of the random crop.
 AUGMENTATIONS = ('crop_flip', 'none')
-_SHUFFLE, _AUGMENT, _SUBSET = 0, 1, 2  # Salts of the seeded random streams.
+# Salts of the seeded random streams.
+_SHUFFLE, _AUGMENT, _SUBSET, _META = 0, 1, 2, 3
 
 
 # The CIFAR-100 class at a level (3/10/20/100) of each fine class: [100].
@@ -79,6 +81,32 @@ def subset_indices(
   return np.sort(np.concatenate(chosen)).astype(np.int64)
 
 
+def meta_split(
+  labels: np.ndarray, *, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+  """A class-balanced held-out split: (kept, held out) sorted positions.
+
+  Each class c gives `round(fraction * n_c)` of its `n_c` examples (at least
+  one, and at least one stays) to the held-out set; the choice depends on
+  `seed` only.
+  """
+  rng = np.random.default_rng([_seed(seed), _META])
+  held = []
+  for c in np.unique(labels):
+    members = np.flatnonzero(labels == c)
+    if members.size < 2:
+      raise UsageError(
+        f'config.data.meta_fraction = {fraction}: class {c} has only '
+        f'{members.size} training example(s), none to hold out; use more '
+        'training data or meta_fraction=0.'
+      )
+    count = min(max(1, round(fraction * members.size)), members.size - 1)
+    held.append(rng.permutation(members)[:count])
+  held = np.sort(np.concatenate(held)).astype(np.int64)
+  kept = np.setdiff1d(np.arange(len(labels)), held).astype(np.int64)
+  return kept, held
+
+
 def even_share(n: int, process_index: int, process_count: int):
   """`[lo, hi)`: process `process_index`'s contiguous share of n examples."""
   lo = n * process_index // process_count
@@ -111,6 +139,7 @@ class TrainIterator:
     seed: int = 0,
     process_index: int = 0,
     aux_labels: np.ndarray | None = None,
+    stream: int = 0,
   ):
     self.images, self.labels, self.indices = images, labels, indices
     self.aux_labels = aux_labels
@@ -128,13 +157,15 @@ class TrainIterator:
     self.steps_per_epoch = steps_per_epoch
     self._augment, self._seed = augment, _seed(seed)
     self._process_index = process_index
+    # Stream 0: the training set; others (the held-out split) draw apart.
+    self._salt = [stream] if stream else []
     self._epoch, self._step = 0, 0
     self._perm_epoch, self._perm = -1, None
 
   def _permutation(self, epoch: int) -> np.ndarray:
     if epoch != self._perm_epoch:  # Cached: one permutation per epoch.
       rng = np.random.default_rng(
-        [self._seed, _SHUFFLE, epoch, self._process_index]
+        [self._seed, _SHUFFLE, epoch, self._process_index, *self._salt]
       )
       self._perm, self._perm_epoch = rng.permutation(len(self.labels)), epoch
     return self._perm
@@ -147,7 +178,7 @@ class TrainIterator:
     images = self.images[rows]
     if self._augment == 'crop_flip':
       rng = np.random.default_rng(
-        [self._seed, _AUGMENT, epoch, step, self._process_index]
+        [self._seed, _AUGMENT, epoch, step, self._process_index, *self._salt]
       )
       images = crop_flip(images, rng)
     batch = {
@@ -265,6 +296,11 @@ def _check_config(data_config, process_index, process_count, device_count):
       f'{fraction}, config.data.per_class = {per_class}); set only one '
       '(train_fraction=1.0 or per_class=0).'
     )
+  if not 0 <= data_config.meta_fraction < 1:
+    raise UsageError(
+      f'config.data.meta_fraction = {data_config.meta_fraction} must be in '
+      '[0, 1) (0: no held-out meta split).'
+    )
   if data_config.name == 'cifar100':  # Raises for bad levels.
     cifar100_hierarchy.level_map(
       data_config.aux_level, data_config.primary_level
@@ -311,6 +347,16 @@ def _load_share(reader, split, process_index, process_count, subset=None):
   return images, labels, np.arange(lo, hi), len(subset)
 
 
+class Datasets(NamedTuple):
+  """One process's pipelines of a run."""
+
+  train: TrainIterator
+  eval: EvalData
+  info: DatasetInfo
+  # Batches of the held-out meta split (config.data.meta_fraction > 0).
+  meta: TrainIterator | None = None
+
+
 def _label_maps(data_config, reader):
   """The primary and (cifar100) auxiliary class of each stored label."""
   if data_config.name == 'cifar100':  # Fine label -> hierarchy levels.
@@ -328,7 +374,7 @@ def get_datasets(
   process_index: int = 0,
   process_count: int = 1,
   device_count: int | None = None,
-) -> tuple[TrainIterator, EvalData, DatasetInfo]:
+) -> 'Datasets':
   """Loads `data_config.name` and builds this process's pipelines.
 
   Args:
@@ -339,8 +385,8 @@ def get_datasets(
     device_count: global device count; default `jax.device_count()`.
 
   Returns:
-    (train iterator, evaluation batches, dataset info). Batches hold
-    `batch_size // process_count` rows (`eval_batch_size // process_count`).
+    `Datasets`. Batches hold `batch_size // process_count` rows
+    (`eval_batch_size`, `meta_batch_size` likewise).
 
   Raises:
     UsageError: a bad config value or a dataset that is not available.
@@ -351,7 +397,7 @@ def get_datasets(
   reader = readers.make_reader(data_config)
   primary_of, aux_of = _label_maps(data_config, reader)
   fraction, per_class = data_config.train_fraction, data_config.per_class
-  subset = None
+  subset, held_out = None, None
   if fraction < 1 or per_class > 0:
     subset = subset_indices(
       primary_of[reader.labels('train')],
@@ -359,25 +405,47 @@ def get_datasets(
       per_class=per_class,
       seed=seed,
     )
-  images, labels, indices, num_train = _load_share(
-    reader, 'train', process_index, process_count, subset
-  )
-  if num_train < data_config.batch_size:
-    raise UsageError(
-      f'config.data.batch_size = {data_config.batch_size} exceeds the '
-      f'{num_train} training examples; use a smaller batch.'
+  if data_config.meta_fraction > 0:
+    pool = subset
+    if pool is None:
+      pool = np.arange(len(reader.labels('train')))
+    kept, held = meta_split(
+      primary_of[reader.labels('train')[pool]],
+      fraction=data_config.meta_fraction,
+      seed=seed,
     )
-  train = TrainIterator(
-    images,
-    primary_of[labels],
-    indices,
-    batch_size=data_config.batch_size // process_count,
-    steps_per_epoch=num_train // data_config.batch_size,
-    augment=data_config.augment,
-    seed=seed,
-    process_index=process_index,
-    aux_labels=None if aux_of is None else aux_of[labels],
-  )
+    subset, held_out = pool[kept], pool[held]
+
+  def iterator(indices, batch_size, stream):
+    images, labels, positions, count = _load_share(
+      reader, 'train', process_index, process_count, indices
+    )
+    if count < batch_size:
+      what = 'batch_size' if stream == 0 else 'meta_batch_size'
+      raise UsageError(
+        f'config.data.{what} = {batch_size} exceeds the {count} '
+        f'{"training" if stream == 0 else "held-out"} examples; use a '
+        'smaller batch.'
+      )
+    it = TrainIterator(
+      images,
+      primary_of[labels],
+      positions,
+      batch_size=batch_size // process_count,
+      steps_per_epoch=count // batch_size,
+      augment=data_config.augment,
+      seed=seed,
+      process_index=process_index,
+      aux_labels=None if aux_of is None else aux_of[labels],
+      stream=stream,
+    )
+    return it, count
+
+  train, num_train = iterator(subset, data_config.batch_size, 0)
+  meta, num_meta = None, 0
+  if held_out is not None:
+    meta_batch = data_config.meta_batch_size or data_config.batch_size
+    meta, num_meta = iterator(held_out, meta_batch, 1)
   images, labels, _, num_test = _load_share(
     reader, 'test', process_index, process_count
   )
@@ -399,6 +467,7 @@ def get_datasets(
     image_shape=(readers.SIZE, readers.SIZE, reader.channels),
     num_train=num_train,
     num_test=num_test,
+    num_meta=num_meta,
   )
   if data_config.name == 'cifar100':
     primary, aux = int(data_config.primary_level), int(data_config.aux_level)
@@ -408,7 +477,7 @@ def get_datasets(
       aux_num_classes=aux,
       aux_to_primary=cifar100_hierarchy.level_map(aux, primary),
     )
-  return train, eval_data, info
+  return Datasets(train, eval_data, info, meta)
 
 
 def load_test_split(data_config) -> tuple[np.ndarray, np.ndarray]:

@@ -266,13 +266,27 @@ def _choice(table: dict[str, Any], key: str, what: str) -> Any:
 
 
 def build_trunk(model_config: Any) -> nn.Module:
-  """The trunk named by `model_config.name`, `conv_impl`, `compute_dtype`."""
+  """The trunk of `model_config`: name, conv_impl, compute_dtype, widths."""
   trunk_cls = _choice(TRUNKS, model_config.name, 'config.model.name')
   layers.resolve_impl(model_config.conv_impl)  # Validates it early.
   dtype = _choice(
     COMPUTE_DTYPES, model_config.compute_dtype, 'config.model.compute_dtype'
   )
-  return trunk_cls(conv_impl=model_config.conv_impl, dtype=dtype)
+  extra = {}
+  widths = tuple(int(w) for w in model_config.get('widths', ()))
+  if widths:
+    default = getattr(trunk_cls, 'widths', None)
+    if default is None or len(widths) != len(default) or min(widths) < 1:
+      raise UsageError(
+        f'config.model.widths = {widths}: {model_config.name} takes '
+        + (
+          f'{len(default)} positive widths (default {tuple(default)}).'
+          if default is not None
+          else 'no widths; leave it empty.'
+        )
+      )
+    extra['widths'] = widths
+  return trunk_cls(conv_impl=model_config.conv_impl, dtype=dtype, **extra)
 
 
 def build_models(

@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax
 import optax
 
-from maxl_jax import hierarchy, labels, meta_grad
+from maxl_jax import hierarchy, implicit, labels, meta_grad
 from maxl_jax.data.info import DatasetInfo
 from maxl_jax.errors import UsageError
 from maxl_jax.lookahead import MaxlProblem
@@ -74,6 +74,15 @@ def validate(config):
       '--config.maxl.meta_grad=structured (or first_order), or another '
       'model.conv_impl.'
     )
+  if (
+    config.method == 'maxl'
+    and config.maxl.meta_grad == 'implicit'
+    and not config.data.meta_fraction > 0
+  ):
+    raise UsageError(
+      "maxl.meta_grad='implicit' evaluates the primary loss on a held-out "
+      'split: set --config.data.meta_fraction, e.g. 0.1.'
+    )
   if config.method == 'human' and config.data.name != 'cifar100':
     raise UsageError(
       'method=human needs a dataset with a label hierarchy: use '
@@ -98,6 +107,11 @@ class Run:
   schedule: schedule.Schedule
   estimator: Any  # The meta-gradient estimator (None: θ2 does not learn).
   on_nonfinite: str  # stop | skip_step.
+
+  @property
+  def held_out(self) -> bool:
+    """Meta steps take a held-out batch (config.data.meta_fraction > 0)."""
+    return self.estimator is not None and self.info.num_meta > 0
 
   @property
   def psi(self):
@@ -171,16 +185,38 @@ def build_run(config, info: DatasetInfo) -> Run:
     problem=problem,
     label_source=source,
     opt1=optim.make_optimizer(config.primary_opt, per_epoch),
-    opt2=optim.make_optimizer(config.label_opt, per_epoch),
+    opt2=_label_optimizer(config, per_epoch),
     alpha_schedule=optim.lr_schedule(config.primary_opt, per_epoch),
     schedule=schedule.Schedule(
-      config.maxl.schedule if source.learns else 'single', per_epoch
+      config.maxl.schedule if source.learns else 'single',
+      per_epoch,
+      config.maxl.meta_every if source.learns else 1,
     ),
-    estimator=(
-      meta_grad.get_estimator(config.maxl.meta_grad) if source.learns else None
-    ),
+    estimator=_estimator(config) if source.learns else None,
     on_nonfinite=config.train.on_nonfinite,
   )
+
+
+def _estimator(config):
+  """`config.maxl.meta_grad`, with implicit's solver bound."""
+  estimator = meta_grad.get_estimator(config.maxl.meta_grad)
+  if config.maxl.meta_grad != 'implicit':
+    return estimator
+  ic = config.implicit
+  steps_ = ic.neumann_steps if ic.solver == 'neumann' else ic.cg_steps
+  inverse = implicit.InverseHvp(
+    solver=ic.solver, steps=steps_, lr=ic.neumann_lr, damping=ic.damping
+  )
+  return functools.partial(estimator, inverse=inverse)
+
+
+def _label_optimizer(config, per_epoch):
+  """θ2's optimiser; implicit clips its hypergradient first (AuxiLearn)."""
+  opt = optim.make_optimizer(config.label_opt, per_epoch)
+  clip = config.implicit.max_grad_norm
+  if config.maxl.meta_grad == 'implicit' and clip > 0:
+    return optax.chain(optax.clip_by_global_norm(clip), opt)
+  return opt
 
 
 def jit_steps(run: Run, mesh) -> dict:
@@ -199,6 +235,7 @@ def jit_steps(run: Run, mesh) -> dict:
     alpha_schedule=run.alpha_schedule,
     estimator=run.estimator,
     on_nonfinite=run.on_nonfinite,
+    held_out=run.held_out,
   )
 
 
@@ -212,17 +249,25 @@ def make_step_fns(
   alpha_schedule,
   estimator,
   on_nonfinite,
+  held_out=False,
 ) -> dict:
   """`steps`' functions bound to their dependencies and jitted on `mesh`.
 
-  The state is replicated, the batch sharded over the `data` axis.
+  The state is replicated, the batches sharded over the `data` axis. With
+  `held_out`, 'meta' and 'interleaved' take a third argument: the held-out
+  batch of the meta objective.
   """
-  jit = functools.partial(
-    jax.jit,
-    in_shardings=(replicated(mesh), sharded(mesh)),
-    out_shardings=replicated(mesh),
-  )
-  update = functools.partial(jit, donate_argnums=0)
+
+  def jit(fn, donate=False, batches=1):
+    return jax.jit(
+      fn,
+      in_shardings=(replicated(mesh), *[sharded(mesh)] * batches),
+      out_shardings=replicated(mesh),
+      donate_argnums=0 if donate else (),
+    )
+
+  update = functools.partial(jit, donate=True)
+  meta_update = functools.partial(update, batches=2 if held_out else 1)
   fns = {
     'primary': update(
       functools.partial(
@@ -244,8 +289,8 @@ def make_step_fns(
       alpha_schedule=alpha_schedule,
       on_nonfinite=on_nonfinite,
     )
-    fns['meta'] = update(meta)
-    fns['interleaved'] = update(
+    fns['meta'] = meta_update(meta)
+    fns['interleaved'] = meta_update(
       functools.partial(steps.interleaved_step, **meta.keywords, opt1=opt1)
     )
   if label_source.num_aux:

@@ -38,6 +38,7 @@ from maxl_jax.training.mesh import (
   with_sharding,
 )
 from maxl_jax.training.metrics import NonFiniteError  # noqa: F401 - API.
+from maxl_jax.training.schedule import PRIMARY
 
 
 class Preempted(Exception):
@@ -125,13 +126,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
   try:
     assembly.validate(config)
     workdir_lib.check_writable(workdir)
-    train_it, eval_data, info = pipeline.get_datasets(
+    data = pipeline.get_datasets(
       config.data,
       seed=config.seed,
       process_index=jax.process_index(),
       process_count=jax.process_count(),
     )
-    run = assembly.build_run(config, info)  # Raises before any write.
+    run = assembly.build_run(config, data.info)  # Raises before any write.
     path = workdir_lib.as_path(workdir)
     path.mkdir(parents=True, exist_ok=True)
     manager = checkpointing.make_manager(
@@ -142,8 +143,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         run,
         LoopOptions.from_config(config),
         config.to_json_best_effort(indent=2),
-        train_it,
-        eval_data,
+        data,
         path,
         manager,
         watch,
@@ -154,7 +154,15 @@ def train_and_evaluate(config, workdir: str) -> dict:
     watch.close()
 
 
-def _initial(run, train_it, manager, mesh):
+def _data_position(data) -> dict:
+  """The iterators' positions, saved with every checkpoint."""
+  position = {'data': data.train.get_state()}
+  if data.meta is not None:
+    position['meta_data'] = data.meta.get_state()
+  return position
+
+
+def _initial(run, data, manager, mesh):
   """(step, state, last saved step): a restored checkpoint, or step 0.
 
   A restored run takes its label-source state from the checkpoint; only a
@@ -164,23 +172,24 @@ def _initial(run, train_it, manager, mesh):
   template = with_sharding(run.abstract_state(), repl)
   step, state, extra = checkpointing.restore_latest(manager, template)
   if step is not None:
-    train_it.set_state(extra['data'])
+    data.train.set_state(extra['data'])
+    if data.meta is not None:
+      data.meta.set_state(extra['meta_data'])
     return step, state, step
-  label_state = run.label_source.init_state(training_images(train_it))
+  label_state = run.label_source.init_state(training_images(data.train))
   return 0, jax.device_put(run.init_state(label_state), repl), None
 
 
-def _train(
-  run, options, config_json, train_it, eval_data, workdir, manager, watch
-) -> dict:
+def _train(run, options, config_json, data, workdir, manager, watch) -> dict:
   """The training loop of `train_and_evaluate`."""
+  train_it, eval_data = data.train, data.eval
   lead = jax.process_index() == 0
   mesh = make_mesh()
   schedule = run.schedule
   per_epoch = schedule.epoch_steps
   total = options.epochs * per_epoch
   result_path = workdir / workdir_lib.RESULT
-  step, state, last_saved = _initial(run, train_it, manager, mesh)
+  step, state, last_saved = _initial(run, data, manager, mesh)
   if step:
     logging.info('Resuming from the checkpoint at step %d of %d.', step, total)
   else:
@@ -217,9 +226,7 @@ def _train(
   def save(wait=False):
     nonlocal last_saved
     check_guard()
-    checkpointing.save(
-      manager, step, state, {'data': train_it.get_state()}, wait=wait
-    )
+    checkpointing.save(manager, step, state, _data_position(data), wait=wait)
     last_saved = step
 
   try:
@@ -234,8 +241,11 @@ def _train(
           else 'stopped before the first step; nothing to save'
         )
       epoch = step // per_epoch
-      fn = fns[schedule.kind(step)]
-      state = fn(state, global_batch(next(train_it), mesh))
+      kind = schedule.kind(step)
+      batches = [global_batch(next(train_it), mesh)]
+      if run.held_out and kind != PRIMARY:
+        batches.append(global_batch(next(data.meta), mesh))
+      state = fns[kind](state, *batches)
       state = state.replace(
         label_state=run.label_source.refresh(state.label_state, step, images)
       )

@@ -46,9 +46,12 @@ def _theta2_update(state, grads2, out, opt2):
   )
 
 
-def _meta_gradient(state, batch, problem, estimator, alpha_schedule):
-  """∇θ2 J at the state's θ1, θ2 with α = θ1's current learning rate."""
-  alpha = alpha_schedule(state.step1)
+def _meta_gradient(state, batch, meta_batch, problem, estimator, schedule):
+  """∇θ2 J at the state's θ1, θ2 with α = θ1's current learning rate.
+
+  `meta_batch`: the held-out batch of the meta objective (None: `batch`).
+  """
+  alpha = schedule(state.step1)
   return estimator(
     problem,
     state.theta1,
@@ -57,6 +60,7 @@ def _meta_gradient(state, batch, problem, estimator, alpha_schedule):
     state.state2,
     batch,
     alpha,
+    meta_batch,
   )
 
 
@@ -91,24 +95,45 @@ def _meta_guarded(out, grad_norm):
 
 
 def meta_step(
-  state, batch, *, problem, estimator, opt2, alpha_schedule, on_nonfinite
+  state,
+  batch,
+  meta_batch=None,
+  *,
+  problem,
+  estimator,
+  opt2,
+  alpha_schedule,
+  on_nonfinite,
 ):
   """One θ2 update by the meta-gradient; θ1 and its statistics stay put."""
-  grads2, out = _meta_gradient(state, batch, problem, estimator, alpha_schedule)
+  grads2, out = _meta_gradient(
+    state, batch, meta_batch, problem, estimator, alpha_schedule
+  )
   new = _theta2_update(state, grads2, out, opt2)
   guarded = _meta_guarded(out, optax.global_norm(grads2))
   return metrics.guard_update(state, new, guarded, on_nonfinite)
 
 
 def interleaved_step(
-  state, batch, *, problem, estimator, opt1, opt2, alpha_schedule, on_nonfinite
+  state,
+  batch,
+  meta_batch=None,
+  *,
+  problem,
+  estimator,
+  opt1,
+  opt2,
+  alpha_schedule,
+  on_nonfinite,
 ):
   """A θ1 and a θ2 update from one shared lookahead on one batch.
 
   The lookahead's ∇θ1 L_train(θ1, θ2) is the θ1 update's gradient, so the
   θ1 step costs no extra forward or backward.
   """
-  grads2, out = _meta_gradient(state, batch, problem, estimator, alpha_schedule)
+  grads2, out = _meta_gradient(
+    state, batch, meta_batch, problem, estimator, alpha_schedule
+  )
   new = _theta1_update(
     state, out.theta1_grads, out.new_state1, out.train_metrics, opt1
   )
