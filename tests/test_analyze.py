@@ -75,6 +75,7 @@ def read_csv(path) -> list[dict]:
 
 FIGURES = {
   'learning_curves.png': 'learning_curves.csv',
+  'time_to_accuracy.png': 'time_to_accuracy.csv',
   'grad_cosine.png': 'grad_cosine.csv',
   'aux_usage.png': 'aux_usage.csv',
   'tsne.png': 'tsne.csv',
@@ -115,6 +116,15 @@ def test_plotted_curves_equal_the_metrics(analysed, parent):
         100 * row['test/accuracy'], rel=1e-12
       )
       assert float(got['test_accuracy_std_pct']) == 0 and got['n'] == '1'
+  timed = read_csv(out / 'time_to_accuracy.csv')
+  for method in ('single', 'maxl'):
+    path = parent / method / 'timing.jsonl'
+    seconds = [json.loads(line)['train_s'] for line in path.open()]
+    plotted = [r for r in timed if r['runs'] == f'runs/{method}']
+    assert [float(r['train_seconds_mean']) for r in plotted] == pytest.approx(
+      seconds, rel=1e-12
+    )
+    assert seconds == sorted(seconds) and seconds[0] > 0
   rows = metrics(parent / 'maxl')
   assert [float(r['grad_cosine']) for r in cosine] == [
     r['grad_cosine'] for r in rows

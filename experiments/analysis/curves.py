@@ -10,7 +10,7 @@ import numpy as np
 from matplotlib.ticker import MaxNLocator
 
 from experiments.analysis import plots
-from experiments.analysis.runs import Group, Run, series
+from experiments.analysis.runs import TRAIN_S, Group, Run, series
 
 ACCURACY, COSINE = 'test/accuracy', 'grad_cosine'
 
@@ -118,4 +118,67 @@ def write_cosine(runs: list[Run], out: pathlib.Path):
     'auxiliary loss on the shared trunk, per output unit, averaged over '
     'layers, on one fixed training batch at the end of each epoch. Above 0: '
     'the auxiliary task pulls the trunk the same way as the primary task.',
+  )
+
+
+def write_time_to_accuracy(groups: list[Group], out: pathlib.Path):
+  """time_to_accuracy.png/.csv: test accuracy against training seconds.
+
+  Seconds are wall clock of the training steps (compilation included,
+  evaluations excluded), from timing.jsonl; None if no run has it.
+  """
+  curves = []
+  for group in groups:
+    accuracy, seconds = (
+      seed_mean(group, ACCURACY, 100.0),
+      seed_mean(group, TRAIN_S),
+    )
+    at = dict(zip(seconds['epoch'], seconds['mean'], strict=True))
+    points = [
+      (at[e], m, s)
+      for e, m, s in zip(
+        accuracy['epoch'], accuracy['mean'], accuracy['std'], strict=True
+      )
+      if e in at
+    ]
+    if points:
+      runs = ';'.join(accuracy['runs'])
+      curves.append((group.label, runs, max(accuracy['n']), points))
+  if not curves:
+    return None
+  fig = plots.new_figure(7.0, 4.5)
+  ax = fig.add_subplot()
+  for label, _, n, points in curves:
+    x, mean, std = (np.asarray(v) for v in zip(*points, strict=True))
+    (line,) = ax.plot(
+      x, mean, marker='o', markersize=3, label=f'{label} (n={n})'
+    )
+    if n > 1:
+      ax.fill_between(
+        x, mean - std, mean + std, color=line.get_color(), alpha=0.2
+      )
+  ax.set_xlabel('training time (s, wall clock, without evaluation)')
+  ax.set_ylabel('test accuracy (%)')
+  ax.grid(alpha=0.3)
+  ax.set_title('Time to accuracy (band: ±1 std over seeds)')
+  ax.legend(fontsize='small')
+  png = plots.save_png(fig, out / 'time_to_accuracy.png')
+  rows = (
+    (label, runs, n, x, m, s)
+    for label, runs, n, points in curves
+    for x, m, s in points
+  )
+  data = plots.write_csv(
+    out / 'time_to_accuracy.csv',
+    ('series', 'runs', 'n', 'train_seconds_mean', 'test_accuracy_mean_pct',
+     'test_accuracy_std_pct'),
+    rows,
+  )  # fmt: skip
+  return plots.Saved(
+    'Time to accuracy',
+    png,
+    data,
+    'Test accuracy against the cumulative wall-clock seconds of training '
+    '(jit compilation included, evaluations excluded), both averaged over '
+    'the seeds of a group at each evaluated epoch.',
   )

@@ -179,6 +179,7 @@ def analyze(
   out.mkdir(parents=True, exist_ok=True)
   saved = [
     curves.write_learning_curves(groups, out),
+    curves.write_time_to_accuracy(groups, out),
     curves.write_cosine(runs, out),
     usage.write_usage_curves(runs, out),
   ]

@@ -15,7 +15,15 @@ import pathlib
 from typing import Any
 
 from maxl_jax.errors import UsageError
-from maxl_jax.training.workdir import CHECKPOINTS, CONFIG, METRICS, RESULT
+from maxl_jax.training.workdir import (
+  CHECKPOINTS,
+  CONFIG,
+  METRICS,
+  RESULT,
+  TIMING,
+)
+
+TRAIN_S = 'train_s'  # Cumulative training seconds (from timing.jsonl).
 
 # Config fields that do not change what a run computes (besides the seed).
 BOOKKEEPING = (
@@ -117,6 +125,17 @@ def _read_run(path: pathlib.Path, name: str) -> Run:
     metrics = [json.loads(line) for line in lines if line.strip()]
   except ValueError as e:
     raise UsageError(f'cannot read {path / METRICS}: {e}.') from None
+  timing = path / TIMING  # Training seconds per epoch (newer runs).
+  if timing.is_file():
+    seconds = {
+      row['epoch']: row['train_s']
+      for row in map(json.loads, timing.read_text().splitlines())
+    }
+    metrics = [
+      {**row, TRAIN_S: seconds[row['epoch']]} if row['epoch'] in seconds
+      else row
+      for row in metrics
+    ]  # fmt: skip
   return Run(
     path, name, _read_json(path / CONFIG), _read_json(path / RESULT), metrics
   )

@@ -216,6 +216,8 @@ def _train(run, options, config_json, data, workdir, manager, watch) -> dict:
   images = training_images(train_it)
   cosine_batch = global_batch(train_it.batch(0, 0), mesh)
   start = time.time()
+  train_s = writer.train_seconds  # Wall clock of training, no evaluations.
+  tick = time.perf_counter()
   final = None  # The last evaluation of the test set.
 
   def check_guard():
@@ -255,6 +257,8 @@ def _train(run, options, config_json, data, workdir, manager, watch) -> dict:
         check_guard()
         logging.info('epoch %d step %d/%d', epoch + 1, step, total)
       if step % per_epoch == 0:
+        jax.block_until_ready(state)
+        train_s += time.perf_counter() - tick
         row = {'epoch': epoch + 1, 'step': step}
         row.update(metrics.epoch_means(to_host(state.sums)))
         if 'cosine' in fns:  # On one fixed training batch.
@@ -263,14 +267,17 @@ def _train(run, options, config_json, data, workdir, manager, watch) -> dict:
           )
         row['nonfinite_steps'] = check_guard()
         row['lr'] = float(run.alpha_schedule(int(to_host(state.step1))))
+        eval_s = time.perf_counter()
         if (epoch + 1) % options.eval_every_epochs == 0 or step == total:
           with report.timed('eval'):
             final = evaluate(fns['eval'], state, eval_data, mesh)
           row.update(final)
+        eval_s = time.perf_counter() - eval_s
         zero = metrics.zero_sums(run.label_source.num_aux)
         state = state.replace(sums=jax.device_put(zero, replicated(mesh)))
-        writer.write(step, row)
+        writer.write(step, row, {'train_s': train_s, 'eval_s': eval_s})
         save(wait=step == total)
+        tick = time.perf_counter()
       elif step % options.checkpoint_every_steps == 0:
         save()
   finally:

@@ -20,6 +20,7 @@ import numpy as np
 from etils import epath
 
 from maxl_jax import analysis
+from maxl_jax.training.workdir import METRICS, TIMING
 
 TRAIN = ('loss_pri', 'loss_aux', 'accuracy')  # Per θ1 step.
 META = (  # Per θ2 step.
@@ -155,44 +156,68 @@ def check_guard(guard: dict, on_nonfinite: str, last_saved) -> int:
 # ---------------------------------------------------------------- sinks ---
 
 
-class EpochWriter:
-  """One row per epoch to `metrics.jsonl` and to TensorBoard (CLU).
+class _JsonLines:
+  """A `.jsonl` file of per-epoch rows, rewritten whole (works on gs://).
 
-  `metrics.jsonl` is rewritten whole at every row (works on gs://). Rows of
-  epochs after `completed_epochs` (written by a run that was interrupted
-  before its checkpoint) are dropped: the resumed run writes them again.
-  Only the lead process writes; the others only log.
+  Rows of epochs after `completed_epochs` (written by a run that was then
+  interrupted before its checkpoint) are dropped: the resumed run writes
+  them again.
+  """
+
+  def __init__(self, path: epath.Path, completed_epochs: int):
+    self._path, self.rows = path, []
+    if path.exists():
+      rows = [json.loads(x) for x in path.read_text().splitlines() if x]
+      self.rows = [r for r in rows if r['epoch'] <= completed_epochs]
+      if len(self.rows) < len(rows):
+        self._write()
+
+  def append(self, row: dict):
+    self.rows.append(row)
+    self._write()
+
+  def _write(self):
+    self._path.write_text(''.join(json.dumps(r) + '\n' for r in self.rows))
+
+
+class EpochWriter:
+  """One row per epoch to `metrics.jsonl` and TensorBoard (CLU), timings.
+
+  `metrics.jsonl` holds what training computed (bitwise the same when a run
+  is resumed); `timing.jsonl` the wall-clock seconds of training (without
+  evaluations), cumulated over resumptions, for time-to-accuracy plots.
+  Only the lead process writes files; the others only log.
   """
 
   def __init__(self, workdir: epath.Path, completed_epochs: int, lead: bool):
     from clu import metric_writers  # Imports TensorFlow: only here.
 
-    self._path = workdir / 'metrics.jsonl' if lead else None
     self._scalars = metric_writers.create_default_writer(
       str(workdir), just_logging=not lead
     )
-    self._rows = []
-    if self._path is not None and self._path.exists():
-      rows = [json.loads(x) for x in self._path.read_text().splitlines() if x]
-      self._rows = [r for r in rows if r['epoch'] <= completed_epochs]
-      if len(self._rows) < len(rows):
-        self._write()
+    self._metrics = self._timing = None
+    if lead:
+      self._metrics = _JsonLines(workdir / METRICS, completed_epochs)
+      self._timing = _JsonLines(workdir / TIMING, completed_epochs)
 
   @property
   def scalars(self):
     """The CLU writer (for progress reports)."""
     return self._scalars
 
-  def write(self, step: int, row: dict):
+  @property
+  def train_seconds(self) -> float:
+    """Training seconds of the epochs kept from earlier sessions."""
+    rows = self._timing.rows if self._timing else []
+    return rows[-1]['train_s'] if rows else 0.0
+
+  def write(self, step: int, row: dict, timing: dict):
     """Appends `row`; lists (the histogram) go to metrics.jsonl only."""
     scalars = {k: v for k, v in row.items() if not isinstance(v, list)}
     self._scalars.write_scalars(step, scalars)
-    if self._path is not None:
-      self._rows.append(row)
-      self._write()
-
-  def _write(self):
-    self._path.write_text(''.join(json.dumps(r) + '\n' for r in self._rows))
+    if self._metrics is not None:
+      self._metrics.append(row)
+      self._timing.append({'epoch': row['epoch'], 'step': step, **timing})
 
   def flush(self):
     self._scalars.flush()

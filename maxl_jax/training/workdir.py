@@ -3,6 +3,7 @@
   config.json    the config (written at the start of training)
   dataset.json   the dataset's `DatasetInfo` (written with the config)
   metrics.jsonl  one row per epoch (`metrics.EpochWriter`)
+  timing.jsonl   training seconds per epoch, cumulated over resumptions
   result.json    the final result, once the run has finished
   checkpoints/   Orbax checkpoints of the state and the data position
   events.*       TensorBoard scalars
@@ -23,6 +24,7 @@ from maxl_jax.errors import UsageError
 CONFIG = 'config.json'
 DATASET = 'dataset.json'
 METRICS = 'metrics.jsonl'
+TIMING = 'timing.jsonl'
 RESULT = 'result.json'
 CHECKPOINTS = 'checkpoints'
 

@@ -1,0 +1,129 @@
+"""Runs a config's sweep, then analyses it: `python -m experiments.sweep`.
+
+  python -m experiments.sweep --config=experiments/configs/study.py \
+    --workdir=runs/study --out=runs/study/analysis
+
+The config module's `sweep()` lists (run name, {dotted field: value}); each
+run trains into WORKDIR/<run name> with the config's own values overridden
+(no copied configs). Finished runs are skipped and interrupted ones resume
+(`train_and_evaluate` does both), so rerunning the command continues the
+study. Then `experiments.analyze` writes its figures and tables into OUT.
+`--only=PREFIX` (repeatable) restricts the sweep to runs whose name starts
+with a prefix.
+"""
+
+import importlib.util
+import os
+import sys
+import time
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+from absl import app, flags, logging  # noqa: E402
+
+from experiments import allocator, cli  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('config', None, 'A config file with get_config and sweep.')
+flags.DEFINE_string('workdir', None, 'Parent folder of the runs.')
+flags.DEFINE_string('out', None, 'Analysis folder ("" = no analysis).')
+flags.DEFINE_multi_string('only', [], 'Run only names with these prefixes.')
+EXAMPLE = (
+  'python -m experiments.sweep --config=experiments/configs/study.py '
+  '--workdir=runs/study --out=runs/study/analysis'
+)
+
+
+def load_sweep(path: str):
+  """(get_config, sweep, analyses) of the config file at `path`.
+
+  `analyses()` (optional) lists (OUT subfolder, run-name prefixes or None,
+  `analysis.pipeline.Options` fields).
+  """
+  if not os.path.isfile(path):
+    cli.fail(f'config file {path} does not exist.')
+  spec = importlib.util.spec_from_file_location('sweep_config', path)
+  module = importlib.util.module_from_spec(spec)
+  try:
+    spec.loader.exec_module(module)
+  except Exception as e:  # noqa: BLE001 - the user's file: one line.
+    cli.fail(f'config file {path} failed to load: {type(e).__name__}: {e}')
+  if not hasattr(module, 'sweep'):
+    cli.fail(f'config file {path} has no sweep() function.')
+  analyses = getattr(module, 'analyses', lambda: [('', None, {})])
+  return module.get_config, module.sweep, analyses
+
+
+def configured(get_config, overrides: dict):
+  """The base config with `overrides` ({'a.b': value}) applied."""
+  config = get_config()
+  for dotted, value in overrides.items():
+    *parents, field = dotted.split('.')
+    node = config
+    for part in parents:
+      node = node[part]
+    if field not in node:
+      cli.fail(f'sweep override {dotted!r}: no such config field.')
+    node[field] = value
+  return config
+
+
+def main(argv):
+  del argv
+  from maxl_jax.errors import UsageError
+  from maxl_jax.training import loop
+
+  get_config, sweep, analyses = load_sweep(FLAGS.config)
+  runs = [
+    (name, overrides)
+    for name, overrides in sweep()
+    if not FLAGS.only or name.startswith(tuple(FLAGS.only))
+  ]
+  start = time.time()
+  for i, (name, overrides) in enumerate(runs):
+    config = configured(get_config, overrides)
+    logging.info('Run %d/%d: %s', i + 1, len(runs), name)
+    try:
+      result = loop.train_and_evaluate(
+        config, os.path.join(FLAGS.workdir, name)
+      )
+    except UsageError as e:
+      cli.fail(f'{name}: {e}')
+    print(
+      f'[{i + 1}/{len(runs)}, {time.time() - start:.0f} s] {name}: '
+      f'{100 * result["test_accuracy"]:.2f}%',
+      flush=True,
+    )
+  if FLAGS.out:
+    analyse(analyses, runs, command=' '.join(sys.argv))
+
+
+def analyse(analyses, runs, command: str):
+  """Each of the config's analyses (default: one of every run) into OUT."""
+  from experiments.analysis import pipeline
+  from maxl_jax.errors import UsageError
+
+  for subdir, prefixes, options in analyses():
+    chosen = [
+      os.path.join(FLAGS.workdir, name)
+      for name, _ in runs
+      if prefixes is None or name.startswith(tuple(prefixes))
+    ]
+    out = os.path.join(FLAGS.out, subdir)
+    try:
+      written = pipeline.analyze(
+        chosen, out, pipeline.Options(**options), command
+      )
+    except UsageError as e:
+      cli.fail(str(e))
+    print(f'Wrote {len(written)} files to {out}; see report.md there.')
+
+
+if __name__ == '__main__':
+  allocator.maybe_reexec()
+  app.run(
+    main,
+    flags_parser=lambda argv: cli.parse_flags(
+      argv, required=('config', 'workdir'), example=EXAMPLE
+    ),
+  )
