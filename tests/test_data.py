@@ -15,7 +15,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from experiments.configs import default
-from maxl_jax.data import cifar100_hierarchy, images, pipeline, readers
+from maxl_jax.data import cifar100_hierarchy, images, pipeline, readers, splits
 from maxl_jax.errors import UsageError
 
 USE_CODE = tfds.testing.MockPolicy.USE_CODE
@@ -374,7 +374,7 @@ def test_cinic10_missing_dir(tmp_path):
 
 def test_subset_is_deterministic_balanced_and_seeded():
   labels = np.repeat(np.arange(5), [40, 50, 60, 70, 80])
-  pick = pipeline.subset_indices
+  pick = splits.subset_indices
   a = pick(labels, train_fraction=1.0, per_class=7, seed=3)
   np.testing.assert_array_equal(np.bincount(labels[a]), np.full(5, 7))
   np.testing.assert_array_equal(
@@ -531,18 +531,18 @@ def test_bad_resume_state_raises():
 @pytest.mark.parametrize('fraction', [0.1, 0.25])
 def test_meta_split_is_disjoint_balanced_and_seeded(fraction):
   labels = np.repeat(np.arange(4), [10, 20, 30, 40])
-  kept, held = pipeline.meta_split(labels, fraction=fraction, seed=3)
+  kept, held = splits.meta_split(labels, fraction=fraction, seed=3)
   assert np.intersect1d(kept, held).size == 0
   np.testing.assert_array_equal(np.union1d(kept, held), np.arange(100))
   np.testing.assert_array_equal(
     np.bincount(labels[held]), [round(fraction * n) for n in (10, 20, 30, 40)]
   )
-  again = pipeline.meta_split(labels, fraction=fraction, seed=3)
+  again = splits.meta_split(labels, fraction=fraction, seed=3)
   np.testing.assert_array_equal(again[1], held)
-  other = pipeline.meta_split(labels, fraction=fraction, seed=4)
+  other = splits.meta_split(labels, fraction=fraction, seed=4)
   assert not np.array_equal(other[1], held)
   with pytest.raises(UsageError, match='none to hold out'):
-    pipeline.meta_split(np.array([0, 1, 1]), fraction=0.5, seed=0)
+    splits.meta_split(np.array([0, 1, 1]), fraction=0.5, seed=0)
 
 
 def test_held_out_split_through_get_datasets():

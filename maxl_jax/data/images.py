@@ -1,4 +1,4 @@
-"""The model's view of an image: the one normalisation, and its inverse.
+"""The model's view of an image: normalisation, its inverse, augmentation.
 
 Every consumer of images (input pipeline, K-Means autoencoder, figures) goes
 through these functions, on numpy or on JAX arrays alike.
@@ -7,6 +7,7 @@ through these functions, on numpy or on JAX arrays alike.
 import numpy as np
 
 MEAN, STD = 0.5, 0.2  # Per-channel normalisation of the original code.
+PAD = 4  # Zero padding of the random crop.
 
 
 def normalize(images):
@@ -18,3 +19,24 @@ def normalize(images):
 def to_unit_range(normalized):
   """The inverse of `normalize`, in [0, 1] (for showing an input image)."""
   return np.clip(np.asarray(normalized) * STD + MEAN, 0.0, 1.0)
+
+
+def crop_flip(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+  """Random 32x32 crop of the 4-pixel zero-padded image + random h-flip.
+
+  Args:
+    images: uint8 [B, H, W, C].
+    rng: source of the per-image offsets and flips.
+
+  Returns:
+    uint8 [B, H, W, C], one gather for the whole batch.
+  """
+  b, h, w, _ = images.shape
+  padded = np.pad(images, ((0, 0), (PAD, PAD), (PAD, PAD), (0, 0)))
+  dy = rng.integers(0, 2 * PAD + 1, size=b)
+  dx = rng.integers(0, 2 * PAD + 1, size=b)
+  flip = rng.random(b) < 0.5
+  rows = dy[:, None] + np.arange(h)  # [B, H]
+  cols = np.where(flip[:, None], np.arange(w)[::-1], np.arange(w))
+  cols = dx[:, None] + cols  # [B, W]
+  return padded[np.arange(b)[:, None, None], rows[:, :, None], cols[:, None, :]]

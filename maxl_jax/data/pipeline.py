@@ -21,100 +21,24 @@ import jax
 import numpy as np
 
 from maxl_jax.data import cifar100_hierarchy, readers
-from maxl_jax.data.images import normalize
+from maxl_jax.data.images import crop_flip, normalize
 from maxl_jax.data.info import DatasetInfo
+from maxl_jax.data.splits import (
+  even_share,
+  meta_split,
+  seed_entropy,
+  subset_indices,
+)
 from maxl_jax.errors import UsageError
 
 Batch = dict[str, np.ndarray]
 
-PAD = 4  # Zero padding of the random crop.
 AUGMENTATIONS = ('crop_flip', 'none')
-# Salts of the seeded random streams.
-_SHUFFLE, _AUGMENT, _SUBSET, _META = 0, 1, 2, 3
+_SHUFFLE, _AUGMENT = 0, 1  # Salts of the seeded streams (splits: 2, 3).
 
 
 # The CIFAR-100 class at a level (3/10/20/100) of each fine class: [100].
 cifar100_level_of_fine = cifar100_hierarchy.level_of_fine
-
-
-def crop_flip(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-  """Random 32x32 crop of the 4-pixel zero-padded image + random h-flip.
-
-  Args:
-    images: uint8 [B, H, W, C].
-    rng: source of the per-image offsets and flips.
-
-  Returns:
-    uint8 [B, H, W, C], one gather for the whole batch.
-  """
-  b, h, w, _ = images.shape
-  padded = np.pad(images, ((0, 0), (PAD, PAD), (PAD, PAD), (0, 0)))
-  dy = rng.integers(0, 2 * PAD + 1, size=b)
-  dx = rng.integers(0, 2 * PAD + 1, size=b)
-  flip = rng.random(b) < 0.5
-  rows = dy[:, None] + np.arange(h)  # [B, H]
-  cols = np.where(flip[:, None], np.arange(w)[::-1], np.arange(w))
-  cols = dx[:, None] + cols  # [B, W]
-  return padded[np.arange(b)[:, None, None], rows[:, :, None], cols[:, None, :]]
-
-
-def subset_indices(
-  labels: np.ndarray, *, train_fraction: float, per_class: int, seed: int
-) -> np.ndarray:
-  """A class-balanced low-data subset: sorted int64 indices into `labels`.
-
-  `per_class > 0` keeps `per_class` examples of every class; otherwise
-  `train_fraction` keeps `round(train_fraction * n_c)` (at least 1) of the
-  `n_c` examples of each class c. The choice depends on `seed` only.
-  """
-  rng = np.random.default_rng([_seed(seed), _SUBSET])
-  chosen = []
-  for c in np.unique(labels):
-    members = np.flatnonzero(labels == c)
-    keep = per_class or max(1, round(train_fraction * members.size))
-    if keep > members.size:
-      raise UsageError(
-        f'config.data.per_class = {per_class}, but class {c} has only '
-        f'{members.size} training examples; use per_class <= {members.size}.'
-      )
-    chosen.append(rng.permutation(members)[:keep])
-  return np.sort(np.concatenate(chosen)).astype(np.int64)
-
-
-def meta_split(
-  labels: np.ndarray, *, fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-  """A class-balanced held-out split: (kept, held out) sorted positions.
-
-  Each class c gives `round(fraction * n_c)` of its `n_c` examples (at least
-  one, and at least one stays) to the held-out set; the choice depends on
-  `seed` only.
-  """
-  rng = np.random.default_rng([_seed(seed), _META])
-  held = []
-  for c in np.unique(labels):
-    members = np.flatnonzero(labels == c)
-    if members.size < 2:
-      raise UsageError(
-        f'config.data.meta_fraction = {fraction}: class {c} has only '
-        f'{members.size} training example(s), none to hold out; use more '
-        'training data or meta_fraction=0.'
-      )
-    count = min(max(1, round(fraction * members.size)), members.size - 1)
-    held.append(rng.permutation(members)[:count])
-  held = np.sort(np.concatenate(held)).astype(np.int64)
-  kept = np.setdiff1d(np.arange(len(labels)), held).astype(np.int64)
-  return kept, held
-
-
-def even_share(n: int, process_index: int, process_count: int):
-  """`[lo, hi)`: process `process_index`'s contiguous share of n examples."""
-  lo = n * process_index // process_count
-  return lo, n * (process_index + 1) // process_count
-
-
-def _seed(seed: int) -> int:
-  return int(seed) % (1 << 64)  # SeedSequence wants a non-negative int.
 
 
 class TrainIterator:
@@ -155,7 +79,7 @@ class TrainIterator:
     if augment not in AUGMENTATIONS:
       raise UsageError(f'augment = {augment!r}; use one of {AUGMENTATIONS}.')
     self.steps_per_epoch = steps_per_epoch
-    self._augment, self._seed = augment, _seed(seed)
+    self._augment, self._seed = augment, seed_entropy(seed)
     self._process_index = process_index
     # Stream 0: the training set; others (the held-out split) draw apart.
     self._salt = [stream] if stream else []
