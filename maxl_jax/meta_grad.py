@@ -147,7 +147,8 @@ def _mixed_grad(problem, theta1, state1, batch, g_vjp, w, scale, entropy_cot):
     lambda t1: aux_focal_terms(problem, t1, state1, batch), (theta1,), (w,)
   )
   n = c.shape[0]
-  (grads2,) = g_vjp(-(scale / n) * c + entropy_cot)
+  cotangent = -(scale / n) * c + entropy_cot
+  (grads2,) = g_vjp(cotangent.astype(entropy_cot.dtype))  # g's output dtype.
   return grads2
 
 
@@ -189,7 +190,10 @@ def first_order(
     problem, jax.tree.map(lambda p, d: p - eps * d, theta1, v), state1, batch
   )
   n = out.aux_probs.shape[0]
-  (grads2,) = g_vjp(-alpha * (plus - minus) / (2 * eps * n) + entropy_cot)
+  cotangent = -alpha * (plus - minus) / (2 * eps * n) + entropy_cot
+  # ε follows θ1's dtype; the cotangent must have g's output dtype (float32
+  # compute with float64 parameters).
+  (grads2,) = g_vjp(cotangent.astype(out.aux_probs.dtype))
   return grads2, out
 
 

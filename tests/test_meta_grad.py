@@ -3,6 +3,7 @@
 import functools
 
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,9 +12,15 @@ from absl.testing import parameterized
 from conftest import make_problem
 from jax.flatten_util import ravel_pytree
 
-from maxl_jax import losses, meta_grad
+from maxl_jax import hierarchy, losses, meta_grad
 from maxl_jax.errors import UsageError
-from maxl_jax.lookahead import generated_labels, lookahead, train_loss
+from maxl_jax.lookahead import (
+  MaxlProblem,
+  generated_labels,
+  lookahead,
+  train_loss,
+)
+from maxl_jax.networks import models
 
 
 def rel_err(a, b):
@@ -230,6 +237,50 @@ def test_estimators_give_finite_nonzero_gradients(name):
     [out.meta_loss, out.loss_pri_before, out.loss_pri_after, out.entropy], ()
   )
   chex.assert_shape(list(out.train_metrics.values()), ())
+
+
+class _Float32Compute(nn.Module):
+  """A two-layer net with float64 parameters and float32 compute."""
+
+  num_out: int
+  heads: int = 1
+
+  @nn.compact
+  def __call__(self, x, train):
+    del train
+    dense = functools.partial(
+      nn.Dense, dtype=jnp.float32, param_dtype=jnp.float64
+    )
+    h = jnp.tanh(dense(8)(x.reshape(x.shape[0], -1)))
+    outs = tuple(dense(k)(h) for k in ((2, self.num_out) if self.heads == 2
+                                       else (self.num_out,)))  # fmt: skip
+    return outs if self.heads == 2 else outs[0]
+
+
+@pytest.mark.parametrize('name', sorted(meta_grad.ESTIMATORS))
+def test_float64_parameters_with_float32_compute(name):
+  """Cotangents follow the network's output dtype, not θ's (x64 enabled)."""
+  psi = (2, 3)
+  with jax.enable_x64(True):
+    rng = np.random.default_rng(0)
+    batch = {
+      'image': jnp.asarray(rng.normal(size=(6, 4)), jnp.float32),
+      'label': jnp.asarray(rng.integers(0, 2, 6), jnp.int32),
+    }
+    f, g = _Float32Compute(5, heads=2), _Float32Compute(5)
+    theta1 = f.init(jax.random.key(0), batch['image'], True)['params']
+    theta2 = g.init(jax.random.key(1), batch['image'], True)['params']
+    problem = MaxlProblem(
+      f_apply=models.make_apply(f),
+      g_apply=models.make_apply(g),
+      mask=hierarchy.class_mask(psi),
+    )
+    meta_batch = dict(batch) if name == 'implicit' else None
+    grads2, _ = estimate(
+      name, (problem, theta1, {}, theta2, {}, batch), 0.1, meta_batch
+    )
+    chex.assert_tree_all_finite(grads2)
+    chex.assert_trees_all_equal_shapes_and_dtypes(grads2, theta2)
 
 
 def test_unknown_estimator_is_a_usage_error():
