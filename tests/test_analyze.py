@@ -280,6 +280,26 @@ def test_table_mean_and_sample_std_by_hand(tmp_path):
   assert '| digits | maxl | 3 | 5% | 1 | 50.00 | — | 5 |' in text
 
 
+def test_paired_comparisons_by_hand(tmp_path):
+  """Pairs by seed: differences (+3, +1, +2) pp -> mean 2, sd 1, t = 2√3."""
+  for seed, acc in enumerate([0.80, 0.82, 0.84]):
+    write_run(tmp_path / f'single{seed}', 'single', seed, acc, 10)
+  for seed, acc in enumerate([0.83, 0.83, 0.86]):
+    write_run(tmp_path / f'maxl{seed}', 'maxl', seed, acc, 10)
+  write_run(tmp_path / 'maxl9', 'maxl', 9, 0.99, 10)  # No partner seed.
+  groups = runs_lib.group_runs(runs_lib.find_runs([str(tmp_path)]))
+  (row,) = table.paired_rows(groups, 'single')
+  assert row['n'] == 3
+  assert row['diff'] == pytest.approx(2.0)
+  assert row['sd'] == pytest.approx(1.0)
+  assert row['t'] == pytest.approx(2 * math.sqrt(3))
+  assert row['p'] == pytest.approx(0.0742, abs=1e-4)  # t(2) two-sided.
+  assert table.paired_rows(groups, 'uniform') == []  # No Uniform group.
+  assert '| single | 3 | +2.00 | 1.00 | 3.46 | 0.074 |' in (
+    table.results_markdown(groups, runs_lib.find_runs([str(tmp_path)]))
+  )
+
+
 def unfinished(tmp_path, parent):
   run = tmp_path / 'unfinished'
   shutil.copytree(parent / 'maxl', run)
