@@ -13,7 +13,9 @@ with a prefix.
 """
 
 import importlib.util
+import json
 import os
+import pathlib
 import sys
 import time
 
@@ -68,6 +70,21 @@ def configured(get_config, overrides: dict):
   return config
 
 
+def finished(workdir: str, config) -> dict | None:
+  """The result of a run that finished with exactly `config`, else None.
+
+  Saves loading the data to find out (train_and_evaluate would skip it too).
+  """
+  path = pathlib.Path(workdir)
+  try:
+    same = (path / 'config.json').read_text() == config.to_json_best_effort(
+      indent=2
+    )
+    return json.loads((path / 'result.json').read_text()) if same else None
+  except FileNotFoundError:
+    return None
+
+
 def main(argv):
   del argv
   from maxl_jax.errors import UsageError
@@ -82,11 +99,11 @@ def main(argv):
   start = time.time()
   for i, (name, overrides) in enumerate(runs):
     config = configured(get_config, overrides)
+    workdir = os.path.join(FLAGS.workdir, name)
     logging.info('Run %d/%d: %s', i + 1, len(runs), name)
+    result = finished(workdir, config)
     try:
-      result = loop.train_and_evaluate(
-        config, os.path.join(FLAGS.workdir, name)
-      )
+      result = result or loop.train_and_evaluate(config, workdir)
     except UsageError as e:
       cli.fail(f'{name}: {e}')
     print(
