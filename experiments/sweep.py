@@ -96,9 +96,9 @@ def main(argv):
     for name, overrides in sweep()
     if not FLAGS.only or name.startswith(tuple(FLAGS.only))
   ]
+  configs = [configured(get_config, o) for _, o in runs]  # Checks them all.
   start = time.time()
-  for i, (name, overrides) in enumerate(runs):
-    config = configured(get_config, overrides)
+  for i, ((name, _), config) in enumerate(zip(runs, configs, strict=True)):
     workdir = os.path.join(FLAGS.workdir, name)
     logging.info('Run %d/%d: %s', i + 1, len(runs), name)
     result = finished(workdir, config)
