@@ -254,13 +254,13 @@ def test_table_mean_and_sample_std_by_hand(tmp_path):
   assert sorted(g.detail for g in groups) == [
     '',
     '',
-    'maxl.schedule=None',
-    'maxl.schedule=interleaved',
+    '',
+    'schedule=interleaved',
   ]
   rows = table.table_rows(groups)
   single, maxl, low = (
     next(r for r in rows if r['method'] == 'single'),
-    next(r for r in rows if r['detail'] == 'maxl.schedule=None'),
+    next(r for r in rows if r['method'] == 'maxl' and r['n'] == 2),
     next(r for r in rows if r['data'] == '5%'),
   )
   assert (single['n'], maxl['n'], low['n']) == (3, 2, 1)
@@ -273,10 +273,8 @@ def test_table_mean_and_sample_std_by_hand(tmp_path):
   assert low['std'] is None and low['delta'] is None  # No Single at 5%.
   text = table.results_markdown(groups, runs)
   assert '| digits | single | — | 100% | 3 | 92.00 ± 2.00 | — | 30 |' in text
-  assert (
-    '| digits | maxl (maxl.schedule=None) | 3 | 100% | 2 | 95.50 ± 0.71 '
-    '| +3.50 | 40 |'
-  ) in text
+  assert '| digits | maxl | 3 | 100% | 2 | 95.50 ± 0.71 | +3.50 | 40 |' in text
+  assert '| digits | maxl (schedule=interleaved) | 3 | 100% | 1 |' in text
   assert '| digits | maxl | 3 | 5% | 1 | 50.00 | — | 5 |' in text
 
 

@@ -59,7 +59,7 @@ def write_learning_curves(groups: list[Group], out: pathlib.Path):
   ax.xaxis.set_major_locator(MaxNLocator(integer=True))
   ax.grid(alpha=0.3)
   ax.set_title('Test accuracy per epoch (band: ±1 std over seeds)')
-  ax.legend(fontsize='small')
+  plots.legend_below(fig, ax, len(curves))
   png = plots.save_png(fig, out / 'learning_curves.png')
   rows = (
     (c['label'], ';'.join(c['runs']), e, m, s, n)
@@ -104,7 +104,7 @@ def write_cosine(runs: list[Run], out: pathlib.Path):
   ax.xaxis.set_major_locator(MaxNLocator(integer=True))
   ax.grid(alpha=0.3)
   ax.set_title('Gradient cosine similarity on the shared trunk (Fig. 4)')
-  ax.legend(fontsize='small')
+  plots.legend_below(fig, ax, len(logged))
   png = plots.save_png(fig, out / 'grad_cosine.png')
   rows = ((r.name, e, v) for r, s in logged for e, v in zip(*s, strict=True))
   data = plots.write_csv(
@@ -161,7 +161,7 @@ def write_time_to_accuracy(groups: list[Group], out: pathlib.Path):
   ax.set_ylabel('test accuracy (%)')
   ax.grid(alpha=0.3)
   ax.set_title('Time to accuracy (band: ±1 std over seeds)')
-  ax.legend(fontsize='small')
+  plots.legend_below(fig, ax, len(curves))
   png = plots.save_png(fig, out / 'time_to_accuracy.png')
   rows = (
     (label, runs, n, x, m, s)

@@ -26,6 +26,13 @@ def new_figure(width: float, height: float) -> Figure:
   return fig
 
 
+def legend_below(fig: Figure, ax, entries: int):
+  """The axes' legend under the plot (long labels keep the plot wide)."""
+  fig.set_figheight(fig.get_figheight() + 0.22 * entries)
+  fig.legend(*ax.get_legend_handles_labels(), loc='outside lower center',
+             fontsize='small')  # fmt: skip
+
+
 def save_png(fig: Figure, path: pathlib.Path) -> pathlib.Path:
   fig.savefig(path, dpi=DPI)
   return path

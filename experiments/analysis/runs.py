@@ -223,8 +223,9 @@ def group_runs(runs: list[Run]) -> list[Group]:
   """Groups runs by their config without the seed, in first-seen order.
 
   Labels name the method, psi and training data, the dataset when several
-  are analysed, and any other config field that tells apart groups that
-  would otherwise share a label.
+  are analysed, and, for groups that would otherwise share a label, the
+  config fields (last name part) in which they differ from the first-seen
+  one of them, which keeps the plain label.
   """
   keyed: dict[str, list[Run]] = {}
   for run in runs:
@@ -245,14 +246,13 @@ def group_runs(runs: list[Run]) -> list[Group]:
   for key, members in keyed.items():
     twins = [k for k in keyed if base[k] == base[key]]
     label, detail = base[key], ''
-    if len(twins) > 1:
+    if twins[0] != key:  # Named by what differs from the first-seen twin.
       mine = _setting(members[0].config)
-      others = [_setting(keyed[k][0].config) for k in twins if k != key]
-      fields = set(mine).union(*others)
+      first = _setting(keyed[twins[0]][0].config)
       differ = sorted(
-        k for k in fields if any(o.get(k) != mine.get(k) for o in others)
+        k for k in set(mine) | set(first) if first.get(k) != mine.get(k)
       )
-      detail = ', '.join(f'{k}={mine.get(k)}' for k in differ)
+      detail = ', '.join(f'{k.split(".")[-1]}={mine.get(k)}' for k in differ)
       label += f' ({detail})'
     ordered = sorted(members, key=lambda r: (r.seed, r.name))
     groups.append(Group(label, tuple(ordered), detail))
