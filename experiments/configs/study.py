@@ -114,9 +114,10 @@ def analyses():
   """(OUT subfolder, run-name prefixes, analysis options) of the study."""
   return [
     ('all', None, {'tsne_images': 0, 'classes': (0, 5)}),
-    (
+    (  # Seed 0 of each: a t-SNE of four panels.
       'psi5',
-      ['single/', 'uniform_psi5/', 'maxl_psi5/'],
+      [f'{g}/seed0' for g in ('single', 'uniform_psi5', 'maxl_psi5',
+                              'implicit_k5_psi5')],
       {'tsne_images': 2000, 'classes': (0, 5)},
     ),  # fmt: skip
   ]
