@@ -79,7 +79,9 @@ def get_config():
   config.implicit.neumann_steps = 3  # K of the truncated series (AuxiLearn).
   config.implicit.neumann_lr = 0.1  # eta of the series (AuxiLearn: 0.1).
   config.implicit.cg_steps = 10  # Conjugate-gradient iterations.
-  config.implicit.damping = 0.1  # cg solves (H + damping I) w = g.
+  # Both solvers invert H + damping * I (the Hessian of a network is
+  # indefinite early in training).
+  config.implicit.damping = 0.1
   config.implicit.max_grad_norm = 10.0  # Hypergradient clip (0 = none).
 
   # theta1 (multi-task network) optimiser: SGD, lr halved every 50 epochs.

@@ -197,17 +197,21 @@ def build_run(config, info: DatasetInfo) -> Run:
   )
 
 
+def implicit_inverse(implicit_config) -> implicit.InverseHvp:
+  """The inverse-HVP solver of `config.implicit`."""
+  ic = implicit_config
+  steps_ = ic.neumann_steps if ic.solver == 'neumann' else ic.cg_steps
+  return implicit.InverseHvp(
+    solver=ic.solver, steps=steps_, lr=ic.neumann_lr, damping=ic.damping
+  )
+
+
 def _estimator(config):
   """`config.maxl.meta_grad`, with implicit's solver bound."""
   estimator = meta_grad.get_estimator(config.maxl.meta_grad)
   if config.maxl.meta_grad != 'implicit':
     return estimator
-  ic = config.implicit
-  steps_ = ic.neumann_steps if ic.solver == 'neumann' else ic.cg_steps
-  inverse = implicit.InverseHvp(
-    solver=ic.solver, steps=steps_, lr=ic.neumann_lr, damping=ic.damping
-  )
-  return functools.partial(estimator, inverse=inverse)
+  return functools.partial(estimator, inverse=implicit_inverse(config.implicit))
 
 
 def _label_optimizer(config, per_epoch):
