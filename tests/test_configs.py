@@ -108,6 +108,7 @@ def test_quickstart_through_the_command_line(tmp_path):
   )
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert 'single' in proc.stdout and 'maxl' in proc.stdout
+  assert 'One seed, 360 test images' in proc.stdout  # How to read it.
   for method in ('single', 'maxl'):
     result = json.loads((tmp_path / method / 'result.json').read_text())
     assert result['method'] == method and result['dataset'] == 'digits'
