@@ -137,7 +137,10 @@ def analyse(analyses, runs, command: str):
 
 
 if __name__ == '__main__':
-  allocator.maybe_reexec()
+  try:
+    allocator.maybe_reexec()
+  except ValueError as e:  # A bad MAXL_ALLOCATOR value.
+    cli.fail(str(e))
   app.run(
     main,
     flags_parser=lambda argv: cli.parse_flags(
