@@ -38,6 +38,15 @@ def seed_mean(group: Group, key: str, scale: float = 1.0) -> dict:
   }
 
 
+def _mean_with_band(ax, x, mean, std, label: str, n: int):
+  """A seed-mean line with a ±1 std band (no band for one seed)."""
+  (line,) = ax.plot(x, mean, marker='o', markersize=3, label=f'{label} (n={n})')
+  if n > 1:
+    ax.fill_between(
+      x, mean - std, mean + std, color=line.get_color(), alpha=0.2
+    )
+
+
 def write_learning_curves(groups: list[Group], out: pathlib.Path):
   """learning_curves.png/.csv: test accuracy (%) per epoch, each group."""
   curves = [seed_mean(g, ACCURACY, 100.0) for g in groups]
@@ -47,13 +56,9 @@ def write_learning_curves(groups: list[Group], out: pathlib.Path):
   for curve in curves:
     n = max(curve['n'])
     epoch, mean = np.asarray(curve['epoch']), np.asarray(curve['mean'])
-    label = f'{curve["label"]} (n={n})'
-    (line,) = ax.plot(epoch, mean, marker='o', markersize=3, label=label)
-    if n > 1:
-      std = np.asarray(curve['std'])
-      ax.fill_between(
-        epoch, mean - std, mean + std, color=line.get_color(), alpha=0.2
-      )
+    _mean_with_band(
+      ax, epoch, mean, np.asarray(curve['std']), curve['label'], n
+    )
   ax.set_xlabel('epoch')
   ax.set_ylabel('test accuracy (%)')
   ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -150,13 +155,7 @@ def write_time_to_accuracy(groups: list[Group], out: pathlib.Path):
   ax = fig.add_subplot()
   for label, _, n, points in curves:
     x, mean, std = (np.asarray(v) for v in zip(*points, strict=True))
-    (line,) = ax.plot(
-      x, mean, marker='o', markersize=3, label=f'{label} (n={n})'
-    )
-    if n > 1:
-      ax.fill_between(
-        x, mean - std, mean + std, color=line.get_color(), alpha=0.2
-      )
+    _mean_with_band(ax, x, mean, std, label, n)
   ax.set_xlabel('training time (s, wall clock, without evaluation)')
   ax.set_ylabel('test accuracy (%)')
   ax.grid(alpha=0.3)
