@@ -17,8 +17,12 @@ FLAGS = flags.FLAGS
 
 
 def fail(message: str, status: int = 2):
-  """Prints `error: message` and exits with `status`."""
-  print(f'error: {message}', file=sys.stderr)
+  """Prints `error: message` and exits with `status`.
+
+  One write, so that no other thread's output can split the line.
+  """
+  sys.stderr.write(f'error: {message}\n')
+  sys.stderr.flush()
   sys.exit(status)
 
 

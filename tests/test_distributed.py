@@ -13,10 +13,12 @@ import entry_point as ep
 import numpy as np
 import pytest
 
-# Three steps (θ1, θ1, θ2) of the tiny quickstart MAXL run on a mesh of the
-# first device and on a mesh of all 8; saves θ1, BN statistics and θ2 of
-# both, and their initial values.
-_ONE_VS_EIGHT = """
+# Three steps (θ1, θ1, θ2) of the tiny quickstart MAXL run from one initial
+# state, on meshes of several sizes; saves the updates (final - initial) of
+# θ1, BN statistics and θ2 per mesh. argv: output path, then runs as
+# `<devices>[p<permutation seed>]` (p: every batch's examples permuted,
+# the same sums in another order).
+_UPDATES = """
 import sys
 import jax
 import numpy as np
@@ -29,65 +31,99 @@ config = quickstart.get_config()
 config.compare_methods, config.method = '', 'maxl'
 config.data.batch_size, config.model.head_hidden = 16, 32
 config.train.steps_per_epoch = 2  # Steps 0, 1: θ1; step 2: θ2.
+if jax.config.jax_enable_x64:
+  config.model.compute_dtype = 'float64'
 train_it, _, info, _ = pipeline.get_datasets(config.data, seed=config.seed)
 run = assembly.build_run(config, info)
-images = loop.training_images(train_it)
-init = run.init_state(run.label_source.init_state(images))
+label_state = run.label_source.init_state(loop.training_images(train_it))
+init = run.init_state(label_state)
+dtype = np.float64 if jax.config.jax_enable_x64 else np.float32
+batches = [next(train_it) for _ in range(3)]
 assert jax.device_count() == 8, jax.devices()
-out = {}
-for n in (0, 1, 8):  # 0: the initial values.
-  mesh = mesh_lib.make_mesh(jax.devices()[: n or 1])
+groups = ('theta1', 'state1', 'theta2')
+leaves = lambda state, g: jax.tree.leaves(getattr(state, g))
+flat = lambda state, g: np.concatenate(
+  [np.asarray(x, np.float64).ravel() for x in leaves(state, g)]
+)
+out, fns = {}, {}
+for name in sys.argv[2:]:
+  n, _, perm = name.partition('p')
+  mesh = mesh_lib.make_mesh(jax.devices()[: int(n)])
   state = jax.device_put(  # A copy: the steps donate their input.
     jax.tree.map(np.array, init), NamedSharding(mesh, PartitionSpec())
   )
-  fns = assembly.jit_steps(run, mesh)
-  train_it.set_state({'epoch': 0, 'step': 0})
-  for step in range(3 if n else 0):
-    batch = mesh_lib.global_batch(next(train_it), mesh)
-    assert len(batch['image'].sharding.device_set) == n
-    state = fns[run.schedule.kind(step)](state, batch)
-  assert n == 0 or (int(state.step1), int(state.step2)) == (2, 1)
-  leaves = jax.tree_util.tree_leaves_with_path(
-    {'theta1': state.theta1, 'state1': state.state1, 'theta2': state.theta2}
-  )
-  for path, leaf in leaves:
-    assert leaf.sharding.is_fully_replicated
-    out[f'{n}{jax.tree_util.keystr(path)}'] = np.asarray(leaf)
+  fns[n] = fns.get(n) or assembly.jit_steps(run, mesh)
+  for step, batch in enumerate(batches):
+    if perm:
+      rows = np.random.default_rng([int(perm), step]).permutation(16)
+      batch = {k: v[rows] for k, v in batch.items()}
+    batch = mesh_lib.global_batch(batch, mesh)
+    assert len(batch['image'].sharding.device_set) == int(n)
+    state = fns[n][run.schedule.kind(step)](state, batch)
+  assert (int(state.step1), int(state.step2)) == (2, 1)
+  for g in groups:
+    assert all(x.sharding.is_fully_replicated for x in leaves(state, g))
+    assert {x.dtype for x in leaves(state, g)} == {np.dtype(dtype)}
+    out[f'{name}/{g}'] = flat(state, g) - flat(init, g)
 np.savez(sys.argv[1], **out)
 """
+GROUPS = ('theta1', 'state1', 'theta2')
 
 
-def test_eight_devices_match_one_device(tmp_path):
-  path = tmp_path / 'params.npz'
+def _updates(tmp_path, *runs, x64=False):
+  """{run: {group: update}} of `_UPDATES` on 8 simulated devices."""
+  path = tmp_path / f'updates_x64_{x64}.npz'
+  env = ep.env(devices=8)
+  env['JAX_ENABLE_X64'] = '1' if x64 else '0'
   proc = subprocess.run(
-    [sys.executable, '-c', _ONE_VS_EIGHT, str(path)],
+    [sys.executable, '-c', _UPDATES, str(path), *runs],
     cwd=ep.REPO,
-    env=ep.env(devices=8),
+    env=env,
     capture_output=True,
     text=True,
-    timeout=240,
+    timeout=300,
   )
   assert proc.returncode == 0, proc.stderr[-3000:]
   saved = np.load(path)
-  keys = sorted(k[1:] for k in saved.files if k.startswith('0'))
-  for n in '18':
-    assert keys == sorted(k[1:] for k in saved.files if k.startswith(n))
-  for group in ('theta1', 'state1', 'theta2'):
-    assert any(k.startswith(f"['{group}']") for k in keys), keys
-  for key in keys:
-    np.testing.assert_allclose(
-      saved['8' + key], saved['1' + key], rtol=1e-5, atol=1e-5, err_msg=key
-    )
-  # The updates agree too, not only the weights (float32 noise: the
-  # meta-gradient moves by ~3e-3 already between XLA optimisation levels).
-  for group, rtol in (('theta1', 1e-4), ('state1', 1e-4), ('theta2', 2e-2)):
-    names = [k for k in keys if k.startswith(f"['{group}']")]
-    one, eight = (
-      np.concatenate([(saved[n + k] - saved['0' + k]).ravel() for k in names])
-      for n in '18'
-    )
-    assert np.linalg.norm(one) > 0, group
-    assert np.linalg.norm(eight - one) < rtol * np.linalg.norm(one), group
+  return {r: {g: saved[f'{r}/{g}'] for g in GROUPS} for r in runs}
+
+
+def _relative(a, b):
+  """‖a - b‖ / ‖b‖ of two updates."""
+  assert np.linalg.norm(b) > 0
+  return np.linalg.norm(a - b) / np.linalg.norm(b)
+
+
+def test_eight_devices_match_one_device_in_float64(tmp_path):
+  """Exact: float64 parameters and compute, 1 vs 8 devices.
+
+  Only the order of the cross-device sums differs (~1e-16 relative), far
+  from the network's ReLU and max-pool kinks, so the updates agree to
+  ~1e-13 (measured); 1e-9 leaves room on any CPU and no room for a bug
+  (a missing gradient or BatchNorm all-reduce changes them by O(1)).
+  """
+  updates = _updates(tmp_path, '1', '8', x64=True)
+  for group in GROUPS:
+    assert _relative(updates['8'][group], updates['1'][group]) < 1e-9, group
+
+
+def test_eight_devices_match_one_device_in_float32(tmp_path):
+  """float32, within 10x the measured noise floor of a reordered sum.
+
+  The floor: the same 1-device steps with each batch's examples permuted
+  (the same sums in another order), measured here, on this CPU. θ1 and
+  the BN statistics are smooth in that noise (8 vs 1: 1.6e-6, permuted:
+  1.3-1.5e-6 on the machine that wrote this). θ2 is not compared in
+  float32: its meta-gradient is a second-order term that jumps when
+  float32 noise moves a ReLU or a max-pool choice across its kink
+  (docs/DESIGN.md §5); the float64 test checks it exactly.
+  """
+  updates = _updates(tmp_path, '1', '8', '1p1', '1p2')
+  tiny = np.finfo(np.float32).eps  # A floor of exactly 0 is possible.
+  for group in ('theta1', 'state1'):
+    one = updates['1'][group]
+    floor = max(_relative(updates[p][group], one) for p in ('1p1', '1p2'))
+    assert _relative(updates['8'][group], one) < 10 * max(floor, tiny), group
 
 
 def _start_process(i, port, workdir, tmp_path):

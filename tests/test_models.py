@@ -307,3 +307,14 @@ def test_unknown_config_values_raise_usage_error(field, value, choices):
   config[field] = value
   with pytest.raises(UsageError, match=f'{value}.*{choices}'):
     models.build_models(config, num_primary=P, num_aux=K)
+
+
+def test_float64_compute_needs_x64_and_makes_float64_parameters():
+  config = _config('convnet4', compute_dtype='float64', hidden=8)
+  with pytest.raises(UsageError, match='JAX_ENABLE_X64=1'):
+    models.build_models(config, num_primary=2, num_aux=4)
+  with jax.enable_x64(True):
+    f, _ = models.build_models(config, num_primary=2, num_aux=4)
+    params, state = models.init_variables(f, jax.random.key(0), (32, 32, 1))
+    dtypes = {x.dtype for x in jax.tree.leaves((params, state))}
+    assert dtypes == {jnp.dtype(jnp.float64)}

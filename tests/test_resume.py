@@ -107,10 +107,9 @@ def test_no_usable_checkpoint_is_one_error_line(reference, tmp_path):
   assert proc.returncode == 2, proc.stderr[-3000:]
   (line,) = ep.error_lines(proc.stderr)
   assert 'none of the checkpoints' in line
-  # (Orbax may print tracebacks of its own cancelled reads, never ours; a
-  # virtualenv may live inside the repository, so look at our packages.)
-  for package in ('maxl_jax', 'experiments'):
-    assert f'File "{ep.REPO}/{package}/' not in proc.stderr
+  # No traceback at all: not ours, nor the hundreds of Orbax's abandoned
+  # reads that could split the error line under load.
+  assert 'Traceback' not in proc.stderr, proc.stderr[-3000:]
 
 
 def test_finished_run_does_not_train_again(reference, tmp_path):

@@ -35,7 +35,13 @@ Dtype = Any
 
 _xavier = nn.initializers.xavier_uniform()
 _zeros = nn.initializers.zeros
-COMPUTE_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+# float64 needs JAX's x64 mode (JAX_ENABLE_X64=1); its parameters are float64
+# too (`init_variables`): exact references, e.g. the data-parallel tests.
+COMPUTE_DTYPES = {
+  'float32': jnp.float32,
+  'bfloat16': jnp.bfloat16,
+  'float64': jnp.float64,
+}
 
 
 def _batch_norm(train: bool, dtype: Dtype) -> nn.BatchNorm:
@@ -265,13 +271,24 @@ def _choice(table: dict[str, Any], key: str, what: str) -> Any:
   return table[key]
 
 
+def compute_dtype(model_config: Any) -> Dtype:
+  """`config.model.compute_dtype` as a dtype; float64 only under x64."""
+  dtype = _choice(
+    COMPUTE_DTYPES, model_config.compute_dtype, 'config.model.compute_dtype'
+  )
+  if dtype == jnp.float64 and not jax.config.jax_enable_x64:
+    raise UsageError(
+      "config.model.compute_dtype='float64' needs JAX's 64-bit mode: set "
+      'JAX_ENABLE_X64=1 in the environment.'
+    )
+  return dtype
+
+
 def build_trunk(model_config: Any) -> nn.Module:
   """The trunk of `model_config`: name, conv_impl, compute_dtype, widths."""
   trunk_cls = _choice(TRUNKS, model_config.name, 'config.model.name')
   layers.resolve_impl(model_config.conv_impl)  # Validates it early.
-  dtype = _choice(
-    COMPUTE_DTYPES, model_config.compute_dtype, 'config.model.compute_dtype'
-  )
+  dtype = compute_dtype(model_config)
   extra = {}
   widths = tuple(int(w) for w in model_config.get('widths', ()))
   if widths:
@@ -303,9 +320,7 @@ def build_models(
   Returns:
     Two modules with separate trunks of the same architecture.
   """
-  dtype = _choice(
-    COMPUTE_DTYPES, model_config.compute_dtype, 'config.model.compute_dtype'
-  )
+  dtype = compute_dtype(model_config)
   hidden = model_config.head_hidden
   f = MultiTaskNet(
     build_trunk(model_config), num_primary, num_aux, hidden, dtype
@@ -337,6 +352,8 @@ def init_variables(
   x = jnp.zeros((1, *image_shape), jnp.float32)
   variables = jax.jit(module.init, static_argnums=2)(rng, x, False)
   variables = dict(variables)
+  if getattr(module, 'dtype', None) == jnp.float64:  # Parameters too.
+    variables = jax.tree.map(lambda a: a.astype(jnp.float64), variables)
   params = variables.pop('params')
   return params, variables
 

@@ -18,6 +18,7 @@ notice) asks it to save and stop.
 """
 
 import signal
+import sys
 import threading
 
 import jax
@@ -61,6 +62,21 @@ def save(manager, step: int, state, extra: dict, *, wait: bool = False):
     manager.wait_until_finished()
 
 
+def _drop_closed_loop_errors(unraisable):
+  """sys.unraisablehook: hides the reads Orbax abandons in a bad checkpoint.
+
+  When one read of a damaged checkpoint fails, TensorStore finishes the
+  others later on its own threads; each then fails to post its result to
+  Orbax's closed event loop and Python prints a traceback, hundreds in all,
+  possibly in the middle of the program's last line. Everything else goes
+  to the default hook.
+  """
+  error = unraisable.exc_value
+  if isinstance(error, RuntimeError) and str(error) == 'Event loop is closed':
+    return
+  sys.__unraisablehook__(unraisable)
+
+
 def _first_line(error: Exception) -> str:
   text = str(error).strip()
   line = text.splitlines()[0] if text else ''
@@ -96,6 +112,7 @@ def restore_latest(manager, template, *, delete_unusable: bool = True):
     # Orbax and TensorStore raise many types (ValueError, OSError, KeyError,
     # TypeError, msgpack errors ...) for damaged files.
     except Exception as e:  # noqa: BLE001
+      sys.unraisablehook = _drop_closed_loop_errors
       logging.warning(
         'Checkpoint at step %d in %s is unusable (%s); trying an older one.',
         step,
@@ -143,6 +160,7 @@ def restore_step(manager, step: int, template):
   try:
     return _restore(manager, step, template)['state']
   except Exception as e:  # noqa: BLE001 - see restore_latest.
+    sys.unraisablehook = _drop_closed_loop_errors
     raise UsageError(
       f'the checkpoint of step {step} in {manager.directory} cannot be '
       f'restored ({_first_line(e)}); choose another of {steps}.'
