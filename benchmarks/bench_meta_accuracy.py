@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from absl import app, flags
 
 from maxl_jax import meta_grad
-from maxl_jax.lookahead import train_loss
+from maxl_jax.problem import train_loss
 
 _FD_EPS = flags.DEFINE_list('fd_eps', ['0.01'], 'fd_eps values to try.')
 

@@ -1,7 +1,7 @@
 """Step-time benchmark: the real jitted training steps on synthetic data.
 
-Times `steps.primary_step` (Single, and MAXL's θ1 step), `steps.meta_step`
-and `steps.interleaved_step` (each with every estimator of
+Times `step_fns.primary_step` (Single, and MAXL's θ1 step), `step_fns.meta_step`
+and `step_fns.interleaved_step` (each with every estimator of
 `meta_grad.ESTIMATORS`), built by `assembly.build_run` and jitted by
 `assembly.jit_steps` exactly as training does, with the shapes of the
 PyTorch peer (../shared/peer): ConvNet-4 32x32x1

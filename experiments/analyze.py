@@ -66,10 +66,10 @@ def parse_flags(argv):
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # Orbax logs every restore.
-  from experiments.analysis import pipeline
+  from experiments.figures import build
   from maxl_jax.errors import UsageError
 
-  options = pipeline.Options(
+  options = build.Options(
     step=FLAGS.step,
     classes=tuple(int(c) for c in FLAGS.classes),
     topk=FLAGS.topk,
@@ -77,7 +77,7 @@ def main(argv):
   )
   command = ' '.join(['python -m experiments.analyze', *sys.argv[1:]])
   try:
-    written = pipeline.analyze(FLAGS.workdir, FLAGS.out, options, command)
+    written = build.analyze(FLAGS.workdir, FLAGS.out, options, command)
   except UsageError as e:
     cli.fail(str(e))
   print(f'Wrote {len(written)} files to {FLAGS.out}; see report.md there.')

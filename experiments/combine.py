@@ -47,9 +47,8 @@ def main(argv):
   del argv
   import jax
 
-  from maxl_jax.errors import UsageError
+  from maxl_jax.errors import NonFiniteError, UsageError
   from maxl_jax.training import combine
-  from maxl_jax.training.metrics import NonFiniteError
 
   logging.info('JAX devices: %s', jax.devices())
   if 'combiner' not in FLAGS.config:

@@ -40,7 +40,7 @@ def load_sweep(path: str):
   """(get_config, sweep, analyses) of the config file at `path`.
 
   `analyses()` (optional) lists (OUT subfolder, run-name prefixes or None,
-  `analysis.pipeline.Options` fields).
+  `figures.build.Options` fields).
   """
   if not os.path.isfile(path):
     cli.fail(f'config file {path} does not exist.')
@@ -117,7 +117,7 @@ def main(argv):
 
 def analyse(analyses, runs, command: str):
   """Each of the config's analyses (default: one of every run) into OUT."""
-  from experiments.analysis import pipeline
+  from experiments.figures import build
   from maxl_jax.errors import UsageError
 
   for subdir, prefixes, options in analyses():
@@ -128,9 +128,7 @@ def analyse(analyses, runs, command: str):
     ]
     out = os.path.join(FLAGS.out, subdir)
     try:
-      written = pipeline.analyze(
-        chosen, out, pipeline.Options(**options), command
-      )
+      written = build.analyze(chosen, out, build.Options(**options), command)
     except UsageError as e:
       cli.fail(str(e))
     print(f'Wrote {len(written)} files to {out}; see report.md there.')

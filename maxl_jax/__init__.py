@@ -7,29 +7,31 @@ assembly, training loop, checkpoints and restore in `maxl_jax.training`.
 """
 
 from maxl_jax import (
-  analysis,
-  combiner,
+  diagnostics,
   hierarchy,
-  implicit,
-  lookahead,
+  inverse_hvp,
+  loss_combiner,
   losses,
   meta_grad,
+  problem,
 )
-from maxl_jax.errors import UsageError
-from maxl_jax.lookahead import MaxlProblem
+from maxl_jax.errors import NonFiniteError, Preempted, UsageError
 from maxl_jax.meta_grad import ESTIMATORS, MetaOutput, get_estimator
+from maxl_jax.problem import MaxlProblem
 
 __all__ = [
   'ESTIMATORS',
   'MaxlProblem',
   'MetaOutput',
+  'NonFiniteError',
+  'Preempted',
   'UsageError',
-  'analysis',
-  'combiner',
+  'diagnostics',
   'get_estimator',
   'hierarchy',
-  'implicit',
-  'lookahead',
+  'inverse_hvp',
+  'loss_combiner',
   'losses',
   'meta_grad',
+  'problem',
 ]

@@ -19,10 +19,9 @@ from typing import Any, NamedTuple
 import jax
 import optax
 
-from maxl_jax import implicit as implicit_lib
-from maxl_jax import losses
+from maxl_jax import inverse_hvp, losses
 from maxl_jax.errors import UsageError
-from maxl_jax.lookahead import (
+from maxl_jax.problem import (
   aux_focal_terms,
   generated_labels,
   lookahead,
@@ -198,7 +197,7 @@ def first_order(
 
 
 # AuxiLearn's solver: Neumann series, K = 3, η = 0.1, no damping.
-AUXILEARN_INVERSE = implicit_lib.InverseHvp()
+AUXILEARN_INVERSE = inverse_hvp.InverseHvp()
 
 
 def implicit(
@@ -211,7 +210,7 @@ def implicit(
   alpha,
   meta_batch=None,
   *,
-  inverse: implicit_lib.InverseHvp = AUXILEARN_INVERSE,
+  inverse: inverse_hvp.InverseHvp = AUXILEARN_INVERSE,
 ):
   """(d) AuxiLearn's implicit (IFT) hypergradient (DESIGN §2d).
 

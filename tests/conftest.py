@@ -14,8 +14,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from maxl_jax import hierarchy  # noqa: E402
-from maxl_jax.lookahead import MaxlProblem  # noqa: E402
 from maxl_jax.networks import layers, models  # noqa: E402
+from maxl_jax.problem import MaxlProblem  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

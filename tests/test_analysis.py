@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from maxl_jax import analysis
+from maxl_jax import diagnostics
 
 
 def _tree(rng):
@@ -29,7 +29,7 @@ def test_cosine_matches_plain_loop():
       for u in range(ka.shape[1])
     ]
     want.append(np.mean(cos))
-  got = analysis.gradient_cosine(a, b)
+  got = diagnostics.gradient_cosine(a, b)
   np.testing.assert_allclose(got, np.mean(want), rtol=1e-5)
 
 
@@ -37,20 +37,22 @@ def test_cosine_extremes():
   rng = np.random.default_rng(1)
   a = _tree(rng)
   neg = {k: {n: -x for n, x in v.items()} for k, v in a.items()}
-  np.testing.assert_allclose(analysis.gradient_cosine(a, a), 1.0, rtol=1e-6)
-  np.testing.assert_allclose(analysis.gradient_cosine(a, neg), -1.0, rtol=1e-6)
+  np.testing.assert_allclose(diagnostics.gradient_cosine(a, a), 1.0, rtol=1e-6)
+  np.testing.assert_allclose(
+    diagnostics.gradient_cosine(a, neg), -1.0, rtol=1e-6
+  )
 
 
 def test_cosine_needs_a_weight():
   with pytest.raises(ValueError, match='ndim >= 2'):
-    analysis.gradient_cosine({'b': jnp.ones(3)}, {'b': jnp.ones(3)})
+    diagnostics.gradient_cosine({'b': jnp.ones(3)}, {'b': jnp.ones(3)})
 
 
 def test_label_usage():
   probs = jnp.array(
     [[0.9, 0.1, 0.0, 0.0], [0.8, 0.2, 0.0, 0.0], [0.0, 0.0, 0.3, 0.7]]
   )
-  usage = analysis.label_usage(probs)
+  usage = diagnostics.label_usage(probs)
   np.testing.assert_allclose(usage['aux_usage'], 0.5)
   np.testing.assert_allclose(usage['aux_hist'], probs.mean(0), rtol=1e-6)
   ent = -np.mean(

@@ -19,9 +19,10 @@ import numpy as np
 import pytest
 from conftest import TinyConvBN, TwoHeads, make_problem
 
-from experiments.analysis import forward, invented, restore, table, tsne
-from experiments.analysis import runs as runs_lib
+from experiments.figures import forward, invented, table, tsne
+from experiments.figures import runs as runs_lib
 from maxl_jax import losses
+from maxl_jax.training import restore
 
 TSNE_IMAGES, TOPK, CLASSES = 100, 3, (0, 3)
 

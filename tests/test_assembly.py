@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from experiments.configs import smoke
-from maxl_jax import hierarchy
+from maxl_jax import errors, hierarchy
 from maxl_jax.data.info import DatasetInfo
 from maxl_jax.errors import UsageError
 from maxl_jax.networks import models
@@ -163,8 +163,8 @@ def _guard_state():
   zero = jnp.zeros((), jnp.int32)
   return state_lib.MaxlState(
     step=zero, step1=zero, step2=zero, theta1={'w': jnp.ones(2)},
-    state1={}, opt1=(), theta2={}, state2={}, opt2=(), label_state={},
-    sums={}, guard=metrics.zero_guard(),
+    state1={}, opt_state1=(), theta2={}, state2={}, opt_state2=(),
+    label_state={}, sums={}, guard=metrics.zero_guard(),
   )  # fmt: skip
 
 
@@ -184,7 +184,7 @@ def test_guard_records_the_first_bad_step_by_name(mode):
   assert float(later.theta1['w'][0]) == (0.0 if applied else 1.0)
   host = jax.tree.map(np.asarray, later.guard)
   if mode == 'stop':
-    with pytest.raises(metrics.NonFiniteError, match='step 1: loss_pri=nan'):
+    with pytest.raises(errors.NonFiniteError, match='step 1: loss_pri=nan'):
       metrics.check_guard(host, mode, last_saved=None)
   else:
     assert metrics.check_guard(host, mode, last_saved=None) == 1

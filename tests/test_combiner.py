@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from maxl_jax import combiner, implicit
+from maxl_jax import inverse_hvp, loss_combiner
 from maxl_jax.errors import UsageError
 
 
@@ -16,13 +16,13 @@ def random_losses(n=7, tasks=3, seed=0):
   return jnp.asarray(np.random.default_rng(seed).exponential(size=(n, tasks)))
 
 
-@pytest.mark.parametrize('form', combiner.FORMS)
+@pytest.mark.parametrize('form', loss_combiner.FORMS)
 def test_initial_weights_are_about_one(form):
   """'linear' and 'fixed': exactly 1; 'mlp': about 1 at small losses."""
-  init, apply = combiner.make_combiner(form, 3)
+  init, apply = loss_combiner.make_combiner(form, 3)
   params = init(jax.random.key(0))
   small = jnp.full((4, 3), 1e-3)
-  weights = combiner.task_weights(apply, params, small)
+  weights = loss_combiner.task_weights(apply, params, small)
   chex.assert_shape(weights, (3,))
   if form == 'mlp':
     assert np.all((weights > 0.6) & (weights < 1.4)), weights
@@ -34,23 +34,23 @@ def test_initial_weights_are_about_one(form):
 
 
 def test_linear_is_a_weighted_sum_with_softplus_weights():
-  init, apply = combiner.make_combiner('linear', 3)
+  init, apply = loss_combiner.make_combiner('linear', 3)
   rho = jnp.asarray([-2.0, 0.0, 3.0])
   params = jax.tree.map(lambda _: rho, init(jax.random.key(0)))
   weights = jax.nn.softplus(rho)
   ell = random_losses()
   np.testing.assert_allclose(apply(params, ell), ell @ weights, rtol=1e-6)
   np.testing.assert_allclose(
-    combiner.combined_loss(apply, params, ell), jnp.mean(ell @ weights)
+    loss_combiner.combined_loss(apply, params, ell), jnp.mean(ell @ weights)
   )
   for seed in (1, 2):  # The same weights whatever the losses.
-    got = combiner.task_weights(apply, params, random_losses(seed=seed))
+    got = loss_combiner.task_weights(apply, params, random_losses(seed=seed))
     np.testing.assert_allclose(got, weights, rtol=1e-6)
 
 
 def test_mlp_is_nonnegative_monotone_and_zero_at_zero():
   """For ℓ >= 0: c(ℓ) >= 0, c(0) = 0 and ∂c/∂ℓ_t >= 0, for any parameters."""
-  init, apply = combiner.make_combiner('mlp', 3, hidden=5)
+  init, apply = loss_combiner.make_combiner('mlp', 3, hidden=5)
   for seed in range(3):
     key1, key2 = jax.random.split(jax.random.key(seed))
     flat, unravel = ravel_pytree(init(key1))
@@ -65,15 +65,15 @@ def test_mlp_is_nonnegative_monotone_and_zero_at_zero():
 def test_task_weights_are_mean_loss_derivatives():
   """'mlp': against a central difference of the combined loss (float64)."""
   with jax.enable_x64(True):
-    init, apply = combiner.make_combiner('mlp', 3, param_dtype=jnp.float64)
+    init, apply = loss_combiner.make_combiner('mlp', 3, param_dtype=jnp.float64)
     params = init(jax.random.key(1))
     ell = random_losses()
-    got = combiner.task_weights(apply, params, ell)
+    got = loss_combiner.task_weights(apply, params, ell)
     h = 1e-6
     for t in range(3):
       step = h * jax.nn.one_hot(t, 3, dtype=ell.dtype)
-      plus = combiner.combined_loss(apply, params, ell + step)
-      minus = combiner.combined_loss(apply, params, ell - step)
+      plus = loss_combiner.combined_loss(apply, params, ell + step)
+      minus = loss_combiner.combined_loss(apply, params, ell - step)
       np.testing.assert_allclose(got[t], (plus - minus) / (2 * h), rtol=1e-7)
 
 
@@ -83,7 +83,7 @@ def test_task_weights_are_mean_loss_derivatives():
 )
 def test_bad_settings_are_usage_errors(form, num_tasks, hidden):
   with pytest.raises(UsageError):
-    combiner.make_combiner(form, num_tasks, hidden)
+    loss_combiner.make_combiner(form, num_tasks, hidden)
 
 
 def regression_tasks(seed, d=8, n=30, n_val=200):
@@ -109,14 +109,16 @@ def test_learns_to_down_weight_a_harmful_auxiliary(seed, solver):
   K = 3, η = 0.1, or CG). Measured (seeds 0-5): helpful weight 1.7-3.5,
   harmful 0.03-0.21, from 1 and 1."""
   x, y, aux_y, x_val, y_val = regression_tasks(seed)
-  init, apply = combiner.make_combiner('linear', 2)
-  inverse = implicit.InverseHvp(solver, steps=3 if solver == 'neumann' else 8)
+  init, apply = loss_combiner.make_combiner('linear', 2)
+  inverse = inverse_hvp.InverseHvp(
+    solver, steps=3 if solver == 'neumann' else 8
+  )
 
   def inner(theta, phi):
     pred = x @ theta
     aux = (pred[:, None] - aux_y) ** 2  # [N, 2] per-example losses.
     main = jnp.mean((pred - y) ** 2)
-    return main + combiner.combined_loss(apply, phi, aux)
+    return main + loss_combiner.combined_loss(apply, phi, aux)
 
   def outer(theta):
     return jnp.mean((x_val @ theta - y_val) ** 2)
@@ -128,7 +130,7 @@ def test_learns_to_down_weight_a_harmful_auxiliary(seed, solver):
       theta = jax.lax.fori_loop(
         0, 10, lambda _, t: t - 0.1 * jax.grad(inner)(t, phi), theta
       )
-      hypergrad = implicit.hypergradient(inner, outer, theta, phi, inverse)
+      hypergrad = inverse_hvp.hypergradient(inner, outer, theta, phi, inverse)
       phi = jax.tree.map(lambda p, g: p - 0.3 * g, phi, hypergrad)
       return (theta, phi), None
 
@@ -136,7 +138,7 @@ def test_learns_to_down_weight_a_harmful_auxiliary(seed, solver):
     return theta, phi
 
   theta, phi = train(jnp.zeros(x.shape[1]), init(jax.random.key(0)))
-  helpful, harmful = combiner.task_weights(apply, phi, jnp.ones((1, 2)))
+  helpful, harmful = loss_combiner.task_weights(apply, phi, jnp.ones((1, 2)))
   assert harmful < 0.5 < 1.0 < helpful, (helpful, harmful)
   assert harmful < 0.25 * helpful, (helpful, harmful)
   chex.assert_tree_all_finite(theta)

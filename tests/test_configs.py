@@ -18,7 +18,7 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from experiments import runner
+from experiments.run import run_methods
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FASHION = '/usr/share/datasets/fashion-mnist'
@@ -68,7 +68,7 @@ def _run(name, tmp_path, own_backbone=False):
   examples = 3 if name == 'ucf101' else 24
   policy = tfds.testing.MockPolicy.USE_CODE
   with tfds.testing.mock_data(num_examples=examples, policy=policy):
-    (result,) = runner.run(config, str(tmp_path / 'work'))
+    (result,) = run_methods(config, str(tmp_path / 'work'))
   assert result['steps'] == (4 if config.method == 'maxl' else 2)
   assert 0.0 <= result['test_accuracy'] <= 1.0
   rows = (tmp_path / 'work' / 'metrics.jsonl').read_text().splitlines()

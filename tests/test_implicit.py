@@ -11,9 +11,9 @@ import pytest
 from conftest import make_problem
 from jax.flatten_util import ravel_pytree
 
-from maxl_jax import implicit, losses, meta_grad
+from maxl_jax import inverse_hvp, losses, meta_grad
 from maxl_jax.errors import UsageError
-from maxl_jax.lookahead import generated_labels, train_loss
+from maxl_jax.problem import generated_labels, train_loss
 
 
 def rel_err(a, b):
@@ -46,7 +46,7 @@ def test_hvp_matches_dense_hessian():
     flat, unravel = ravel_pytree(params)
     vec = unravel(jnp.asarray(rng.normal(size=flat.size)))
     dense = jax.hessian(lambda f: loss(unravel(f)))(flat)
-    got = implicit.hvp(loss, params, vec)
+    got = inverse_hvp.hvp(loss, params, vec)
     expected = dense @ ravel_pytree(vec)[0]
     np.testing.assert_allclose(ravel_pytree(got)[0], expected, rtol=1e-12)
 
@@ -57,11 +57,11 @@ def test_neumann_error_shrinks_monotonically_to_the_solve():
     a, hvp_fn, g = spd_problem()
     exact = np.linalg.solve(a, ravel_pytree(g)[0])
     lr = 0.4
-    zero = implicit.neumann(hvp_fn, g, steps=0, lr=lr)
+    zero = inverse_hvp.neumann(hvp_fn, g, steps=0, lr=lr)
     chex.assert_trees_all_equal(zero, jax.tree.map(lambda t: lr * t, g))
     errors = [
       rel_err(
-        implicit.neumann(hvp_fn, g, steps=k, lr=lr), unravel_like(g, exact)
+        inverse_hvp.neumann(hvp_fn, g, steps=k, lr=lr), unravel_like(g, exact)
       )
       for k in (0, 1, 2, 4, 8, 16, 32, 64)
     ]
@@ -69,7 +69,7 @@ def test_neumann_error_shrinks_monotonically_to_the_solve():
       e1 > e2 for e1, e2 in zip(errors[:-1], errors[1:], strict=True)
     ), errors
     assert errors[-1] < 0.8**64
-    far = implicit.neumann(hvp_fn, g, steps=200, lr=lr)
+    far = inverse_hvp.neumann(hvp_fn, g, steps=200, lr=lr)
     assert rel_err(far, unravel_like(g, exact)) < 1e-12
 
 
@@ -82,16 +82,16 @@ def test_cg_matches_the_solve(damping):
   with jax.enable_x64(True):
     a, hvp_fn, g = spd_problem(seed=1)
     exact = np.linalg.solve(a + damping * np.eye(6), ravel_pytree(g)[0])
-    w = implicit.cg(hvp_fn, g, steps=6, damping=damping, tol=1e-14)
+    w = inverse_hvp.cg(hvp_fn, g, steps=6, damping=damping, tol=1e-14)
     assert rel_err(w, unravel_like(g, exact)) < 1e-10
-    inverse = implicit.InverseHvp('cg', steps=6, damping=damping, tol=1e-14)
+    inverse = inverse_hvp.InverseHvp('cg', steps=6, damping=damping, tol=1e-14)
     chex.assert_trees_all_close(inverse.solve(hvp_fn, g), w, rtol=1e-14)
 
 
 def test_inverse_hvp_neumann_damps_the_hessian():
   with jax.enable_x64(True):
     a, hvp_fn, g = spd_problem(seed=2)
-    inverse = implicit.InverseHvp(steps=300, lr=0.4, damping=0.2)
+    inverse = inverse_hvp.InverseHvp(steps=300, lr=0.4, damping=0.2)
     exact = np.linalg.solve(a + 0.2 * np.eye(6), ravel_pytree(g)[0])
     assert rel_err(inverse.solve(hvp_fn, g), unravel_like(g, exact)) < 1e-12
 
@@ -106,7 +106,7 @@ def test_inverse_hvp_neumann_damps_the_hessian():
 )
 def test_inverse_hvp_rejects_bad_settings(kwargs, match):
   with pytest.raises(UsageError, match=match):
-    implicit.InverseHvp(**kwargs)
+    inverse_hvp.InverseHvp(**kwargs)
 
 
 def ridge_problem(seed=0, n=40, d=5):
@@ -149,11 +149,11 @@ def test_hypergradient_matches_unrolled_gradient_descent():
     unrolled = jax.jit(jax.grad(lambda p: outer(solve_by_gd(p))))(phi)
     theta = solve_by_gd(phi)
     assert float(jnp.linalg.norm(jax.grad(inner)(theta, phi))) < 1e-12
-    hypergradient = jax.jit(implicit.hypergradient, static_argnums=(0, 1, 4))
-    exact = implicit.InverseHvp('cg', steps=d, tol=1e-15)
+    hypergradient = jax.jit(inverse_hvp.hypergradient, static_argnums=(0, 1, 4))
+    exact = inverse_hvp.InverseHvp('cg', steps=d, tol=1e-15)
     got = hypergradient(inner, outer, theta, phi, exact)
     np.testing.assert_allclose(got, unrolled, rtol=1e-8, atol=1e-14)
-    approx = hypergradient(inner, outer, theta, phi, implicit.InverseHvp())
+    approx = hypergradient(inner, outer, theta, phi, inverse_hvp.InverseHvp())
     assert 1e-2 < rel_err(approx, unrolled) < 1.0
 
 
@@ -283,7 +283,7 @@ def test_implicit_maxl_matches_dense_ift(kind, psi, n, n_meta, lam):
       w = w + term
     neumann = -mixed.T @ (0.1 * w) + entropy_grad
 
-    cg = implicit.InverseHvp('cg', steps=300, damping=damping, tol=1e-13)
+    cg = inverse_hvp.InverseHvp('cg', steps=300, damping=damping, tol=1e-13)
     inverses = (DenseSolve(damping), cg, meta_grad.AUXILEARN_INVERSE)
     results = estimates(args, meta_batch, inverses)
     got = [ravel_pytree(grads2)[0] for grads2, _ in results]
@@ -313,7 +313,7 @@ def test_implicit_with_one_neumann_term_is_maxl_to_second_order():
     meta_batch = held_out_batch(args[5], 5, 2)
     structured = jax.jit(functools.partial(meta_grad.structured, problem))
     alphas = (0.02, 0.01)
-    inverses = [implicit.InverseHvp(steps=0, lr=alpha) for alpha in alphas]
+    inverses = [inverse_hvp.InverseHvp(steps=0, lr=alpha) for alpha in alphas]
     results = estimates(args, meta_batch, inverses)  # α itself is unused.
     diffs = []
     for alpha, (got, _) in zip(alphas, results, strict=True):

@@ -14,13 +14,13 @@ from jax.flatten_util import ravel_pytree
 
 from maxl_jax import hierarchy, losses, meta_grad
 from maxl_jax.errors import UsageError
-from maxl_jax.lookahead import (
+from maxl_jax.networks import models
+from maxl_jax.problem import (
   MaxlProblem,
   generated_labels,
   lookahead,
   train_loss,
 )
-from maxl_jax.networks import models
 
 
 def rel_err(a, b):

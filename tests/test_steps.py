@@ -14,9 +14,9 @@ from jax.flatten_util import ravel_pytree
 from maxl_jax import meta_grad
 from maxl_jax.labels.base import masked_targets_ok
 from maxl_jax.labels.generated import GeneratedSource
-from maxl_jax.lookahead import generated_labels
+from maxl_jax.problem import generated_labels
 from maxl_jax.training import state as state_lib
-from maxl_jax.training import steps
+from maxl_jax.training import step_fns
 
 ALPHA = 0.1
 
@@ -25,23 +25,23 @@ def _setup(psi=(2, 3), on_nonfinite='stop'):
   problem, theta1, state1, theta2, state2, batch = make_problem(
     'conv', psi, n=6
   )
-  opt1, opt2 = optax.sgd(0.1), optax.sgd(0.05)
+  tx1, tx2 = optax.sgd(0.1), optax.sgd(0.05)
   state = state_lib.initial_state(
-    theta1, state1, theta2, state2, opt1, opt2, {}, int(sum(psi))
+    theta1, state1, theta2, state2, tx1, tx2, {}, int(sum(psi))
   )
   source = GeneratedSource(psi=np.asarray(psi))
   deps = {
     'problem': problem,
     'estimator': meta_grad.unrolled,
-    'opt2': opt2,
+    'tx2': tx2,
     'alpha_schedule': lambda count: ALPHA,
     'on_nonfinite': on_nonfinite,
   }
   primary = functools.partial(
-    steps.primary_step, problem=problem, label_source=source, opt1=opt1,
+    step_fns.primary_step, problem=problem, label_source=source, tx1=tx1,
     on_nonfinite=on_nonfinite,
   )  # fmt: skip
-  return state, batch, primary, deps, opt1
+  return state, batch, primary, deps, tx1
 
 
 def _changed(a, b):
@@ -50,7 +50,7 @@ def _changed(a, b):
 
 def test_meta_step_moves_only_theta2():
   state, batch, _, deps, _ = _setup()
-  new = steps.meta_step(state, batch, **deps)
+  new = step_fns.meta_step(state, batch, **deps)
   assert _changed(new.theta2, state.theta2)
   chex.assert_trees_all_equal(new.theta1, state.theta1)
   chex.assert_trees_all_equal(new.state1, state.state1)  # f's BN stats.
@@ -61,7 +61,7 @@ def test_meta_step_moves_only_theta2():
 def test_generator_labels_stay_in_mask_after_meta_steps():
   state, batch, _, deps, _ = _setup(psi=(1, 4, 2))
   for _ in range(3):
-    state = steps.meta_step(state, batch, **deps)
+    state = step_fns.meta_step(state, batch, **deps)
   probs, _ = generated_labels(
     deps['problem'], state.theta2, state.state2, batch
   )
@@ -71,10 +71,10 @@ def test_generator_labels_stay_in_mask_after_meta_steps():
 
 def test_interleaved_theta1_update_equals_primary_step():
   """The shared lookahead gives the θ1 step exactly its own gradient."""
-  state, batch, primary, deps, opt1 = _setup()
-  both = steps.interleaved_step(state, batch, opt1=opt1, **deps)
+  state, batch, primary, deps, tx1 = _setup()
+  both = step_fns.interleaved_step(state, batch, tx1=tx1, **deps)
   only_theta1 = primary(state, batch)
-  only_theta2 = steps.meta_step(state, batch, **deps)
+  only_theta2 = step_fns.meta_step(state, batch, **deps)
   chex.assert_trees_all_close(both.theta1, only_theta1.theta1, rtol=1e-5)
   chex.assert_trees_all_close(both.state1, only_theta1.state1, rtol=1e-5)
   chex.assert_trees_all_close(both.theta2, only_theta2.theta2, rtol=1e-5)
@@ -103,7 +103,7 @@ def test_steps_compile_once():
   for _ in range(3):
     state = step(state, batch)
   meta = jax.jit(
-    chex.assert_max_traces(lambda s, b: steps.meta_step(s, b, **deps), n=1)
+    chex.assert_max_traces(lambda s, b: step_fns.meta_step(s, b, **deps), n=1)
   )
   for _ in range(2):
     state = meta(state, batch)
@@ -113,7 +113,9 @@ def test_steps_compile_once():
 def test_eval_step_counts_only_real_examples():
   state, batch, _, deps, _ = _setup()
   mask = jnp.array([1, 1, 1, 0, 0, 0], jnp.float32)
-  out = steps.eval_step(state, dict(batch, mask=mask), problem=deps['problem'])
+  out = step_fns.eval_step(
+    state, dict(batch, mask=mask), problem=deps['problem']
+  )
   (logits, _), _ = deps['problem'].f_apply(
     state.theta1, state.state1, batch['image'], False
   )

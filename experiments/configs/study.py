@@ -116,8 +116,10 @@ def analyses():
     ('all', None, {'tsne_images': 0, 'classes': (0, 5)}),
     (  # Seed 0 of each: a t-SNE of four panels.
       'psi5',
-      [f'{g}/seed0' for g in ('single', 'uniform_psi5', 'maxl_psi5',
-                              'implicit_k5_psi5')],
+      [
+        f'{g}/seed0'
+        for g in ('single', 'uniform_psi5', 'maxl_psi5', 'implicit_k5_psi5')
+      ],
       {'tsne_images': 2000, 'classes': (0, 5)},
     ),  # fmt: skip
   ]

@@ -5,7 +5,7 @@ import dataclasses
 import jax
 
 from maxl_jax.labels.base import LabelSource
-from maxl_jax.lookahead import generated_labels
+from maxl_jax.problem import generated_labels
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,12 +17,12 @@ import flax.linen as nn
 import jax
 import optax
 
-from maxl_jax import hierarchy, implicit, labels, meta_grad
+from maxl_jax import hierarchy, inverse_hvp, labels, meta_grad
 from maxl_jax.data.info import DatasetInfo
 from maxl_jax.errors import UsageError
-from maxl_jax.lookahead import MaxlProblem
 from maxl_jax.networks import models
-from maxl_jax.training import optim, schedule, steps
+from maxl_jax.problem import MaxlProblem
+from maxl_jax.training import optim, schedule, step_fns
 from maxl_jax.training import state as state_lib
 from maxl_jax.training.mesh import replicated, sharded
 
@@ -101,8 +101,8 @@ class Run:
   g: nn.Module | None  # The label generator (θ2), when the source learns.
   problem: MaxlProblem
   label_source: labels.LabelSource
-  opt1: optax.GradientTransformation
-  opt2: optax.GradientTransformation
+  tx1: optax.GradientTransformation
+  tx2: optax.GradientTransformation
   alpha_schedule: optax.Schedule  # α = θ1's learning rate at θ1 step t.
   schedule: schedule.Schedule
   estimator: Any  # The meta-gradient estimator (None: θ2 does not learn).
@@ -124,8 +124,8 @@ class Run:
       jax.random.key(self.seed),
       self.f,
       self.g,
-      self.opt1,
-      self.opt2,
+      self.tx1,
+      self.tx2,
       self.info.image_shape,
       label_state,
     )
@@ -137,15 +137,15 @@ class Run:
 
 def steps_per_epoch(config, info: DatasetInfo) -> int:
   """θ1 steps per epoch: full batches, capped by train.steps_per_epoch."""
-  steps_ = info.num_train // config.data.batch_size
+  num_steps = info.num_train // config.data.batch_size
   if config.train.steps_per_epoch:
-    steps_ = min(steps_, config.train.steps_per_epoch)
-  if steps_ < 1:
+    num_steps = min(num_steps, config.train.steps_per_epoch)
+  if num_steps < 1:
     raise UsageError(
       f'config.data.batch_size = {config.data.batch_size} exceeds the '
       f'{info.num_train} training examples; use a smaller batch.'
     )
-  return steps_
+  return num_steps
 
 
 def build_run(config, info: DatasetInfo) -> Run:
@@ -184,8 +184,8 @@ def build_run(config, info: DatasetInfo) -> Run:
     g=g if source.learns else None,
     problem=problem,
     label_source=source,
-    opt1=optim.make_optimizer(config.primary_opt, per_epoch),
-    opt2=_label_optimizer(config, per_epoch),
+    tx1=optim.make_optimizer(config.primary_opt, per_epoch),
+    tx2=_label_optimizer(config, per_epoch),
     alpha_schedule=optim.lr_schedule(config.primary_opt, per_epoch),
     schedule=schedule.Schedule(
       config.maxl.schedule if source.learns else 'single',
@@ -197,12 +197,12 @@ def build_run(config, info: DatasetInfo) -> Run:
   )
 
 
-def implicit_inverse(implicit_config) -> implicit.InverseHvp:
+def implicit_inverse(implicit_config) -> inverse_hvp.InverseHvp:
   """The inverse-HVP solver of `config.implicit`."""
   ic = implicit_config
-  steps_ = ic.neumann_steps if ic.solver == 'neumann' else ic.cg_steps
-  return implicit.InverseHvp(
-    solver=ic.solver, steps=steps_, lr=ic.neumann_lr, damping=ic.damping
+  num_steps = ic.neumann_steps if ic.solver == 'neumann' else ic.cg_steps
+  return inverse_hvp.InverseHvp(
+    solver=ic.solver, steps=num_steps, lr=ic.neumann_lr, damping=ic.damping
   )
 
 
@@ -234,8 +234,8 @@ def jit_steps(run: Run, mesh) -> dict:
     mesh=mesh,
     problem=run.problem,
     label_source=run.label_source,
-    opt1=run.opt1,
-    opt2=run.opt2,
+    tx1=run.tx1,
+    tx2=run.tx2,
     alpha_schedule=run.alpha_schedule,
     estimator=run.estimator,
     on_nonfinite=run.on_nonfinite,
@@ -248,8 +248,8 @@ def make_step_fns(
   mesh,
   problem,
   label_source,
-  opt1,
-  opt2,
+  tx1,
+  tx2,
   alpha_schedule,
   estimator,
   on_nonfinite,
@@ -275,32 +275,32 @@ def make_step_fns(
   fns = {
     'primary': update(
       functools.partial(
-        steps.primary_step,
+        step_fns.primary_step,
         problem=problem,
         label_source=label_source,
-        opt1=opt1,
+        tx1=tx1,
         on_nonfinite=on_nonfinite,
       )
     ),
-    'eval': jit(functools.partial(steps.eval_step, problem=problem)),
+    'eval': jit(functools.partial(step_fns.eval_step, problem=problem)),
   }
   if estimator is not None:
     meta = functools.partial(
-      steps.meta_step,
+      step_fns.meta_step,
       problem=problem,
       estimator=estimator,
-      opt2=opt2,
+      tx2=tx2,
       alpha_schedule=alpha_schedule,
       on_nonfinite=on_nonfinite,
     )
     fns['meta'] = meta_update(meta)
     fns['interleaved'] = meta_update(
-      functools.partial(steps.interleaved_step, **meta.keywords, opt1=opt1)
+      functools.partial(step_fns.interleaved_step, **meta.keywords, tx1=tx1)
     )
   if label_source.num_aux:
     fns['cosine'] = jit(
       functools.partial(
-        steps.cosine_step, problem=problem, label_source=label_source
+        step_fns.cosine_step, problem=problem, label_source=label_source
       )
     )
   return fns

@@ -6,10 +6,10 @@ A multi-task network (`models.build_trunk`, a primary head and one
   L_T(θ, φ) = mean_n CE_primary(n) + mean_n c(ℓ_n(θ); φ),
 
 with ℓ_n [T] the example's auxiliary cross-entropies and c a
-`combiner.make_combiner` form ('none' = Single: no auxiliary heads, no
+`loss_combiner.make_combiner` form ('none' = Single: no auxiliary heads, no
 auxiliary loss). Every `meta_every` θ steps φ takes one step on the implicit
 hypergradient of L_A, the primary cross-entropy on a held-out batch
-(`implicit.hypergradient`, config.implicit's solver), clipped to
+(`inverse_hvp.hypergradient`, config.implicit's solver), clipped to
 `max_grad_norm` (AuxiLearn, Navon et al., ICLR 2021). Training-mode losses
 use batch statistics; only θ steps update BatchNorm's running averages.
 
@@ -37,18 +37,17 @@ import numpy as np
 import optax
 from absl import logging
 
-from maxl_jax import combiner, implicit
+from maxl_jax import inverse_hvp, loss_combiner
 from maxl_jax.data import pipeline
-from maxl_jax.errors import UsageError
+from maxl_jax.errors import NonFiniteError, UsageError
 from maxl_jax.networks import models
 from maxl_jax.training import assembly, loop, optim
 from maxl_jax.training import workdir as workdir_lib
 from maxl_jax.training.mesh import global_batch, make_mesh, replicated
-from maxl_jax.training.metrics import NonFiniteError
 
 Params = Any
 Batch = dict[str, jax.Array]
-FORMS = (*combiner.FORMS, 'none')  # 'none': Single, no auxiliary loss.
+FORMS = (*loss_combiner.FORMS, 'none')  # 'none': Single, no auxiliary loss.
 PHI_OPTIMIZERS = {  # (lr, momentum) -> φ's optimiser.
   'adam': lambda lr, _: optax.adam(lr),
   'sgd': lambda lr, momentum: optax.sgd(lr, momentum or None),
@@ -183,7 +182,7 @@ def train_loss(problem: Problem, theta, phi, model_state, batch):
   primary, ell, new_state = task_losses(problem, theta, model_state, batch)
   loss_pri, loss_aux = jnp.mean(primary), jnp.zeros(())
   if problem.combine is not None:
-    loss_aux = combiner.combined_loss(problem.combine, phi, ell)
+    loss_aux = loss_combiner.combined_loss(problem.combine, phi, ell)
   values = {'loss_pri': loss_pri, 'loss_aux': loss_aux}
   values.update(
     {f'loss_{n}': ell[:, t].mean() for t, n in enumerate(problem.tasks)}
@@ -220,7 +219,7 @@ def phi_step(state: CombineState, batch, meta_batch, *, problem, opt, inverse):
     primary, _, _ = task_losses(problem, theta, state.model_state, meta_batch)
     return jnp.mean(primary)
 
-  hypergrad = implicit.hypergradient(
+  hypergrad = inverse_hvp.hypergradient(
     inner, outer, state.theta, state.phi, inverse
   )
   updates, phi_opt_state = opt.update(hypergrad, state.phi_opt_state, state.phi)
@@ -234,9 +233,9 @@ def phi_step(state: CombineState, batch, meta_batch, *, problem, opt, inverse):
 
 
 def weights_step(state: CombineState, batch, *, problem):
-  """{task: its `combiner.task_weights` at this batch's losses}."""
+  """{task: its `loss_combiner.task_weights` at this batch's losses}."""
   _, ell, _ = task_losses(problem, state.theta, state.model_state, batch)
-  weights = combiner.task_weights(problem.combine, state.phi, ell)
+  weights = loss_combiner.task_weights(problem.combine, state.phi, ell)
   return dict(zip(problem.tasks, weights, strict=True))
 
 
@@ -296,7 +295,9 @@ def build(config, info, steps_per_epoch: int):
   )
   init_phi, combine = (lambda _: {}), None
   if cc.form != 'none':
-    init_phi, combine = combiner.make_combiner(cc.form, len(tasks), cc.hidden)
+    init_phi, combine = loss_combiner.make_combiner(
+      cc.form, len(tasks), cc.hidden
+    )
   problem = Problem(models.make_apply(net), tasks, combine, config.seed)
   opt = optim.make_optimizer(config.primary_opt, steps_per_epoch)
   clip = [optax.clip_by_global_norm(cc.max_grad_norm)] * (cc.max_grad_norm > 0)

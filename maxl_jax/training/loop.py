@@ -12,7 +12,7 @@ Fault tolerance: a checkpoint every `checkpoint.every_steps` steps, at each
 epoch end and at the end; a rerun with the same workdir resumes from the
 newest usable one (bitwise: the metric sums of the current epoch are in the
 state); SIGTERM saves a checkpoint and stops (`Preempted`); a non-finite
-step stops the run (`metrics.NonFiniteError`) before any checkpoint after it.
+step stops the run (`NonFiniteError`) before any checkpoint after it.
 """
 
 import dataclasses
@@ -27,6 +27,7 @@ from clu import parameter_overview, periodic_actions
 from jax.experimental import multihost_utils
 
 from maxl_jax.data import pipeline
+from maxl_jax.errors import Preempted
 from maxl_jax.labels import TrainingImages
 from maxl_jax.training import assembly, checkpointing, metrics
 from maxl_jax.training import workdir as workdir_lib
@@ -37,12 +38,7 @@ from maxl_jax.training.mesh import (
   to_host,
   with_sharding,
 )
-from maxl_jax.training.metrics import NonFiniteError  # noqa: F401 - API.
 from maxl_jax.training.schedule import PRIMARY
-
-
-class Preempted(Exception):
-  """SIGTERM arrived; a checkpoint was written before stopping."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,7 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
-from maxl_jax import analysis
+from maxl_jax import diagnostics
+from maxl_jax.errors import NonFiniteError
 from maxl_jax.training.workdir import METRICS, TIMING
 
 TRAIN = ('loss_pri', 'loss_aux', 'accuracy')  # Per θ1 step.
@@ -35,10 +36,6 @@ AUX_HIST = 'meta/aux_hist'
 GUARDED = ('loss_pri', 'loss_aux', 'meta_loss', 'grad_norm')
 
 Sums = dict[str, jax.Array]
-
-
-class NonFiniteError(RuntimeError):
-  """A loss or gradient went NaN/Inf with `on_nonfinite='stop'`."""
 
 
 def zero_sums(num_aux: int) -> Sums:
@@ -64,7 +61,7 @@ def add_train(sums: Sums, values: dict[str, jax.Array]) -> Sums:
 
 def add_meta(sums: Sums, out) -> Sums:
   """Adds one θ2 step's values from its `meta_grad.MetaOutput`."""
-  usage = analysis.label_usage(out.aux_probs)
+  usage = diagnostics.label_usage(out.aux_probs)
   values = {
     'loss_before': out.loss_pri_before,
     'loss_after': out.loss_pri_after,

@@ -26,17 +26,17 @@ class MaxlState:
   step2: jnp.ndarray  # θ2 updates.
   theta1: Any
   state1: Any
-  opt1: optax.OptState
+  opt_state1: optax.OptState  # State of θ1's optimiser (`Run.tx1`).
   theta2: Any
   state2: Any
-  opt2: optax.OptState
+  opt_state2: optax.OptState  # State of θ2's optimiser (`Run.tx2`).
   label_state: Any
   sums: dict[str, jnp.ndarray]  # `metrics.zero_sums`.
   guard: dict[str, Any]  # `metrics.zero_guard`.
 
 
 def initial_state(
-  theta1, state1, theta2, state2, opt1, opt2, label_state, num_aux: int
+  theta1, state1, theta2, state2, tx1, tx2, label_state, num_aux: int
 ) -> MaxlState:
   """Step 0 from given parameters and model states (θ2 may be {})."""
   zero = lambda: jnp.zeros((), jnp.int32)  # noqa: E731 - distinct buffers.
@@ -46,17 +46,17 @@ def initial_state(
     step2=zero(),
     theta1=theta1,
     state1=state1,
-    opt1=opt1.init(theta1),
+    opt_state1=tx1.init(theta1),
     theta2=theta2,
     state2=state2,
-    opt2=opt2.init(theta2),
+    opt_state2=tx2.init(theta2),
     label_state=label_state,
     sums=metrics.zero_sums(num_aux),
     guard=metrics.zero_guard(),
   )
 
 
-def create_state(rng, f, g, opt1, opt2, image_shape, label_state):
+def create_state(rng, f, g, tx1, tx2, image_shape, label_state):
   """Initial state: θ1 from `f`, θ2 from `g` (None: no generator)."""
   rng1, rng2 = jax.random.split(rng)
   theta1, state1 = models.init_variables(f, rng1, image_shape)
@@ -66,5 +66,5 @@ def create_state(rng, f, g, opt1, opt2, image_shape, label_state):
     theta2, state2 = models.init_variables(g, rng2, image_shape)
     num_aux = g.num_aux
   return initial_state(
-    theta1, state1, theta2, state2, opt1, opt2, label_state, num_aux
+    theta1, state1, theta2, state2, tx1, tx2, label_state, num_aux
   )

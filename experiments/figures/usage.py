@@ -20,8 +20,8 @@ import pathlib
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
-from experiments.analysis import plots
-from experiments.analysis.runs import Run, series
+from experiments.figures import plots
+from experiments.figures.runs import Run, series
 
 HIST, USAGE, ENTROPY = 'meta/aux_hist', 'meta/aux_usage', 'meta/aux_entropy'
 

@@ -9,7 +9,7 @@ import pathlib
 import numpy as np
 from matplotlib.lines import Line2D
 
-from experiments.analysis import plots
+from experiments.figures import plots
 
 PCA_DIMS = 50  # Features are reduced to this many dimensions first.
 

@@ -1,7 +1,7 @@
 """report.md: every figure with its caption and data file, and the table."""
 
-from experiments.analysis import plots, table
-from experiments.analysis.runs import Group, Run
+from experiments.figures import plots, table
+from experiments.figures.runs import Group, Run
 
 
 def report_markdown(

@@ -3,8 +3,8 @@
 `runs` finds and reads run folders; `curves` (paper Fig. 3 and 4) and
 `usage` read metrics.jsonl; `table` writes results.md; `forward` runs the
 restored networks on test images for `tsne` (Fig. 5), `invented` (Fig. 6)
-and the end-of-training label histogram in `usage`; `restore` is the one
-door to a trained network; `plots` saves a figure beside its numbers;
-`report` writes report.md; `pipeline` puts them together. Nothing here
+and the end-of-training label histogram in `usage` (restored by
+`maxl_jax.training.restore`); `plots` saves a figure beside its numbers;
+`report` writes report.md; `build` puts them together. Nothing here
 writes into a run folder.
 """

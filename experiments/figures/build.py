@@ -14,17 +14,16 @@ import sys
 import numpy as np
 from tqdm import tqdm
 
-from experiments.analysis import (
+from experiments.figures import (
   curves,
   forward,
   invented,
   report,
-  restore,
   table,
   tsne,
   usage,
 )
-from experiments.analysis import runs as runs_lib
+from experiments.figures import runs as runs_lib
 from maxl_jax.data.images import normalize
 from maxl_jax.errors import UsageError
 
@@ -57,9 +56,11 @@ def _check_classes(restored: dict, classes):
 
 def _restore_all(runs, options: Options) -> dict:
   """{run name: restored run}; checks --step and --classes."""
+  from maxl_jax.training import restore  # Orbax: only when restoring.
+
   runs_lib.check_step(runs, options.step)
   restored = {
-    run.name: restore.restore_run(str(run.path), options.step)
+    run.name: restore.restore_run(str(run.path), step=options.step)
     for run in tqdm(runs, desc='restore', unit='run')
   }
   _check_classes(restored, options.classes)
@@ -75,7 +76,9 @@ class _TestImages:
   def __call__(self, config):
     key = json.dumps(config.data.to_dict(), sort_keys=True, default=str)
     if key not in self._cache:
-      images, labels = restore.test_split(config)
+      from maxl_jax.data import pipeline  # TensorFlow: only when needed.
+
+      images, labels = pipeline.load_test_split(config.data)
       self._cache[key] = (normalize(images), np.asarray(labels))
     return self._cache[key]
 

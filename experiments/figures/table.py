@@ -8,7 +8,7 @@ and training data, and the mean wall time of a run.
 
 import numpy as np
 
-from experiments.analysis.runs import Group, Run, data_label, psi_label
+from experiments.figures.runs import Group, Run, data_label, psi_label
 
 METHOD_ORDER = ('single', 'uniform', 'random', 'kmeans', 'human', 'maxl')
 

@@ -14,33 +14,33 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from maxl_jax import analysis, losses
-from maxl_jax.lookahead import train_loss
+from maxl_jax import diagnostics, losses
+from maxl_jax.problem import train_loss
 from maxl_jax.training import metrics
 
 
-def _update(params, grads, opt_state, opt):
-  updates, opt_state = opt.update(grads, opt_state, params)
+def _update(params, grads, opt_state, tx):
+  updates, opt_state = tx.update(grads, opt_state, params)
   return optax.apply_updates(params, updates), opt_state
 
 
-def _theta1_update(state, grads, new_state1, values, opt1):
-  theta1, opt1_state = _update(state.theta1, grads, state.opt1, opt1)
+def _theta1_update(state, grads, new_state1, values, tx1):
+  theta1, opt_state1 = _update(state.theta1, grads, state.opt_state1, tx1)
   return state.replace(
     theta1=theta1,
     state1=new_state1,
-    opt1=opt1_state,
+    opt_state1=opt_state1,
     step1=state.step1 + 1,
     sums=metrics.add_train(state.sums, values),
   )
 
 
-def _theta2_update(state, grads2, out, opt2):
-  theta2, opt2_state = _update(state.theta2, grads2, state.opt2, opt2)
+def _theta2_update(state, grads2, out, tx2):
+  theta2, opt_state2 = _update(state.theta2, grads2, state.opt_state2, tx2)
   return state.replace(
     theta2=theta2,
     state2=out.new_state2,
-    opt2=opt2_state,
+    opt_state2=opt_state2,
     step2=state.step2 + 1,
     sums=metrics.add_meta(state.sums, out),
   )
@@ -70,13 +70,13 @@ def _targets(label_source, state, batch, problem):
   )
 
 
-def primary_step(state, batch, *, problem, label_source, opt1, on_nonfinite):
+def primary_step(state, batch, *, problem, label_source, tx1, on_nonfinite):
   """One θ1 update on `L_pri + L_aux` with the source's auxiliary targets."""
   targets = _targets(label_source, state, batch, problem)
   grads, (new_state1, values) = jax.grad(train_loss, 1, has_aux=True)(
     problem, state.theta1, state.state1, targets, batch
   )
-  new = _theta1_update(state, grads, new_state1, values, opt1)
+  new = _theta1_update(state, grads, new_state1, values, tx1)
   guarded = {
     'loss_pri': values['loss_pri'],
     'loss_aux': values['loss_aux'],
@@ -101,7 +101,7 @@ def meta_step(
   *,
   problem,
   estimator,
-  opt2,
+  tx2,
   alpha_schedule,
   on_nonfinite,
 ):
@@ -109,7 +109,7 @@ def meta_step(
   grads2, out = _meta_gradient(
     state, batch, meta_batch, problem, estimator, alpha_schedule
   )
-  new = _theta2_update(state, grads2, out, opt2)
+  new = _theta2_update(state, grads2, out, tx2)
   guarded = _meta_guarded(out, optax.global_norm(grads2))
   return metrics.guard_update(state, new, guarded, on_nonfinite)
 
@@ -121,8 +121,8 @@ def interleaved_step(
   *,
   problem,
   estimator,
-  opt1,
-  opt2,
+  tx1,
+  tx2,
   alpha_schedule,
   on_nonfinite,
 ):
@@ -135,9 +135,9 @@ def interleaved_step(
     state, batch, meta_batch, problem, estimator, alpha_schedule
   )
   new = _theta1_update(
-    state, out.theta1_grads, out.new_state1, out.train_metrics, opt1
+    state, out.theta1_grads, out.new_state1, out.train_metrics, tx1
   )
-  new = _theta2_update(new, grads2, out, opt2)
+  new = _theta2_update(new, grads2, out, tx2)
   norm = optax.global_norm(grads2) + optax.global_norm(out.theta1_grads)
   return metrics.guard_update(
     state, new, _meta_guarded(out, norm), on_nonfinite
@@ -174,4 +174,4 @@ def cosine_step(state, batch, *, problem, label_source):
   _, pullback = jax.vjp(part_losses, state.theta1)
   (g_pri,) = pullback((jnp.ones(()), jnp.zeros(())))
   (g_aux,) = pullback((jnp.zeros(()), jnp.ones(())))
-  return analysis.gradient_cosine(g_pri['trunk'], g_aux['trunk'])
+  return diagnostics.gradient_cosine(g_pri['trunk'], g_aux['trunk'])

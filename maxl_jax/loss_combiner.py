@@ -6,7 +6,7 @@ losses `ℓ_n` [T] to one non-negative loss, and θ trains on
   L_T(θ, φ) = L_main(θ) + mean_n c(ℓ_n(θ); φ).
 
 φ is learned by the implicit hypergradient of a held-out main loss
-(`implicit.hypergradient`). Forms:
+(`inverse_hvp.hypergradient`). Forms:
 
 - 'linear': `c(ℓ) = Σ_t softplus(ρ_t) ℓ_t`, non-negative task weights,
   each 1 at initialisation.

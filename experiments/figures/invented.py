@@ -9,7 +9,7 @@ import pathlib
 
 import numpy as np
 
-from experiments.analysis import plots
+from experiments.figures import plots
 from maxl_jax.data.images import to_unit_range
 
 

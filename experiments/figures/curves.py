@@ -9,8 +9,8 @@ import pathlib
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
-from experiments.analysis import plots
-from experiments.analysis.runs import TRAIN_S, Group, Run, series
+from experiments.figures import plots
+from experiments.figures.runs import TRAIN_S, Group, Run, series
 
 ACCURACY, COSINE = 'test/accuracy', 'grad_cosine'
 
