@@ -142,7 +142,7 @@ def main(argv):
     jax.process_count(),
     allocator.active(),
   )
-  from maxl_jax.errors import NonFiniteError, Preempted
+  from maxl_jax.errors import NonFiniteError, Preempted, UsageError
 
   try:
     run_methods(FLAGS.config, FLAGS.workdir)
