@@ -4,31 +4,25 @@
     --config=experiments/configs/combine_fashion.py \
     --workdir=runs/combine/mlp/seed0 --config.combiner.form=mlp
 
-Trains one run (`maxl_jax.training.combine.train_and_evaluate`) and prints
-its test accuracy and learned task weights. No checkpoints (runs last
-minutes): the same command starts over.
+Trains one run (`maxl_jax.training.combine`, DESIGN §2e) through the same
+loop as `experiments.run`: the workdir gets config.json, dataset.json,
+metrics.jsonl (with `weight/<task>`), timing.jsonl, TensorBoard scalars,
+checkpoints, log.txt and result.json; rerunning the same command resumes
+from the newest checkpoint. Prints the test accuracy, the learned task
+weights and the parameters' sha256. The flags are `experiments.run`'s
+(--config.<field>=..., --distributed, ...).
 
-Exit status: 0 done; 1 a non-finite training loss; 2 a usage or config
-error, as one `error:` line.
+Exit status: 0 done; 1 a non-finite step (`train.on_nonfinite=stop`); 2 a
+usage or config error, as one `error:` line, with nothing written; 143
+SIGTERM (preemption), after a checkpoint.
 """
 
-import os
+from absl import app
+from ml_collections import config_flags
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+from experiments import allocator, cli, run
 
-from absl import app, flags, logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-
-from experiments import allocator, cli  # noqa: E402
-
-FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file(
-  'config',
-  None,
-  'Config file (experiments/configs/combine_fashion.py).',
-  lock_config=True,
-)
-flags.DEFINE_string('workdir', None, 'Directory for metrics and result.')
+FLAGS = run.FLAGS
 
 
 def parse_flags(argv):
@@ -45,29 +39,24 @@ def parse_flags(argv):
 
 def main(argv):
   del argv
-  import jax
-
-  from maxl_jax.errors import NonFiniteError, UsageError
-  from maxl_jax.training import combine
-
-  logging.info('JAX devices: %s', jax.devices())
   if 'combiner' not in FLAGS.config:
     cli.fail(
       f'config file {config_flags.get_config_filename(FLAGS["config"])} has '
       'no config.combiner group; use '
       'experiments/configs/combine_fashion.py or a config importing it.'
     )
-  try:
-    result = combine.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  except UsageError as e:
-    cli.fail(str(e))
-  except NonFiniteError as e:
-    cli.fail(str(e), status=1)
+  run.setup()
+  from maxl_jax.training import loop
+
+  result = run.exit_on_error(
+    loop.train_and_evaluate, FLAGS.config, FLAGS.workdir
+  )
   weights = ', '.join(f'{k} {v:.3f}' for k, v in result['weights'].items())
   print(
-    f'{result["form"]} on {result["dataset"]}: test accuracy '
+    f'{result["form"]} combiner on {result["dataset"]}: test accuracy '
     f'{100 * result["test_accuracy"]:.2f}%'
     + (f', task weights {weights}' if weights else '')
+    + f', params sha256 {result["params_sha256"]}'
   )
 
 

@@ -19,6 +19,8 @@ import os
 import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+# TensorFlow only decodes data here; its oneDNN notice is noise.
+os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
 
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
@@ -119,8 +121,19 @@ def how_to_read(num_test: int) -> str:
   )
 
 
-def main(argv):
-  del argv
+def setup():
+  """This process's side of a run, from the flags: the terminal and the
+  log, the compilation cache, several processes, Orbax's log filter."""
+  from maxl_jax.training import console
+
+  # The terminal shows the run's progress; the whole log is in
+  # <workdir>/log.txt (and on the terminal with --verbosity or
+  # --config.log.verbose).
+  console.configure(FLAGS['verbosity'].present or FLAGS.config.log.verbose)
+  if FLAGS.config.train.compile_cache_dir:
+    from maxl_jax.training import compilation
+
+    compilation.enable_cache(FLAGS.config.train.compile_cache_dir)
   import jax
 
   if FLAGS.coordinator_address or FLAGS.distributed:
@@ -142,10 +155,15 @@ def main(argv):
     jax.process_count(),
     allocator.active(),
   )
+
+
+def exit_on_error(train, *args):
+  """`train(*args)`; its errors end the program with the statuses of the
+  module docstring."""
   from maxl_jax.errors import NonFiniteError, Preempted, UsageError
 
   try:
-    run_methods(FLAGS.config, FLAGS.workdir)
+    return train(*args)
   except UsageError as e:
     cli.fail(str(e))
   except NonFiniteError as e:
@@ -153,6 +171,12 @@ def main(argv):
   except Preempted as e:
     print(f'preempted: {e}; rerun the same command to resume.', file=sys.stderr)
     sys.exit(143)
+
+
+def main(argv):
+  del argv
+  setup()
+  exit_on_error(run_methods, FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == '__main__':

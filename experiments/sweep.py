@@ -9,7 +9,9 @@ run trains into WORKDIR/<run name> with the config's own values overridden
 (`train_and_evaluate` does both), so rerunning the command continues the
 study. Then `experiments.analyze` writes its figures and tables into OUT.
 `--only=PREFIX` (repeatable) restricts the sweep to runs whose name starts
-with a prefix.
+with a prefix. The runs share compiled programs through JAX's persistent
+compilation cache (`--compile_cache`), so only the first run of each
+program compiles.
 """
 
 import importlib.util
@@ -30,6 +32,12 @@ flags.DEFINE_string('config', None, 'A config file with get_config and sweep.')
 flags.DEFINE_string('workdir', None, 'Parent folder of the runs.')
 flags.DEFINE_string('out', None, 'Analysis folder ("" = no analysis).')
 flags.DEFINE_multi_string('only', [], 'Run only names with these prefixes.')
+flags.DEFINE_string(
+  'compile_cache',
+  None,
+  "JAX's persistent compilation cache, shared by the runs (default: "
+  'WORKDIR/compile_cache; "none": off).',
+)
 EXAMPLE = (
   'python -m experiments.sweep --config=experiments/configs/study.py '
   '--workdir=runs/study --out=runs/study/analysis'
@@ -58,13 +66,13 @@ def load_sweep(path: str):
 
 def configured(get_config, overrides: dict):
   """The base config with `overrides` ({'a.b': value}) applied."""
+  from maxl_jax.training import assembly
+
   config = get_config()
   for dotted, value in overrides.items():
-    *parents, field = dotted.split('.')
-    node = config
-    for part in parents:
-      node = node[part]
-    if field not in node:
+    try:
+      node, field = assembly.config_field(config, dotted)
+    except KeyError:
       cli.fail(f'sweep override {dotted!r}: no such config field.')
     node[field] = value
   return config
@@ -75,12 +83,12 @@ def finished(workdir: str, config) -> dict | None:
 
   Saves loading the data to find out (train_and_evaluate would skip it too).
   """
+  from maxl_jax.training.workdir import CONFIG, RESULT
+
   path = pathlib.Path(workdir)
   try:
-    same = (path / 'config.json').read_text() == config.to_json_best_effort(
-      indent=2
-    )
-    return json.loads((path / 'result.json').read_text()) if same else None
+    same = (path / CONFIG).read_text() == config.to_json_best_effort(indent=2)
+    return json.loads((path / RESULT).read_text()) if same else None
   except FileNotFoundError:
     return None
 
@@ -88,8 +96,12 @@ def finished(workdir: str, config) -> dict | None:
 def main(argv):
   del argv
   from maxl_jax.errors import UsageError
-  from maxl_jax.training import loop
+  from maxl_jax.training import compilation, loop
 
+  if FLAGS.compile_cache != 'none':
+    compilation.enable_cache(
+      FLAGS.compile_cache or os.path.join(FLAGS.workdir, 'compile_cache')
+    )
   get_config, sweep, analyses = load_sweep(FLAGS.config)
   runs = [
     (name, overrides)

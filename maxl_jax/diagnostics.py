@@ -1,10 +1,12 @@
-"""Diagnostics: gradient cosine similarity (paper Fig. 4) and label usage.
+"""Diagnostics: gradient cosine (paper Fig. 4), label usage, what labels know.
 
-Pure functions of arrays and pytrees.
+Pure functions of arrays and pytrees: on device (jnp) for what the steps
+sum, on the host (numpy, float64) for scores of those sums.
 """
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def _unit_rows(leaf):
@@ -58,3 +60,154 @@ def label_usage(aux_probs):
     'aux_entropy': -jnp.mean(jnp.sum(aux_probs * logp, -1)),
     'aux_hist': jnp.mean(aux_probs, 0),
   }
+
+
+# ------------------------------------------------- what the labels know ---
+# DESIGN §6. On device, `label_stats` sums a test batch's labels into
+# sufficient statistics; on the host, in float64, `label_information` and
+# `recovery` turn the sums of a whole evaluation into scores.
+
+
+def label_stats(targets, labels, mask, log_psi, fine=None, num_fine=0):
+  """Sums over the real (mask 1) examples of one batch of labels.
+
+  Args:
+    targets: [N, K] auxiliary labels (distributions).
+    labels: int [N] primary classes.
+    mask: [N], 1 for real examples, 0 for padding.
+    log_psi: [P] log psi[c]: each example's entropy is summed as its gap
+      below log psi[y], which is ~0 for Uniform labels, so that float32
+      sums over many examples keep Uniform's information at 0 (to 1e-7).
+    fine: int [N] hidden fine classes, or None.
+    num_fine: F, the number of fine classes (with `fine`).
+
+  Returns:
+    {'label_sums': [P, K] per-class sums of the labels, 'entropy_gaps':
+    [P] per-class sums of log psi[y] - H(label) (nats), 'label_counts':
+    [P] examples per class, and with `fine`, 'contingency': [K, F] counts
+    of (argmax auxiliary class, fine class)}, all float32.
+  """
+  num_primary, num_aux = log_psi.shape[0], targets.shape[-1]
+  real = mask > 0
+  t = jnp.where(real[:, None], targets, 0.0).astype(jnp.float32)
+  logt = jnp.log(jnp.where(t > 0, t, 1.0))
+  gap = jnp.where(real, log_psi[labels] + jnp.sum(t * logt, -1), 0.0)
+  real = real.astype(jnp.float32)
+  stats = {
+    'label_sums': jax.ops.segment_sum(t, labels, num_primary),
+    'entropy_gaps': jax.ops.segment_sum(gap, labels, num_primary),
+    'label_counts': jax.ops.segment_sum(real, labels, num_primary),
+  }
+  if fine is not None:
+    aux = jnp.argmax(targets, -1)
+    stats['contingency'] = (
+      jnp.zeros((num_aux, num_fine), jnp.float32).at[aux, fine].add(real)
+    )
+  return stats
+
+
+def _entropy(p, axis=-1):
+  """Entropy in nats along `axis` (0 log 0 = 0)."""
+  p = np.asarray(p, np.float64)
+  return -np.sum(p * np.log(np.where(p > 0, p, 1.0)), axis=axis)
+
+
+def class_information(label_sums, entropy_sums, counts):
+  """I(aux; x | y = c) per primary class c, in nats; NaN for absent classes.
+
+  `H(mean label of c) - mean over c's examples of H(label)` (DESIGN §6),
+  from per-class sums: label_sums [P, K], entropy_sums [P] (of the
+  per-example entropies), counts [P]. The mean label is the label sum
+  renormalised, which is the same for distributions and rounds better.
+  """
+  sums = np.asarray(label_sums, np.float64)
+  counts = np.asarray(counts, np.float64)
+  totals = sums.sum(-1, keepdims=True)
+  mean_label = sums / np.where(totals > 0, totals, 1.0)
+  present = counts > 0
+  mean_entropy = np.asarray(entropy_sums, np.float64) / np.where(
+    present, counts, 1.0
+  )
+  return np.where(present, _entropy(mean_label) - mean_entropy, np.nan)
+
+
+def label_information(label_sums, entropy_sums, counts) -> float:
+  """I(aux; x | y): `class_information` averaged over the classes present.
+
+  0 for labels that do not depend on the image (Uniform), log psi for
+  one-hot labels that use each of a class's psi auxiliary classes equally;
+  NaN when no class is present.
+  """
+  per_class = class_information(label_sums, entropy_sums, counts)
+  present = ~np.isnan(per_class)
+  return float(np.mean(per_class[present])) if present.any() else np.nan
+
+
+def class_recovery(contingency, fine_to_primary):
+  """NMI and ARI of argmax auxiliary class vs fine class, per primary class.
+
+  Args:
+    contingency: [K, F] counts of (argmax auxiliary class, fine class).
+    fine_to_primary: int [F] the primary class of each fine class.
+
+  Returns:
+    (nmi [P], ari [P]): scikit-learn's normalized_mutual_info_score
+    (arithmetic normalisation) and adjusted_rand_score between the two
+    labellings of class c's examples (NaN for a class without examples).
+    Degenerate classes score as scikit-learn defines them: 1 when the
+    examples have one fine class and one argmax class, 0 when exactly one
+    of the two labellings has a single class.
+  """
+  from sklearn import metrics  # Slow import: host side only.
+
+  counts = np.rint(np.asarray(contingency, np.float64)).astype(np.int64)
+  fine_to_primary = np.asarray(fine_to_primary)
+  num_primary = int(fine_to_primary.max()) + 1
+  nmi, ari = np.full(num_primary, np.nan), np.full(num_primary, np.nan)
+  for c in range(num_primary):
+    table = counts[:, fine_to_primary == c]  # Class c's examples.
+    aux, fine = np.nonzero(table)
+    if not aux.size:
+      continue
+    pred = np.repeat(aux, table[aux, fine])
+    true = np.repeat(fine, table[aux, fine])
+    nmi[c] = metrics.normalized_mutual_info_score(true, pred)
+    ari[c] = metrics.adjusted_rand_score(true, pred)
+  return nmi, ari
+
+
+def recovery(contingency, fine_to_primary) -> dict[str, float]:
+  """{'nmi', 'ari'}: `class_recovery` averaged over the classes present.
+
+  An unweighted mean: every primary class counts once, whatever its number
+  of examples.
+  """
+  out = {}
+  for name, per_class in zip(
+    ('nmi', 'ari'), class_recovery(contingency, fine_to_primary), strict=True
+  ):
+    present = ~np.isnan(per_class)
+    out[name] = float(np.mean(per_class[present])) if present.any() else np.nan
+  return out
+
+
+def label_scores(stats, psi, fine_to_primary=None) -> dict[str, float]:
+  """A whole evaluation's `label_stats` sums (on the host) -> the scores.
+
+  Returns:
+    {'aux_information'} (nats), and with a 'contingency' and
+    `fine_to_primary`, 'aux_recovery_nmi' and 'aux_recovery_ari'.
+  """
+  counts = np.asarray(stats['label_counts'], np.float64)
+  gaps = np.asarray(stats['entropy_gaps'], np.float64)
+  entropy_sums = counts * np.log(np.asarray(psi, np.float64)) - gaps
+  out = {
+    'aux_information': label_information(
+      stats['label_sums'], entropy_sums, counts
+    )
+  }
+  if 'contingency' in stats and fine_to_primary is not None:
+    scores = recovery(stats['contingency'], fine_to_primary)
+    out['aux_recovery_nmi'] = scores['nmi']
+    out['aux_recovery_ari'] = scores['ari']
+  return out

@@ -54,9 +54,8 @@ def num_aux(psi: Sequence[int]) -> int:
 
 def class_mask(psi: Sequence[int]) -> np.ndarray:
   """The [P, K] bool mask: row c is True on `[o_c, o_c + psi[c])`."""
-  psi = validate_psi(psi)
-  owner = np.repeat(np.arange(psi.size), psi)  # [K]: primary class of k.
-  return owner[None, :] == np.arange(psi.size)[:, None]
+  owner = aux_owner(psi)
+  return owner[None, :] == np.arange(len(psi))[:, None]
 
 
 def aux_owner(psi: Sequence[int]) -> np.ndarray:

@@ -78,6 +78,13 @@ def neumann(hvp_fn: HvpFn, g, *, steps: int, lr: float):
   return jax.tree.map(lambda t: lr * t, total)
 
 
+def damped(hvp_fn: HvpFn, damping: float) -> HvpFn:
+  """`u -> (H + damping I) u` from `hvp_fn: u -> H u`."""
+  if not damping:
+    return hvp_fn
+  return lambda u: _axpy(damping, u, hvp_fn(u))
+
+
 def cg(hvp_fn: HvpFn, g, *, steps: int, damping: float = 0.0, tol=1e-6):
   """Conjugate gradient on `(H + damping I) w = g`, at most `steps` HVPs.
 
@@ -91,9 +98,7 @@ def cg(hvp_fn: HvpFn, g, *, steps: int, damping: float = 0.0, tol=1e-6):
     damping: δ >= 0 added to the diagonal.
     tol: relative residual at which CG stops early (0 runs all `steps`).
   """
-  operator = hvp_fn
-  if damping:
-    operator = lambda u: _axpy(damping, u, hvp_fn(u))  # noqa: E731
+  operator = damped(hvp_fn, damping)
   w, _ = jax.scipy.sparse.linalg.cg(operator, g, tol=tol, maxiter=steps)
   return w
 
@@ -133,10 +138,9 @@ class InverseHvp:
     """`w ≈ (H + damping I)⁻¹ g` with `hvp_fn: u -> H u` (pytrees)."""
     if self.solver == 'cg':
       return cg(hvp_fn, g, steps=self.steps, damping=self.damping, tol=self.tol)
-    damped = hvp_fn
-    if self.damping:
-      damped = lambda u: _axpy(self.damping, u, hvp_fn(u))  # noqa: E731
-    return neumann(damped, g, steps=self.steps, lr=self.lr)
+    return neumann(
+      damped(hvp_fn, self.damping), g, steps=self.steps, lr=self.lr
+    )
 
 
 def hypergradient(inner_loss, outer_loss, theta, phi, inverse: InverseHvp):

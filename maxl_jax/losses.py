@@ -87,14 +87,17 @@ def entropy_regularizer(probs):
   return jnp.sum(m * jnp.log(jnp.where(m > 0, m, 1.0)))
 
 
-def primary_loss(primary_logits, labels, gamma):
-  """`L_pri`: focal loss of the primary head against one-hot labels."""
+def primary_loss(primary_logits, labels, gamma, smoothing=0.0):
+  """`L_pri`: focal loss of the primary head against one-hot labels.
+
+  `smoothing` ε (a Python float, static) replaces the one-hot targets by
+  `(1 - ε) onehot + ε / P` (label smoothing); 0 leaves the loss untouched.
+  """
   num_classes = primary_logits.shape[-1]
-  return focal_loss(
-    jax.nn.log_softmax(primary_logits),
-    jax.nn.one_hot(labels, num_classes, dtype=primary_logits.dtype),
-    gamma,
-  )
+  targets = jax.nn.one_hot(labels, num_classes, dtype=primary_logits.dtype)
+  if smoothing:
+    targets = (1.0 - smoothing) * targets + smoothing / num_classes
+  return focal_loss(jax.nn.log_softmax(primary_logits), targets, gamma)
 
 
 def aux_loss(aux_logits, aux_targets, gamma):
@@ -102,8 +105,13 @@ def aux_loss(aux_logits, aux_targets, gamma):
   return focal_loss(jax.nn.log_softmax(aux_logits), aux_targets, gamma)
 
 
-def multi_task_loss(primary_logits, aux_logits, labels, aux_targets, gamma):
-  """`L_train = L_pri + L_aux`; returns `(L_train, (L_pri, L_aux))`."""
-  loss_pri = primary_loss(primary_logits, labels, gamma)
+def multi_task_loss(
+  primary_logits, aux_logits, labels, aux_targets, gamma, smoothing=0.0
+):
+  """`L_train = L_pri + L_aux`; returns `(L_train, (L_pri, L_aux))`.
+
+  `smoothing`: label smoothing of L_pri's targets (`primary_loss`).
+  """
+  loss_pri = primary_loss(primary_logits, labels, gamma, smoothing)
   loss_aux = aux_loss(aux_logits, aux_targets, gamma)
   return loss_pri + loss_aux, (loss_pri, loss_aux)

@@ -12,6 +12,11 @@ loss is evaluated; None means `batch`, MAXL as published. `implicit`
 (AuxiLearn's IFT hypergradient) needs a held-out `meta_batch`. Each is
 registered by name in `ESTIMATORS`; a new one is one function, one entry and
 one agreement test.
+
+With per-example weights (`problem.example_weights`) L_aux's targets are
+`t_nk = w_n g_nk` and H's argument stays `g_nk` (`GeneratedLabels`). L_aux is
+still linear in t, so every non-unrolled estimator pulls back two cotangents
+through g: the mixed term's for t and λ∇H for g.
 """
 
 from typing import Any, NamedTuple
@@ -42,8 +47,9 @@ class MetaOutput(NamedTuple):
     theta1_grads: ∇θ1 L_train(θ1, θ2), reused by the interleaved θ1 update.
     new_state1: batch statistics of f's forward at θ1.
     new_state2: batch statistics of g's forward.
-    aux_probs: [N, K] generated auxiliary labels.
+    aux_probs: [N, K] generated auxiliary labels (mask softmax, unweighted).
     train_metrics: metrics of the L_train forward at θ1.
+    aux_weights: [N] per-example auxiliary weights, or None without them.
   """
 
   meta_loss: jax.Array
@@ -55,9 +61,10 @@ class MetaOutput(NamedTuple):
   new_state2: Any
   aux_probs: jax.Array
   train_metrics: dict[str, jax.Array]
+  aux_weights: jax.Array | None = None
 
 
-def _meta_output(probs, new_state2, lookahead_out, loss_after, entropy, lam):
+def _meta_output(labels, new_state2, lookahead_out, loss_after, entropy, lam):
   """Assembles a MetaOutput from the pieces every estimator computes."""
   _, grads1, new_state1, metrics = lookahead_out
   return MetaOutput(
@@ -68,8 +75,9 @@ def _meta_output(probs, new_state2, lookahead_out, loss_after, entropy, lam):
     theta1_grads=grads1,
     new_state1=new_state1,
     new_state2=new_state2,
-    aux_probs=probs,
+    aux_probs=labels.probs,
     train_metrics=metrics,
+    aux_weights=labels.weights,
   )
 
 
@@ -78,11 +86,13 @@ def _meta_objective(
 ):
   """`J(θ2)` with the lookahead inside; returns (J, MetaOutput)."""
   meta_batch = batch if meta_batch is None else meta_batch
-  probs, new_state2 = generated_labels(problem, theta2, state2, batch)
-  ahead = lookahead(problem, theta1, state1, probs, batch, alpha)
+  labels, new_state2 = generated_labels(problem, theta2, state2, batch)
+  ahead = lookahead(problem, theta1, state1, labels.targets, batch, alpha)
   loss_after = primary_loss_at(problem, ahead[0], state1, meta_batch)
-  entropy = losses.entropy_regularizer(probs)
-  out = _meta_output(probs, new_state2, ahead, loss_after, entropy, problem.lam)
+  entropy = losses.entropy_regularizer(labels.probs)
+  out = _meta_output(
+    labels, new_state2, ahead, loss_after, entropy, problem.lam
+  )
   return out.meta_loss, out
 
 
@@ -107,12 +117,20 @@ def unrolled(
 
 
 def _labels_with_vjp(problem, theta2, state2, batch):
-  """g's labels [N, K], their VJP to θ2 and g's new batch statistics."""
-  return jax.vjp(
-    lambda t2: generated_labels(problem, t2, state2, batch),
-    theta2,
-    has_aux=True,
+  """g's `GeneratedLabels`, the VJP to θ2 and g's new batch statistics.
+
+  The VJP takes `(cotangent of probs, cotangent of targets)`, both [N, K]
+  (without weights targets is probs and the two cotangents add up).
+  """
+
+  def probs_and_targets(t2):
+    labels, new_state2 = generated_labels(problem, t2, state2, batch)
+    return (labels.probs, labels.targets), (labels, new_state2)
+
+  _, g_vjp, (labels, new_state2) = jax.vjp(
+    probs_and_targets, theta2, has_aux=True
   )
+  return labels, g_vjp, new_state2
 
 
 def _labels_and_outer(
@@ -124,13 +142,17 @@ def _labels_and_outer(
   and the gradient of `λ H` with respect to the generated labels.
   """
   meta_batch = batch if meta_batch is None else meta_batch
-  probs, g_vjp, new_state2 = _labels_with_vjp(problem, theta2, state2, batch)
-  ahead = lookahead(problem, theta1, state1, probs, batch, alpha)
+  labels, g_vjp, new_state2 = _labels_with_vjp(problem, theta2, state2, batch)
+  ahead = lookahead(problem, theta1, state1, labels.targets, batch, alpha)
   loss_after, v = jax.value_and_grad(primary_loss_at, argnums=1)(
     problem, ahead[0], state1, meta_batch
   )
-  entropy, entropy_grad = jax.value_and_grad(losses.entropy_regularizer)(probs)
-  out = _meta_output(probs, new_state2, ahead, loss_after, entropy, problem.lam)
+  entropy, entropy_grad = jax.value_and_grad(losses.entropy_regularizer)(
+    labels.probs
+  )
+  out = _meta_output(
+    labels, new_state2, ahead, loss_after, entropy, problem.lam
+  )
   return g_vjp, v, problem.lam * entropy_grad, out
 
 
@@ -138,16 +160,17 @@ def _mixed_grad(problem, theta1, state1, batch, g_vjp, w, scale, entropy_cot):
   """`-scale ∇θ2 ⟨w, ∇θ1 L_aux(θ1, θ2)⟩` plus λ∇H, without a Hessian.
 
   The focal loss is linear in its target, so `⟨w, ∇θ1 L_aux⟩ =
-  (1/N) Σ_nk g_nk(θ2) C_nk` with `C = JVP_θ1(ℓ_nk, w)` [N, K]: one
-  forward-mode pass through the multi-task network and one VJP of g
-  (`entropy_cot`: λ∇H with respect to the labels, [N, K]).
+  (1/N) Σ_nk t_nk(θ2) C_nk` with `C = JVP_θ1(ℓ_nk, w)` [N, K]: one
+  forward-mode pass through the multi-task network and one VJP of g, with
+  `-(scale/N) C` for the targets t and `entropy_cot` (λ∇H with respect to
+  the labels, [N, K]) for the probabilities.
   """
   _, c = jax.jvp(
     lambda t1: aux_focal_terms(problem, t1, state1, batch), (theta1,), (w,)
   )
   n = c.shape[0]
-  cotangent = -(scale / n) * c + entropy_cot
-  (grads2,) = g_vjp(cotangent.astype(entropy_cot.dtype))  # g's output dtype.
+  dtype = entropy_cot.dtype  # g's output dtype.
+  (grads2,) = g_vjp((entropy_cot, (-(scale / n) * c).astype(dtype)))
   return grads2
 
 
@@ -189,10 +212,11 @@ def first_order(
     problem, jax.tree.map(lambda p, d: p - eps * d, theta1, v), state1, batch
   )
   n = out.aux_probs.shape[0]
-  cotangent = -alpha * (plus - minus) / (2 * eps * n) + entropy_cot
+  targets_cot = -alpha * (plus - minus) / (2 * eps * n)
   # ε follows θ1's dtype; the cotangent must have g's output dtype (float32
   # compute with float64 parameters).
-  (grads2,) = g_vjp(cotangent.astype(out.aux_probs.dtype))
+  dtype = out.aux_probs.dtype
+  (grads2,) = g_vjp((entropy_cot.astype(dtype), targets_cot.astype(dtype)))
   return grads2, out
 
 
@@ -233,12 +257,12 @@ def implicit(
       "maxl.meta_grad='implicit' (AuxiLearn's hypergradient) needs a "
       'held-out meta batch: set --config.data.meta_fraction > 0.'
     )
-  probs, g_vjp, new_state2 = _labels_with_vjp(problem, theta2, state2, batch)
+  labels, g_vjp, new_state2 = _labels_with_vjp(problem, theta2, state2, batch)
   # ∇θ1 L_T and its linearisation: every HVP of the solver then reuses the
   # one forward and backward pass (forward-over-reverse, batch statistics).
   grads1, hvp_fn, (new_state1, metrics) = jax.linearize(
     lambda t1: jax.grad(train_loss, 1, has_aux=True)(
-      problem, t1, state1, probs, batch
+      problem, t1, state1, labels.targets, batch
     ),
     theta1,
     has_aux=True,
@@ -247,14 +271,16 @@ def implicit(
     problem, theta1, state1, meta_batch
   )
   w = inverse.solve(hvp_fn, g)
-  entropy, entropy_grad = jax.value_and_grad(losses.entropy_regularizer)(probs)
+  entropy, entropy_grad = jax.value_and_grad(losses.entropy_regularizer)(
+    labels.probs
+  )
   entropy_cot = problem.lam * entropy_grad
   grads2 = _mixed_grad(
     problem, theta1, state1, batch, g_vjp, w, 1.0, entropy_cot
   )
   train_out = (theta1, grads1, new_state1, metrics)
   out = _meta_output(
-    probs, new_state2, train_out, loss_held_out, entropy, problem.lam
+    labels, new_state2, train_out, loss_held_out, entropy, problem.lam
   )
   return grads2, out
 

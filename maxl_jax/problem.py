@@ -7,6 +7,9 @@ pytrees, so any Flax model pair (with or without BatchNorm) fits:
                                              new_state1)
   g_apply(theta2, state2, images, train) -> (aux_logits, new_state2)
 
+With per-example auxiliary weights (`example_weights`), g_apply returns
+`((aux_logits [N, K], weight_logits [N]), new_state2)` instead.
+
 `state*` holds the non-parameter collections (e.g. {'batch_stats': ...}).
 Every training-mode forward normalises with batch statistics; the forward at
 θ1⁺ never writes running statistics back (DESIGN §1).
@@ -14,7 +17,7 @@ Every training-mode forward normalises with batch statistics; the forward at
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -37,6 +40,11 @@ class MaxlProblem:
     gamma: focal-loss exponent (2 in MAXL, 0 = cross-entropy).
     lam: weight λ of the entropy regulariser in J.
     fd_eps: numerator of the finite-difference step `ε = fd_eps / ‖v‖`.
+    example_weights: g also outputs a weight `w_n ∈ (0, 1)` per example that
+      scales its auxiliary loss (`generated_labels`).
+    label_smoothing: ε of the primary targets `(1 - ε) onehot + ε / P` in
+      the θ1 step's L_train (and so in the lookahead); the meta objective's
+      L_pri(θ1⁺) and evaluation use plain one-hot targets.
   """
 
   f_apply: Callable[..., Any]
@@ -45,35 +53,73 @@ class MaxlProblem:
   gamma: float = 2.0
   lam: float = 0.2
   fd_eps: float = 0.01
+  example_weights: bool = False
+  label_smoothing: float = 0.0
+
+
+class GeneratedLabels(NamedTuple):
+  """What g produces for a batch.
+
+  Attributes:
+    probs: [N, K] mask-softmax labels `g_nk`: the entropy regulariser's
+      argument (H never sees the weights).
+    targets: [N, K] L_aux's targets `w_n g_nk`. The focal loss is linear in
+      its target, so `mean_n w_n ℓ(p_n, g_n) = mean_n ℓ(p_n, w_n g_n)`;
+      without weights this is `probs` itself.
+    weights: [N] `w_n`, or None without weights.
+  """
+
+  probs: jax.Array
+  targets: jax.Array
+  weights: jax.Array | None = None
+
+
+def split_generator_outputs(problem: MaxlProblem, outputs):
+  """g_apply's outputs -> (label logits [N, K], weight logits [N] or None)."""
+  if problem.example_weights:
+    return outputs
+  return outputs, None
 
 
 def generated_labels(problem: MaxlProblem, theta2, state2, batch: Batch):
-  """`g(x, y; θ2)`: mask-softmax auxiliary labels [N, K] and new state2."""
-  logits, new_state2 = problem.g_apply(theta2, state2, batch['image'], True)
+  """`g(x, y; θ2)`: its `GeneratedLabels` and the new state2."""
+  outputs, new_state2 = problem.g_apply(theta2, state2, batch['image'], True)
+  logits, weight_logits = split_generator_outputs(problem, outputs)
   probs = losses.mask_softmax(logits, batch['label'], problem.mask)
-  return probs, new_state2
+  if weight_logits is None:
+    return GeneratedLabels(probs, probs), new_state2
+  weights = jax.nn.sigmoid(weight_logits).astype(probs.dtype)
+  targets = weights[:, None] * probs
+  return GeneratedLabels(probs, targets, weights), new_state2
 
 
 def train_loss(problem: MaxlProblem, theta1, state1, aux_targets, batch):
   """`L_train(θ1) = L_pri + L_aux` for fixed auxiliary targets.
 
   `aux_targets=None` trains the primary task alone (the Single baseline).
+  L_pri uses `problem.label_smoothing`.
 
   Returns:
-    (L_train, (new_state1, metrics)) with metrics `loss_pri`, `loss_aux`,
-    `accuracy` (primary, on this batch).
+    (L_train, (new_state1, metrics)) with metrics `loss_pri` (smoothed, as
+    trained), `loss_aux`, `accuracy` (primary, on this batch).
   """
   (primary_logits, aux_logits), new_state1 = problem.f_apply(
     theta1, state1, batch['image'], True
   )
+  smoothing = problem.label_smoothing
   if aux_targets is None:  # Single-task training: L_train = L_pri.
     loss_pri = losses.primary_loss(
-      primary_logits, batch['label'], problem.gamma
+      primary_logits, batch['label'], problem.gamma, smoothing
     )
     total, loss_aux = loss_pri, jnp.zeros_like(loss_pri)
   else:
     total, (loss_pri, loss_aux) = losses.multi_task_loss(
-      primary_logits, aux_logits, batch['label'], aux_targets, problem.gamma
+      primary_logits,
+      aux_logits,
+      batch['label'],
+      aux_targets,
+      problem.gamma,
+      smoothing,
     )
   accuracy = jnp.mean(jnp.argmax(primary_logits, -1) == batch['label'])
   metrics = {'loss_pri': loss_pri, 'loss_aux': loss_aux, 'accuracy': accuracy}
@@ -101,7 +147,10 @@ def lookahead(problem: MaxlProblem, theta1, state1, aux_targets, batch, alpha):
 
 
 def primary_loss_at(problem: MaxlProblem, theta1, state1, batch):
-  """`L_pri(θ1)` in training mode; the new batch statistics are discarded."""
+  """`L_pri(θ1)` in training mode; the new batch statistics are discarded.
+
+  The meta objective's primary loss: one-hot targets, never smoothed.
+  """
   (primary_logits, _), _ = problem.f_apply(theta1, state1, batch['image'], True)
   return losses.primary_loss(primary_logits, batch['label'], problem.gamma)
 

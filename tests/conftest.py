@@ -67,12 +67,20 @@ class TwoHeads(nn.Module):
 
 
 class OneHead(nn.Module):
+  """Label logits; with `example_weights` also weight logits [N] (random
+  init, so the weights differ between examples from the start)."""
+
   trunk: nn.Module
   num_aux: int
+  example_weights: bool = False
 
   @nn.compact
   def __call__(self, x, train):
-    return nn.Dense(self.num_aux)(self.trunk(x, train))
+    h = self.trunk(x, train)
+    logits = nn.Dense(self.num_aux)(h)
+    if not self.example_weights:
+      return logits
+    return logits, nn.Dense(1, name='weight')(h)[:, 0]
 
 
 def make_problem(
@@ -85,8 +93,14 @@ def make_problem(
   seed=0,
   fd_eps=0.01,
   conv_impl='xla',
+  example_weights=False,
+  label_smoothing=0.0,
 ):
-  """A tiny problem: (problem, theta1, state1, theta2, state2, batch)."""
+  """A tiny problem: (problem, theta1, state1, theta2, state2, batch).
+
+  `example_weights`: g also outputs per-example auxiliary weights.
+  `label_smoothing`: ε of the θ1 step's primary targets.
+  """
   if kind == 'mlp':
     trunk = TinyMLP
   else:
@@ -94,7 +108,7 @@ def make_problem(
   psi = hierarchy.validate_psi(psi)
   num_primary, num_aux = psi.size, int(psi.sum())
   f = TwoHeads(trunk(), num_primary, num_aux)
-  g = OneHead(trunk(), num_aux)
+  g = OneHead(trunk(), num_aux, example_weights)
   rng = np.random.default_rng(seed)
   shape = (n, 5, 5, 2) if kind == 'conv' else (n, 6)
   images = jnp.asarray(rng.normal(size=shape), dtype)
@@ -112,6 +126,8 @@ def make_problem(
     gamma=gamma,
     lam=lam,
     fd_eps=fd_eps,
+    example_weights=example_weights,
+    label_smoothing=label_smoothing,
   )
   batch = {'image': images, 'label': labels}
   return problem, theta1, state1, theta2, state2, batch

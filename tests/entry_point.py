@@ -50,24 +50,33 @@ def env(devices: int = 1) -> dict[str, str]:
   )
 
 
-def command(*args: str) -> list[str]:
-  return [sys.executable, '-m', 'experiments.run', *args]
+def command(*args: str, module: str = 'experiments.run') -> list[str]:
+  return [sys.executable, '-m', module, *args]
 
 
-def start(*args: str, logs, devices: int = 1) -> subprocess.Popen:
-  """Starts the entry point; its stdout and stderr go to `logs`.out/.err."""
+def start(
+  *args: str, logs, devices: int = 1, module: str = 'experiments.run'
+) -> subprocess.Popen:
+  """Starts the entry point `module`; its stdout and stderr go to
+  `logs`.out/.err."""
   with open(f'{logs}.out', 'w') as out, open(f'{logs}.err', 'w') as err:
     proc = subprocess.Popen(
-      command(*args), cwd=REPO, env=env(devices), stdout=out, stderr=err
+      command(*args, module=module),
+      cwd=REPO,
+      env=env(devices),
+      stdout=out,
+      stderr=err,
     )
   proc.logs = logs
   return proc
 
 
-def run(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-  """Runs the entry point to completion (killed after `timeout` s)."""
+def run(
+  *args: str, timeout: float = 240, module: str = 'experiments.run'
+) -> subprocess.CompletedProcess:
+  """Runs the entry point `module` to completion (killed after `timeout` s)."""
   return subprocess.run(
-    command(*args),
+    command(*args, module=module),
     cwd=REPO,
     env=env(),
     capture_output=True,

@@ -15,6 +15,7 @@ import sys
 
 import entry_point as ep
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import TinyConvBN, TwoHeads, make_problem
@@ -79,6 +80,7 @@ FIGURES = {
   'time_to_accuracy.png': 'time_to_accuracy.csv',
   'grad_cosine.png': 'grad_cosine.csv',
   'aux_usage.png': 'aux_usage.csv',
+  'label_knowledge.png': 'label_knowledge.csv',
   'tsne.png': 'tsne.csv',
   'argmax_usage.png': 'argmax_usage.json',
   'invented_runs_maxl.png': 'invented_runs_maxl.json',
@@ -94,6 +96,7 @@ def test_every_figure_has_its_data_and_is_in_the_report(analysed):
     assert f']({png})' in report and f']({data})' in report
   assert '| digits | maxl | 3 | 100% | 1 |' in report
   assert '| digits | maxl |' in (out / 'results.md').read_text()
+  assert '| Information (nats) | Recovery NMI | Recovery ARI |' in report
   # The single run has no generator: one warning, no error, other figures.
   (warning,) = [
     line for line in proc.stderr.splitlines() if line.startswith('warning:')
@@ -126,6 +129,13 @@ def test_plotted_curves_equal_the_metrics(analysed, parent):
       seconds, rel=1e-12
     )
     assert seconds == sorted(seconds) and seconds[0] > 0
+  knows = read_csv(out / 'label_knowledge.csv')
+  assert {(r['metric'], r['runs']) for r in knows} == {
+    ('test/aux_information', 'runs/maxl')  # Single has no labels; no fine.
+  }
+  assert [float(r['mean']) for r in knows] == [
+    r['test/aux_information'] for r in metrics(parent / 'maxl')
+  ]
   rows = metrics(parent / 'maxl')
   assert [float(r['grad_cosine']) for r in cosine] == [
     r['grad_cosine'] for r in rows
@@ -157,52 +167,72 @@ def test_tsne_and_topk_files_describe_the_same_images(analysed, parent):
   assert np.asarray(counts).sum() == 360  # Every test image once.
 
 
+def _to64(tree):
+  return jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), tree)
+
+
 def test_tsne_features_equal_a_direct_forward_pass(parent):
   restored = restore.restore_run(str(parent / 'maxl'))
   f, state = restored.run.f, restored.state
   rng = np.random.default_rng(0)
   images = rng.normal(size=(11, *restored.run.info.image_shape))
-  got = forward.trunk_features(
-    f, state.theta1, state.state1, images.astype(np.float32), batch_size=4
-  )
-  _, captured = f.apply(
-    {'params': state.theta1, **state.state1},
-    images.astype(np.float32),
-    False,
-    capture_intermediates=True,
-    mutable=['intermediates'],
-  )
+  # float64 (the restored network and state, computed in float64): batches
+  # of 4 under jit and one eager batch of 11 sum in different orders, ~1e-5
+  # apart in float32 through 4 conv layers (CPU-dependent), ~1e-14 here.
+  with jax.enable_x64(True):
+    f = f.clone(dtype=jnp.float64, trunk=f.trunk.clone(dtype=jnp.float64))
+    theta1, state1 = _to64((state.theta1, state.state1))
+    got = forward.trunk_features(f, theta1, state1, images, batch_size=4)
+    _, captured = f.apply(
+      {'params': theta1, **state1},
+      images,
+      False,
+      capture_intermediates=True,
+      mutable=['intermediates'],
+    )
   (direct,) = captured['intermediates']['trunk']['__call__']
-  np.testing.assert_allclose(got, direct, rtol=1e-5, atol=1e-5)
+  assert got.dtype == direct.dtype == np.float64
+  np.testing.assert_allclose(got, direct, rtol=1e-10, atol=1e-10)
 
 
 def test_trunk_features_of_a_tiny_net_in_padded_batches():
-  f = TwoHeads(TinyConvBN(), 2, 5)
-  images = np.random.default_rng(1).normal(size=(7, 5, 5, 2))
-  images = images.astype(np.float32)
-  variables = f.init(jax.random.key(0), images, False)
-  params = variables['params']
-  state = {
-    'batch_stats': jax.tree.map(lambda s: s + 0.3, variables['batch_stats'])
-  }
-  got = forward.trunk_features(f, params, state, images, batch_size=3)
-  direct = TinyConvBN().apply(
-    {'params': params['trunk'], 'batch_stats': state['batch_stats']['trunk']},
-    images,
-    False,
-  )
-  np.testing.assert_allclose(got, direct, rtol=1e-6, atol=1e-6)
+  # float64: jitted padded batches and one eager batch round differently,
+  # ~1e-16 here (float32: ~1e-7, up to ~1e-6 worst case), 1e-12 on any CPU.
+  with jax.enable_x64(True):
+    f = TwoHeads(TinyConvBN(), 2, 5)
+    images = np.random.default_rng(1).normal(size=(7, 5, 5, 2))
+    variables = _to64(f.init(jax.random.key(0), images, False))
+    params = variables['params']
+    state = {
+      'batch_stats': jax.tree.map(lambda s: s + 0.3, variables['batch_stats'])
+    }
+    got = forward.trunk_features(f, params, state, images, batch_size=3)
+    direct = TinyConvBN().apply(
+      {
+        'params': params['trunk'],
+        'batch_stats': state['batch_stats']['trunk'],
+      },
+      images,
+      False,
+    )
+  np.testing.assert_allclose(got, direct, rtol=1e-12, atol=1e-12)
 
 
 def test_generated_probs_are_the_mask_softmax_in_eval_mode():
-  problem, _, _, theta2, state2, batch = make_problem(kind='conv', n=7)
-  got = forward.generated_probs(
-    problem, theta2, state2, batch['image'], batch['label'], batch_size=3
-  )
-  logits, _ = problem.g_apply(theta2, state2, batch['image'], False)
-  expected = losses.mask_softmax(logits, batch['label'], problem.mask)
-  np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
-  np.testing.assert_allclose(got.sum(1), 1.0, rtol=1e-6)
+  # float64: jitted padded batches and one eager batch round differently,
+  # ~1e-16 here (float32: ~1e-7), so 1e-12 holds on any CPU.
+  with jax.enable_x64(True):
+    problem, _, _, theta2, state2, batch = make_problem(
+      kind='conv', n=7, dtype=jnp.float64
+    )
+    images, labels = batch['image'], batch['label']
+    got = forward.generated_probs(
+      problem, theta2, state2, images, labels, batch_size=3
+    )
+    logits, _ = problem.g_apply(theta2, state2, images, False)
+    expected = losses.mask_softmax(logits, labels, problem.mask)
+  np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+  np.testing.assert_allclose(got.sum(1), 1.0, rtol=1e-12)
 
 
 def test_top_k_picks_exactly_the_k_most_probable_images():
@@ -226,7 +256,110 @@ def test_top_k_picks_exactly_the_k_most_probable_images():
   ]
 
 
-def write_run(path, method, seed, accuracy, wall, fraction=1.0, **maxl):
+# Digits grouped into 0-4 and 5-9: 2 primary classes with 5 hidden fine
+# classes each, psi = 5 (the hierarchy's).
+HIERARCHY = ('--config.data.hierarchy=halves', '--config.maxl.psi=hierarchy')
+SCORES = ('aux_information', 'aux_recovery_nmi', 'aux_recovery_ari')
+
+
+@pytest.fixture(scope='module')
+def hierarchy_parent(tmp_path_factory):
+  """Finished `uniform` and `maxl` runs with hidden fine labels."""
+  path = tmp_path_factory.mktemp('hierarchy') / 'runs'
+  proc = ep.run(
+    *ep.TINY,
+    *HIERARCHY,
+    '--config.compare_methods=uniform,maxl',
+    f'--workdir={path}',
+  )
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return path
+
+
+def test_uniform_labels_know_nothing_and_maxl_logs_both_scores(
+  hierarchy_parent,
+):
+  uniform, maxl = (metrics(hierarchy_parent / m) for m in ('uniform', 'maxl'))
+  assert len(uniform) == len(maxl) == 2  # One evaluation per epoch.
+  for row in uniform:
+    assert abs(row['test/aux_information']) < 1e-6
+    # The argmax of a uniform label is its class's first auxiliary class:
+    # one cluster against 5 fine classes, no mutual information.
+    assert row['test/aux_recovery_nmi'] == row['test/aux_recovery_ari'] == 0
+  for row in maxl:
+    assert 0 < row['test/aux_information'] <= math.log(5) + 1e-6
+    assert 0 <= row['test/aux_recovery_nmi'] <= 1
+    assert -1 <= row['test/aux_recovery_ari'] <= 1
+  for method, rows in (('uniform', uniform), ('maxl', maxl)):
+    path = hierarchy_parent / method / 'result.json'
+    result = json.loads(path.read_text())
+    for key in SCORES:
+      assert result[f'test_{key}'] == rows[-1][f'test/{key}']
+
+
+def test_maxl_scores_equal_a_direct_computation(hierarchy_parent):
+  """The final scores from the restored generator on the test split."""
+  from sklearn import metrics as sk
+
+  from maxl_jax.data import pipeline
+  from maxl_jax.data.images import normalize
+
+  restored = restore.restore_run(str(hierarchy_parent / 'maxl'))
+  split = pipeline.load_test_split(restored.config.data)
+  probs = forward.generated_probs(
+    restored.run.problem,
+    restored.state.theta2,
+    restored.state.state2,
+    normalize(split.images),
+    split.labels,
+  ).astype(np.float64)
+  info, nmi, ari = [], [], []
+  for c in np.unique(split.labels):
+    p = probs[split.labels == c]
+    mean = p.mean(0)
+    h_mean = -np.sum(mean[mean > 0] * np.log(mean[mean > 0]))
+    h_each = -np.sum(p * np.log(np.where(p > 0, p, 1.0)), 1)
+    info.append(h_mean - h_each.mean())
+    fine, aux = split.fine_labels[split.labels == c], np.argmax(p, 1)
+    nmi.append(sk.normalized_mutual_info_score(fine, aux))
+    ari.append(sk.adjusted_rand_score(fine, aux))
+  result = json.loads((hierarchy_parent / 'maxl' / 'result.json').read_text())
+  assert result['test_aux_information'] == pytest.approx(
+    np.mean(info), rel=1e-4, abs=1e-6
+  )
+  assert result['test_aux_recovery_nmi'] == pytest.approx(np.mean(nmi))
+  assert result['test_aux_recovery_ari'] == pytest.approx(np.mean(ari))
+
+
+def test_analysis_shows_recovery_with_a_hierarchy(hierarchy_parent):
+  out = hierarchy_parent.parent / 'out'
+  proc = analyze(
+    f'--workdir={hierarchy_parent}', f'--out={out}', '--tsne_images=0'
+  )
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  knows = read_csv(out / 'label_knowledge.csv')
+  for method in ('uniform', 'maxl'):
+    rows = metrics(hierarchy_parent / method)
+    for key in SCORES:
+      plotted = [
+        r
+        for r in knows
+        if r['metric'] == f'test/{key}' and r['runs'] == f'runs/{method}'
+      ]
+      assert [float(r['mean']) for r in plotted] == [
+        r[f'test/{key}'] for r in rows
+      ]
+  result = json.loads((hierarchy_parent / 'maxl' / 'result.json').read_text())
+  scores = ' | '.join(f'{result[f"test_{k}"]:.3f}' for k in SCORES)
+  text = (out / 'results.md').read_text()
+  assert f'| {scores} |' in text
+  assert '| digits | uniform | halves | 100% | 1 |' in text  # psi's name.
+  assert (out / 'label_knowledge.png').read_bytes()[:4] == b'\x89PNG'
+
+
+def write_run(
+  path, method, seed, accuracy, wall, fraction=1.0, scores=None, **maxl
+):
   path.mkdir(parents=True)
   config = {
     'seed': seed,
@@ -240,14 +373,18 @@ def write_run(path, method, seed, accuracy, wall, fraction=1.0, **maxl):
     json.dumps({'epoch': 1, 'test/accuracy': accuracy}) + '\n'
   )
   result = {'method': method, 'test_accuracy': accuracy, 'wall_time_s': wall}
+  result.update(scores or {})
   (path / 'result.json').write_text(json.dumps(result))
 
 
 def test_table_mean_and_sample_std_by_hand(tmp_path):
   for seed, (acc, wall) in enumerate([(0.90, 10), (0.92, 20), (0.94, 60)]):
     write_run(tmp_path / f'single{seed}', 'single', seed, acc, wall)
-  for seed, acc in enumerate([0.95, 0.96]):
-    write_run(tmp_path / f'maxl{seed}', 'maxl', seed, acc, 40)
+  for seed, (acc, info) in enumerate([(0.95, 0.5), (0.96, 0.7)]):
+    scores = {'test_aux_information': info, 'test_aux_recovery_nmi': 0.25}
+    if seed:  # ARI logged by one seed only: the mean of that one.
+      scores['test_aux_recovery_ari'] = 0.125
+    write_run(tmp_path / f'maxl{seed}', 'maxl', seed, acc, 40, scores=scores)
   write_run(tmp_path / 'low', 'maxl', 0, 0.5, 5, fraction=0.05)
   write_run(tmp_path / 'other', 'maxl', 0, 0.9, 50, schedule='interleaved')
   runs = runs_lib.find_runs([str(tmp_path)])
@@ -271,10 +408,20 @@ def test_table_mean_and_sample_std_by_hand(tmp_path):
   assert maxl['mean'] == pytest.approx(95.5)
   assert maxl['std'] == pytest.approx(math.sqrt(0.5))
   assert maxl['delta'] == pytest.approx(3.5)
+  assert maxl['information'] == pytest.approx(0.6)
+  assert maxl['information_std'] == pytest.approx(math.sqrt(0.02))
+  assert (maxl['nmi'], maxl['nmi_std']) == (0.25, 0.0)
+  assert (maxl['ari'], maxl['ari_std']) == (0.125, None)
+  assert single['information'] is None and single['nmi'] is None
   assert low['std'] is None and low['delta'] is None  # No Single at 5%.
   text = table.results_markdown(groups, runs)
-  assert '| digits | single | — | 100% | 3 | 92.00 ± 2.00 | — | 30 |' in text
-  assert '| digits | maxl | 3 | 100% | 2 | 95.50 ± 0.71 | +3.50 | 40 |' in text
+  assert (
+    '| digits | single | — | 100% | 3 | 92.00 ± 2.00 | — | 30 | — | — | — |'
+  ) in text
+  assert (
+    '| digits | maxl | 3 | 100% | 2 | 95.50 ± 0.71 | +3.50 | 40 '
+    '| 0.600 ± 0.141 | 0.250 ± 0.000 | 0.125 |'
+  ) in text
   assert '| digits | maxl (schedule=interleaved) | 3 | 100% | 1 |' in text
   assert '| digits | maxl | 3 | 5% | 1 | 50.00 | — | 5 |' in text
 

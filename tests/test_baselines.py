@@ -118,7 +118,7 @@ def test_human_psi_and_targets_follow_the_hierarchy(primary, aux):
     source.psi, hierarchy.psi_from_label_map(parent, primary)
   )
   fine = np.arange(100)
-  batch = {'label': primary_of[fine], 'aux_label': aux_of[fine]}
+  batch = {'label': primary_of[fine], 'fine_label': aux_of[fine]}
   targets = np.asarray(source.targets({}, None, None, batch, problem=None))
   mask = hierarchy.class_mask(source.psi)
   assert masked_targets_ok(targets, batch['label'], mask)
@@ -131,12 +131,63 @@ def test_human_psi_and_targets_follow_the_hierarchy(primary, aux):
 
 def test_make_label_source_human_uses_the_dataset_map():
   info = dataclasses.replace(
-    _info(10), aux_to_primary=cifar100_hierarchy.level_map(20, 10)
+    _info(10),
+    fine_num_classes=20,
+    fine_to_primary=cifar100_hierarchy.level_map(20, 10),
   )
   source = labels.make_label_source('human', info, psi_per_class=5, seed=0)
   assert source.num_aux == 20 and source.psi.size == 10
   with pytest.raises(UsageError, match='label hierarchy'):
     labels.make_label_source('human', _info(10), psi_per_class=5, seed=0)
+
+
+# Fashion-MNIST under 'types': tops {0, 2, 4, 6}, {1, 3}, shoes {5, 7, 9}, {8}.
+TYPES = dataclasses.replace(
+  _info(4),
+  name='fashion_mnist',
+  fine_num_classes=10,
+  fine_to_primary=np.array([0, 1, 0, 1, 0, 2, 0, 2, 3, 2]),
+)
+
+
+def test_human_on_a_grouping_targets_the_fine_class():
+  source = labels.make_label_source('human', TYPES, psi_per_class=5, seed=0)
+  np.testing.assert_array_equal(source.psi, [4, 2, 3, 1])
+  fine = np.arange(10)
+  batch = {'label': TYPES.fine_to_primary[fine], 'fine_label': fine}
+  classes = np.asarray(
+    source.targets({}, None, None, batch, problem=None)
+  ).argmax(-1)
+  # Fine classes in id order within their primary class's range.
+  np.testing.assert_array_equal(classes, [0, 4, 1, 5, 2, 6, 3, 7, 9, 8])
+
+
+@pytest.mark.parametrize('method', ['maxl', 'uniform', 'random', 'kmeans'])
+def test_psi_choice_balanced_or_the_hierarchys(method):
+  config = default.get_config().kmeans
+  kwargs = dict(psi_per_class=3, seed=0, kmeans_config=config)
+  balanced = labels.make_label_source(method, TYPES, **kwargs)
+  assert balanced.num_aux == 12
+  if method != 'random':
+    np.testing.assert_array_equal(balanced.psi, [3, 3, 3, 3])
+  source = labels.make_label_source(
+    method, TYPES, psi_choice='hierarchy', **kwargs
+  )
+  np.testing.assert_array_equal(source.psi, [4, 2, 3, 1])
+  with pytest.raises(UsageError, match='data.hierarchy') as error:
+    labels.make_label_source(method, _info(4), psi_choice='hierarchy', **kwargs)
+  assert "psi='hierarchy'" in str(error.value)
+  with pytest.raises(UsageError, match="'balanced', 'hierarchy'"):
+    labels.make_label_source(method, TYPES, psi_choice='fine', **kwargs)
+
+
+def test_human_without_a_hierarchy_says_how_to_set_one():
+  info = dataclasses.replace(_info(10), name='digits')
+  with pytest.raises(UsageError) as error:
+    labels.make_label_source('human', info, psi_per_class=5, seed=0)
+  message = str(error.value)
+  assert 'method=human' in message and '--config.data.hierarchy' in message
+  assert "['parity', 'halves']" in message and 'list of 10' in message
 
 
 def test_cifar100_config_parses_level_pairs():

@@ -1,10 +1,15 @@
-"""The combiner experiment: given tasks, its steps, a tiny run, its CLI."""
+"""The loss-combiner experiment: given tasks, its steps, and its runs.
+
+The runs go through `python -m experiments.combine` in subprocesses (the
+shared loop: every workdir file, checkpoints and bitwise resumption, the
+non-finite guard) on a tiny digits setting, sharing `entry_point`'s
+compilation cache; `restore_run` reads the finished workdir back.
+"""
 
 import json
-import subprocess
-import sys
+import pathlib
+import signal
 
-import chex
 import entry_point as ep
 import jax
 import jax.numpy as jnp
@@ -12,11 +17,32 @@ import numpy as np
 import pytest
 
 from experiments.configs import combine_fashion
+from maxl_jax import combine_problem
 from maxl_jax.data.info import DatasetInfo
 from maxl_jax.errors import UsageError
-from maxl_jax.training import combine
+from maxl_jax.training import combine, loop, restore
+from maxl_jax.training.mesh import make_mesh
 
 TINY_INFO = DatasetInfo('fashion_mnist', 10, (32, 32, 1), 100, 100, 10)
+COMMAND = 'experiments.combine'
+# Digits, the 'random' task, a 4-8-8-8 ConvNet-4: 2 epochs of 3 θ steps
+# with a φ step after every 2nd, checkpoints every 2 steps and at epoch ends.
+TINY = (
+  '--config=experiments/configs/combine_fashion.py',
+  '--config.data.name=digits',
+  '--config.data.train_fraction=1.0',
+  '--config.data.batch_size=16',
+  '--config.data.eval_batch_size=128',
+  '--config.model.widths=(4,8,8,8)',
+  '--config.model.head_hidden=8',
+  '--config.combiner.tasks=random',
+  '--config.combiner.meta_every=2',
+  '--config.train.epochs=2',
+  '--config.train.steps_per_epoch=3',
+  '--config.train.eval_every_epochs=1',
+  '--config.checkpoint.every_steps=2',
+)
+TOTAL_STEPS = 6
 
 
 @pytest.fixture
@@ -51,7 +77,7 @@ def test_coarse_task_is_the_stated_grouping():
   expected = np.zeros(10, np.int32)
   for group, classes in groups.items():
     expected[list(classes)] = group
-  task = combine.TASKS['coarse']
+  task = combine_problem.TASKS['coarse']
   got = task.labels({'label': jnp.arange(10)}, 0)
   np.testing.assert_array_equal(got, expected)
   assert task.num_classes == 4
@@ -59,20 +85,20 @@ def test_coarse_task_is_the_stated_grouping():
 
 def test_random_task_is_fixed_per_index_and_uniform():
   index = jnp.arange(10_000, dtype=jnp.int32)
-  labels = np.asarray(combine.random_labels(0, index))
-  np.testing.assert_array_equal(combine.random_labels(0, index), labels)
+  labels = np.asarray(combine_problem.random_labels(0, index))
+  np.testing.assert_array_equal(combine_problem.random_labels(0, index), labels)
   perm = np.random.default_rng(0).permutation(10_000)  # Order-free.
   np.testing.assert_array_equal(
-    combine.random_labels(0, index[perm]), labels[perm]
+    combine_problem.random_labels(0, index[perm]), labels[perm]
   )
   counts = np.bincount(labels, minlength=10)
   assert counts.size == 10 and np.all(np.abs(counts - 1000) < 120), counts
-  other = np.asarray(combine.random_labels(1, index))
+  other = np.asarray(combine_problem.random_labels(1, index))
   assert np.mean(other == labels) < 0.15  # Another seed, other labels.
 
 
 def test_task_names_are_checked():
-  assert combine.get_tasks(' coarse, random', 'fashion_mnist') == (
+  assert combine_problem.get_tasks(' coarse, random', 'fashion_mnist') == (
     'coarse',
     'random',
   )
@@ -83,85 +109,59 @@ def test_task_names_are_checked():
     ('fine', 'digits'),
   ):
     with pytest.raises(UsageError):
-      combine.get_tasks(names, dataset)
+      combine_problem.get_tasks(names, dataset)
   config = tiny_config('mlp')
   config.data.meta_fraction = 0.0  # A learned φ needs the held-out split.
   with pytest.raises(UsageError, match='meta_fraction'):
     combine.check_config(config)
 
 
-def test_one_theta_and_one_phi_step_are_finite(fast_compile):
-  names, fns, state = combine.build(tiny_config(), TINY_INFO, 5)
-  assert names == ('coarse', 'random') and set(fns) >= {'theta', 'phi'}
+def test_a_theta_step_then_a_combined_step(fast_compile):
+  run = combine.build_run(tiny_config(), TINY_INFO)
+  assert run.tasks == ('coarse', 'random')
+  assert run.schedule.kinds() == ('primary', 'interleaved')  # meta_every 20.
+  fns = run.jit_steps(make_mesh())
   batch, meta_batch = tiny_batch(), tiny_batch(seed=1)
-  theta0, phi0 = jax.device_get((state.theta, state.phi))
-  state, values = fns['theta'](state, batch)
-  assert {'loss', 'loss_pri', 'loss_aux', 'loss_coarse', 'loss_random'} <= set(
-    values
-  )
-  chex.assert_tree_all_finite((state, values))
-  state, values = fns['phi'](state, batch, meta_batch)
-  chex.assert_tree_all_finite((state, values))
-  assert values['hypergrad_norm'] > 0
-  assert not np.allclose(state.phi['rho'], phi0['rho'])
-  delta = jax.tree.map(lambda a, b: np.abs(a - b).max(), state.theta, theta0)
+  state = run.init_state({})
+  theta0, phi0 = jax.device_get((state.theta1, state.theta2))
+
+  state = fns['primary'](state, batch)
+  sums = jax.device_get(state.sums)
+  assert sums['train/count'] == 1 and sums['meta/count'] == 0
+  for name in ('loss', 'loss_pri', 'loss_aux', 'loss_coarse', 'loss_random'):
+    assert np.isfinite(sums[f'train/{name}']) and sums[f'train/{name}'] > 0
+  np.testing.assert_array_equal(state.theta2['rho'], phi0['rho'])
+
+  state = fns['interleaved'](state, batch, meta_batch)
+  assert (int(state.step), int(state.step1), int(state.step2)) == (2, 2, 1)
+  sums = jax.device_get(state.sums)
+  assert sums['meta/count'] == 1 and sums['meta/hypergrad_norm'] > 0
+  assert not np.allclose(state.theta2['rho'], phi0['rho'])
+  delta = jax.tree.map(lambda a, b: np.abs(a - b).max(), state.theta1, theta0)
   assert max(jax.tree.leaves(delta)) > 0
-  weights = fns['weights'](state, meta_batch)
-  assert list(weights) == ['coarse', 'random']
-  chex.assert_tree_all_finite(weights)
+  assert int(state.guard['count']) == 0
+
+  weights = jax.device_get(fns['probe'](state, meta_batch))
+  assert list(weights) == ['weight/coarse', 'weight/random']
+  assert all(np.isfinite(w) and w > 0 for w in weights.values())
 
 
-def test_fixed_form_has_no_phi_and_weights_stay_one(fast_compile):
-  _, fns, state = combine.build(tiny_config('fixed'), TINY_INFO, 5)
-  assert state.phi == {} and 'phi' not in fns
-  for seed in range(2):
-    state, _ = fns['theta'](state, tiny_batch(seed=seed))
-  weights = fns['weights'](state, tiny_batch())
-  assert weights == {'coarse': 1.0, 'random': 1.0}
-
-
-def test_tiny_digits_run_writes_metrics_and_result(tmp_path, fast_compile):
-  config = tiny_config('linear', 'random')
-  config.data.name = 'digits'
-  config.data.train_fraction = 1.0
-  config.data.batch_size = 16
-  config.data.eval_batch_size = 128
-  config.train.epochs = 1
-  config.train.steps_per_epoch = 3
-  config.combiner.meta_every = 2
-  result = combine.train_and_evaluate(config, str(tmp_path))
-  rows = [
-    json.loads(line)
-    for line in (tmp_path / 'metrics.jsonl').read_text().splitlines()
-  ]
-  assert len(rows) == 1
-  row = rows[0]
-  assert row['epoch'] == 1 and row['step'] == 3
-  for key in ('test/accuracy', 'train/loss', 'train/loss_random'):
-    assert np.isfinite(row[key]), key
-  assert 'meta/meta_loss' in row and 'weight/random' in row
-  assert row['train/loss_aux'] > 0
-  saved = json.loads((tmp_path / 'result.json').read_text())
-  assert saved == result
-  assert 0 <= saved['test_accuracy'] <= 1
-  assert set(saved['weights']) == {'random'} and saved['wall_time_s'] > 0
+def test_forms_without_parameters_take_theta_steps_only():
+  for form, probed in (('fixed', True), ('none', False)):
+    run = combine.build_run(tiny_config(form), TINY_INFO)
+    assert run.schedule.kinds() == ('primary',) and not run.held_out
+    assert run.abstract_state().theta2 == {}
+    fns = set(run.jit_steps(make_mesh()))
+    assert fns == {'primary', 'eval'} | ({'probe'} if probed else set())
 
 
 def test_bad_form_is_one_error_line(tmp_path):
   workdir = tmp_path / 'run'
-  proc = subprocess.run(
-    [
-      sys.executable,
-      '-m',
-      'experiments.combine',
-      '--config=experiments/configs/combine_fashion.py',
-      f'--workdir={workdir}',
-      '--config.combiner.form=quadratic',
-    ],
-    cwd=ep.REPO,
-    env=ep.env(),
-    capture_output=True,
-    text=True,
+  proc = ep.run(
+    '--config=experiments/configs/combine_fashion.py',
+    f'--workdir={workdir}',
+    '--config.combiner.form=quadratic',
+    module=COMMAND,
     timeout=120,
   )
   assert proc.returncode == 2, proc.stderr
@@ -169,3 +169,97 @@ def test_bad_form_is_one_error_line(tmp_path):
   assert len(lines) == 1 and 'config.combiner.form' in lines[0], proc.stderr
   assert 'Traceback' not in proc.stderr
   assert not workdir.exists()
+
+
+# ----------------------------------------------------- the entry point ---
+
+
+def _rows(workdir, name='metrics.jsonl') -> list[dict]:
+  text = (pathlib.Path(workdir) / name).read_text()
+  return [json.loads(line) for line in text.splitlines()]
+
+
+def _result(workdir) -> dict:
+  return json.loads((pathlib.Path(workdir) / 'result.json').read_text())
+
+
+@pytest.fixture(scope='module')
+def reference(tmp_path_factory):
+  """An uninterrupted tiny run: (workdir, result, stdout)."""
+  workdir = tmp_path_factory.mktemp('combine') / 'run'
+  proc = ep.run(*TINY, f'--workdir={workdir}', module=COMMAND)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return workdir, _result(workdir), proc.stdout
+
+
+def test_a_run_writes_every_file_of_a_workdir(reference):
+  workdir, result, stdout = reference
+  assert ep.sha_printed(stdout) == result['params_sha256']
+  assert 'task weights random' in stdout
+  assert result['steps'] == TOTAL_STEPS and result['method'] == 'combiner'
+  assert result['form'] == 'linear' and result['tasks'] == ['random']
+  rows = _rows(workdir)
+  assert [r['step'] for r in rows] == [3, 6]
+  for key in ('train/loss_random', 'meta/meta_loss', 'test/accuracy'):
+    assert np.isfinite(rows[-1][key]), key
+  assert result['weights'] == {'random': rows[-1]['weight/random']}
+  timing = _rows(workdir, 'timing.jsonl')
+  assert [set(t) for t in timing] == [
+    {'epoch', 'step', 'train_s', 'eval_s', 'compile_s'}
+  ] * 2
+  assert list(workdir.glob('events.out.tfevents.*'))
+  assert ep.checkpoint_steps(workdir)[-1] == TOTAL_STEPS
+  assert 'Training combiner on digits' in (workdir / 'log.txt').read_text()
+
+
+def test_sigkill_then_rerun_matches_uninterrupted(reference, tmp_path):
+  workdir = tmp_path / 'run'
+  proc = ep.start(
+    *TINY, f'--workdir={workdir}', logs=tmp_path / 'killed', module=COMMAND
+  )
+  try:
+    ep.wait_for_checkpoint(proc, workdir)
+    proc.send_signal(signal.SIGKILL)
+  finally:
+    ep.finish(proc)
+  assert proc.returncode == -signal.SIGKILL, 'the run ended before the kill'
+  assert 0 < max(ep.checkpoint_steps(workdir)) < TOTAL_STEPS
+
+  again = ep.run(*TINY, f'--workdir={workdir}', module=COMMAND)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert 'Resuming from the checkpoint at step' in again.stderr
+  ref_workdir, ref_result, _ = reference
+  assert _result(workdir)['params_sha256'] == ref_result['params_sha256']
+  assert _rows(workdir) == _rows(ref_workdir)
+
+
+def test_restore_run_gives_the_saved_parameters(reference):
+  workdir, result, _ = reference
+  restored = restore.restore_run(str(workdir))
+  assert isinstance(restored.run, combine.CombineRun)
+  assert restored.step == TOTAL_STEPS
+  sha, _ = loop.params_digest(restored.state.theta1, restored.state.theta2)
+  assert sha == result['params_sha256']
+
+
+@pytest.mark.parametrize('mode', ['stop', 'skip_step'])
+def test_nonfinite_steps_honour_on_nonfinite(mode, tmp_path):
+  workdir = tmp_path / 'run'
+  proc = ep.run(
+    *TINY,
+    f'--workdir={workdir}',
+    '--config.combiner.form=fixed',  # Only θ steps: less to compile.
+    '--config.train.epochs=1',
+    '--config.primary_opt.lr=1e30',  # θ overflows at the second step.
+    f'--config.train.on_nonfinite={mode}',
+    module=COMMAND,
+  )
+  if mode == 'stop':
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    (line,) = ep.error_lines(proc.stderr)
+    assert 'non-finite values at step 2' in line
+    assert not (workdir / 'result.json').exists()
+  else:
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (row,) = _rows(workdir)
+    assert row['nonfinite_steps'] == 2  # Steps 2 and 3, not applied.

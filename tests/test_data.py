@@ -153,13 +153,16 @@ def test_tfds_pipeline_on_mock_data(name, channels, num_classes, frames):
   assert len(eval_batches) == len(eval_data) == -(-n // 5)
   assert all(b['image'].shape == (5, 32, 32, channels) for b in eval_batches)
   assert sum(b['mask'].sum() for b in eval_batches) == n
-  if name == 'cifar100':  # aux_label: fine class, child of the coarse label.
-    assert info.aux_num_classes == 100
+  if name == 'cifar100':  # fine_label: fine class, child of the coarse one.
+    assert info.fine_num_classes == 100
     for batch in batches + eval_batches:
       real = batch.get('mask', np.ones(4)) > 0  # Padding rows are all 0.
       np.testing.assert_array_equal(
-        info.aux_to_primary[batch['aux_label'][real]], batch['label'][real]
+        info.fine_to_primary[batch['fine_label'][real]], batch['label'][real]
       )
+  else:  # No hierarchy by default: no fine labels.
+    assert info.fine_num_classes == 0 and info.fine_to_primary is None
+    assert not any('fine_label' in b for b in batches + eval_batches)
 
 
 def test_mnist_is_zero_padded_to_32():
@@ -262,15 +265,15 @@ def test_network_probe_fails_fast_for_an_unresolvable_host():
 
 def test_cifar100_levels_have_the_right_class_counts():
   for level in cifar100_hierarchy.LEVELS:
-    of_fine = pipeline.cifar100_level_of_fine(level)
+    of_fine = cifar100_hierarchy.level_of_fine(level)
     assert of_fine.shape == (100,)
     np.testing.assert_array_equal(np.unique(of_fine), np.arange(level))
-  coarse = pipeline.cifar100_level_of_fine(20)
+  coarse = cifar100_hierarchy.level_of_fine(20)
   np.testing.assert_array_equal(np.bincount(coarse), np.full(20, 5))
 
 
 def test_cifar100_levels_nest():
-  levels = {k: pipeline.cifar100_level_of_fine(k) for k in (3, 10, 20, 100)}
+  levels = {k: cifar100_hierarchy.level_of_fine(k) for k in (3, 10, 20, 100)}
   np.testing.assert_array_equal(
     levels[10], cifar100_hierarchy.COARSE_TO_10[levels[20]]
   )
@@ -338,6 +341,35 @@ def test_digits_split_is_fixed_and_stratified():
   counts = np.bincount(first[1].labels)
   assert counts.min() >= 35 and counts.max() <= 37
   assert first[0].images.max() == 255
+
+
+def test_hierarchy_regroups_labels_and_keeps_the_fine_ones():
+  """digits, halves: label = digit // 5, fine_label = the digit."""
+  plain = pipeline.get_datasets(make_config(), seed=0, device_count=1)
+  config = make_config(hierarchy='halves', meta_fraction=0.1)
+  data = pipeline.get_datasets(config, seed=0, device_count=1)
+  assert (data.info.num_classes, data.info.fine_num_classes) == (2, 10)
+  np.testing.assert_array_equal(data.info.fine_to_primary, [0] * 5 + [1] * 5)
+  for it in (data.train, data.meta):
+    np.testing.assert_array_equal(it.labels, it.fine_labels // 5)
+    batch = it.batch(0, 1)
+    np.testing.assert_array_equal(batch['label'], batch['fine_label'] // 5)
+    assert batch['fine_label'].dtype == np.int32
+  # The same images, in the same order, with the same fine labels.
+  np.testing.assert_array_equal(data.eval.images, plain.eval.images)
+  np.testing.assert_array_equal(data.eval.fine_labels, plain.eval.labels)
+  for batch in data.eval:
+    assert batch['fine_label'].dtype == np.int32
+    real = batch['mask'] > 0
+    np.testing.assert_array_equal(
+      batch['label'][real], batch['fine_label'][real] // 5
+    )
+  test = pipeline.load_test_split(config)
+  np.testing.assert_array_equal(test.fine_labels, plain.eval.labels)
+  np.testing.assert_array_equal(test.labels, plain.eval.labels // 5)
+  images, labels, fine = pipeline.load_test_split(make_config())
+  assert fine is None and not any('fine_label' in b for b in plain.eval)
+  np.testing.assert_array_equal(labels, plain.eval.labels)
 
 
 def _write_folder(root, sizes):
@@ -512,6 +544,9 @@ def test_multi_host_shares_cover_the_training_set_once():
     ({'train_fraction': 0.0}, {}, 'train_fraction'),
     ({'per_class': 500}, {}, 'per_class <= '),
     ({'augment': 'mixup'}, {}, 'augment'),
+    ({'hierarchy': '0,1'}, {}, 'but digits has 10 classes'),
+    ({'hierarchy': 'pairs'}, {}, r"one of \['parity', 'halves'\]"),
+    ({'name': 'cifar100', 'primary_level': 20, 'aux_level': 10}, {}, 'finer'),
   ],
 )
 def test_bad_config_raises_usage_error(overrides, kwargs, match):

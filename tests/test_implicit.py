@@ -193,8 +193,8 @@ def dense_pieces(args, meta_batch):
   flat2, un2 = ravel_pytree(theta2)
 
   def l_train(f1, f2):
-    probs, _ = generated_labels(problem, un2(f2), state2, batch)
-    return train_loss(problem, un1(f1), state1, probs, batch)[0]
+    labels, _ = generated_labels(problem, un2(f2), state2, batch)
+    return train_loss(problem, un1(f1), state1, labels.targets, batch)[0]
 
   def l_held_out(f1):
     images = meta_batch['image']
@@ -202,8 +202,8 @@ def dense_pieces(args, meta_batch):
     return losses.primary_loss(logits, meta_batch['label'], problem.gamma)
 
   def entropy(f2):
-    probs, _ = generated_labels(problem, un2(f2), state2, batch)
-    return losses.entropy_regularizer(probs)
+    labels, _ = generated_labels(problem, un2(f2), state2, batch)
+    return losses.entropy_regularizer(labels.probs)
 
   @jax.jit
   def pieces(f1, f2):
@@ -231,9 +231,10 @@ def expected_outputs(args, meta_batch):
 
   @jax.jit
   def reference(theta1, theta2):
-    probs, new_state2 = generated_labels(problem, theta2, state2, batch)
+    labels, new_state2 = generated_labels(problem, theta2, state2, batch)
+    probs = labels.probs
     grads1, (new_state1, metrics) = jax.grad(train_loss, 1, has_aux=True)(
-      problem, theta1, state1, probs, batch
+      problem, theta1, state1, labels.targets, batch
     )
     images, labels = meta_batch['image'], meta_batch['label']
     (logits, _), _ = problem.f_apply(theta1, state1, images, True)

@@ -34,6 +34,19 @@ def _normal(seed, shape, dtype=jnp.float32):
   return jnp.asarray(np.random.default_rng(seed).normal(size=shape), dtype)
 
 
+U32 = 2.0**-24  # float32 unit roundoff.
+
+
+def _gamma(n):
+  """Higham's γ_n: |fl(Σᵢ aᵢbᵢ) - Σᵢ aᵢbᵢ| <= γ_n Σᵢ|aᵢbᵢ| for n float32
+  products summed in ANY order, with or without FMA: every CPU's kernel."""
+  return n * U32 / (1 - n * U32)
+
+
+def _to64(tree):
+  return jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), tree)
+
+
 def _conv_modules(cout, k, stride):
   kw = dict(strides=stride, kernel_init=nn.initializers.xavier_uniform())
   return (
@@ -71,17 +84,30 @@ class ConvTest(chex.TestCase):
     got = self.variant(im2col.apply)(params, x)
     want = self.variant(xla.apply)(params, x)
     chex.assert_equal_shape([got, want])
-    chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-5)
+    # Each output is k*k*cin products plus the bias: both within γ of the
+    # exact value (any order), so within 2γ |x|*|W| (+|b|) of each other.
+    g = _gamma(k * k * cin + 1)
+    size = xla.apply(jax.tree.map(jnp.abs, params), jnp.abs(x))  # Positive.
+    bound = 2 * g / (1 - g) * np.asarray(size, np.float64)
+    diff = np.abs(np.asarray(got, np.float64) - np.asarray(want, np.float64))
+    assert np.all(diff <= bound), np.max(diff / bound)
 
   @parameterized.parameters(*CONV_CASES)
   def test_first_and_second_order_grads_match(self, n, h, w, cin, cout, k, s):
-    xla, im2col = _conv_modules(cout, k, s)
-    x = _normal(1, (n, h, w, cin))
-    params = xla.init(jax.random.key(1), x)
-    v = [_normal(i + 2, a.shape) for i, a in enumerate(jax.tree.leaves(params))]
-    got = jax.jit(functools.partial(_second_order, im2col.apply))(params, x, v)
-    want = jax.jit(functools.partial(_second_order, xla.apply))(params, x, v)
-    chex.assert_trees_all_close(got, want, rtol=1e-4, atol=1e-4)
+    # float64: the two sum in different orders, ~1e-14 here (float32: ~1e-5,
+    # CPU-dependent); 1e-10 holds on any CPU.
+    with jax.enable_x64(True):
+      xla, im2col = _conv_modules(cout, k, s)
+      x = _normal(1, (n, h, w, cin), jnp.float64)
+      params = _to64(xla.init(jax.random.key(1), x))
+      v = [
+        _normal(i + 2, a.shape, jnp.float64)
+        for i, a in enumerate(jax.tree.leaves(params))
+      ]
+      fn = functools.partial(_second_order, im2col.apply)
+      got = jax.jit(fn)(params, x, v)
+      want = jax.jit(functools.partial(_second_order, xla.apply))(params, x, v)
+      chex.assert_trees_all_close(got, want, rtol=1e-10, atol=1e-10)
 
   @parameterized.parameters((2, 5, 5, 3, 4, 3, 1), (1, 2, 2, 3, 5, 3, 1))
   def test_float64_grads(self, n, h, w, cin, cout, k, s):
@@ -146,14 +172,16 @@ class MaxPoolTest(chex.TestCase):
 
   @parameterized.parameters(*POOL_CASES)
   def test_first_and_second_order_grads_match(self, n, h, w, c):
-    x = _normal(1, (n, h, w, c))
-    v = [_normal(2, x.shape)]
-    as_fn = lambda pool: lambda p, x: pool(p * x)  # noqa: E731
-    got = _second_order(as_fn(_pool('im2col')), x, 1.5 * x, v)
-    want = _second_order(as_fn(_pool('xla')), x, 1.5 * x, v)
-    chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-6)
+    # float64 (continuous inputs: no ties): the two programs may round the
+    # sin/cos chain differently; ~1e-15 here, so 1e-10 holds on any CPU.
     with jax.enable_x64(True):
-      check_grads(_pool('im2col'), (x.astype(jnp.float64),), order=2)
+      x = _normal(1, (n, h, w, c), jnp.float64)
+      v = [_normal(2, x.shape, jnp.float64)]
+      as_fn = lambda pool: lambda p, x: pool(p * x)  # noqa: E731
+      got = _second_order(as_fn(_pool('im2col')), x, 1.5 * x, v)
+      want = _second_order(as_fn(_pool('xla')), x, 1.5 * x, v)
+      chex.assert_trees_all_close(got, want, rtol=1e-10, atol=1e-10)
+      check_grads(_pool('im2col'), (x,), order=2)
 
   def test_ties_send_the_cotangent_to_one_element(self):
     # Like select-and-scatter, a window's whole cotangent goes to one of its
@@ -168,21 +196,26 @@ class MaxPoolTest(chex.TestCase):
   def test_ties_after_relu_give_the_same_param_grads(self):
     # Conv-ReLU-pool: ReLU zeros tie in most windows, yet the gradients agree
     # because relu'(0) = 0 removes whatever reaches the tied zeros.
-    x = _normal(3, (2, 8, 8, 3)) - 1.0
-    xla, im2col = _conv_modules(6, 3, 1)
-    params = xla.init(jax.random.key(3), x)
+    # float64: a near-tie (two positive maxima, or a pre-ReLU value near 0)
+    # within rounding noise would switch the gradient's path between the two
+    # programs; at ~1e-16 noise that has probability ~1e-12 (float32: ~1e-3,
+    # and which ties flip depends on the CPU).
+    with jax.enable_x64(True):
+      x = _normal(3, (2, 8, 8, 3), jnp.float64) - 1.0
+      xla, im2col = _conv_modules(6, 3, 1)
+      params = _to64(xla.init(jax.random.key(3), x))
 
-    def loss(pool, conv, p):
-      y = pool(nn.relu(conv.apply(p, x)))
-      return jnp.sum(jnp.sin(y))
+      def loss(pool, conv, p):
+        y = pool(nn.relu(conv.apply(p, x)))
+        return jnp.sum(jnp.sin(y))
 
-    relu_out = nn.relu(xla.apply(params, x))
-    windows = relu_out.reshape(2, 4, 2, 4, 2, 6)
-    num_zero_windows = int(jnp.sum(jnp.all(windows == 0, axis=(2, 4))))
-    self.assertGreater(num_zero_windows, 10)  # Many ties in this test.
-    got = jax.grad(functools.partial(loss, _pool('im2col'), im2col))(params)
-    want = jax.grad(functools.partial(loss, _pool('xla'), xla))(params)
-    chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-5)
+      relu_out = nn.relu(xla.apply(params, x))
+      windows = relu_out.reshape(2, 4, 2, 4, 2, 6)
+      num_zero_windows = int(jnp.sum(jnp.all(windows == 0, axis=(2, 4))))
+      self.assertGreater(num_zero_windows, 10)  # Many ties in this test.
+      got = jax.grad(functools.partial(loss, _pool('im2col'), im2col))(params)
+      want = jax.grad(functools.partial(loss, _pool('xla'), xla))(params)
+      chex.assert_trees_all_close(got, want, rtol=1e-10, atol=1e-10)
 
   def test_overlapping_windows_use_nn_max_pool(self):
     x = _normal(4, (2, 6, 6, 3))
@@ -208,6 +241,24 @@ def _round_bf16(x):
   return x.astype(jnp.bfloat16).astype(jnp.float32)
 
 
+def _bf16_matmul_bound(*products):
+  """How far two float32 evaluations of `Σ a @ b` over `products` (pairs of
+  bf16-rounded operands) can be apart: bf16 x bf16 multiplies exactly in
+  float32, so only the k - 1 additions per matmul and the p - 1 between
+  them round: each result is within γ_{k+p} Σ|a| @ |b| of the exact one."""
+  size = sum(
+    np.abs(np.asarray(a, np.float64)) @ np.abs(np.asarray(b, np.float64))
+    for a, b in products
+  )
+  k = products[0][0].shape[-1]
+  return 2 * _gamma(k + len(products)) * size
+
+
+def _assert_within(got, want, bound):
+  diff = np.abs(np.asarray(got, np.float64) - np.asarray(want, np.float64))
+  assert np.all(diff <= bound), np.max(diff / bound)
+
+
 def _matmul_case():
   a, b = _normal(20, (33, 17)), _normal(21, (17, 9))
   return a, b, _normal(22, (33, 9)), _normal(23, (33, 17)), _normal(24, (17, 9))
@@ -217,8 +268,10 @@ def test_bf16_matmul_is_a_float32_matmul_of_rounded_operands():
   a, b, *_ = _matmul_case()
   out = layers.bf16_matmul(a, b)
   assert out.dtype == jnp.float32
-  np.testing.assert_allclose(out, _round_bf16(a) @ _round_bf16(b), rtol=1e-5)
-  assert not np.allclose(out, a @ b, rtol=1e-5)  # It does round.
+  r = _round_bf16
+  bound = _bf16_matmul_bound((r(a), r(b)))
+  _assert_within(out, r(a) @ r(b), bound)
+  assert np.any(np.abs(out - a @ b) > 100 * bound)  # It does round.
 
 
 def test_bf16_matmul_gradients_are_bf16_matmuls():
@@ -227,8 +280,8 @@ def test_bf16_matmul_gradients_are_bf16_matmuls():
   _, pullback = jax.vjp(layers.bf16_matmul, a, b)
   grad_a, grad_b = pullback(ct)
   r = _round_bf16
-  np.testing.assert_allclose(grad_a, r(ct) @ r(b).T, rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(grad_b, r(a).T @ r(ct), rtol=1e-5, atol=1e-6)
+  _assert_within(grad_a, r(ct) @ r(b).T, _bf16_matmul_bound((r(ct), r(b).T)))
+  _assert_within(grad_b, r(a).T @ r(ct), _bf16_matmul_bound((r(a).T, r(ct))))
 
 
 def test_bf16_matmul_jvp_and_its_zero_tangents():
@@ -236,10 +289,11 @@ def test_bf16_matmul_jvp_and_its_zero_tangents():
   r = _round_bf16
   _, tangent = jax.jvp(layers.bf16_matmul, (a, b), (da, db))
   want = r(da) @ r(b) + r(a) @ r(db)
-  np.testing.assert_allclose(tangent, want, rtol=1e-5, atol=1e-5)
+  bound = _bf16_matmul_bound((r(da), r(b)), (r(a), r(db)))
+  _assert_within(tangent, want, bound)
   # A constant operand (symbolic zero tangent) adds no term.
   _, tangent = jax.jvp(lambda b: layers.bf16_matmul(a, b), (b,), (db,))
-  np.testing.assert_allclose(tangent, r(a) @ r(db), rtol=1e-5, atol=1e-5)
+  _assert_within(tangent, r(a) @ r(db), _bf16_matmul_bound((r(a), r(db))))
 
 
 def _rel(x, y):
@@ -261,6 +315,8 @@ def test_im2col_bf16_conv_is_nn_conv_to_bfloat16_precision(case):
   def loss(module, p, x):
     return jnp.sum(jnp.sin(module.apply(p, x)))
 
+  # 2e-2 ~ 10 bf16 unit roundoffs (2^-9); measured 0.15-0.45%. The bf16
+  # rounding is the same on every CPU; float32 order noise is ~1e-7.
   want, got = loss(ref, params, x), loss(ours, params, x)
   assert abs(float(got - want)) <= 2e-2 * (1 + abs(float(want)))
   want = jax.grad(functools.partial(loss, ref), (0, 1))(params, x)

@@ -46,6 +46,10 @@ def _size(tree):
   return sum(int(np.prod(a.shape)) for a in jax.tree.leaves(tree))
 
 
+def _to64(tree):
+  return jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), tree)
+
+
 @pytest.mark.parametrize('channels', [1, 3])
 @pytest.mark.parametrize('name', sorted(models.TRUNKS))
 def test_output_shapes(name, channels):
@@ -125,48 +129,72 @@ def test_param_counts():
   ],
 )
 def test_xla_and_im2col_agree(trunk_cls, kwargs):
-  nets = {
-    impl: models.MultiTaskNet(trunk_cls(conv_impl=impl, **kwargs), P, K, 32)
-    for impl in ('xla', 'im2col')
-  }
-  params, state = models.init_variables(
-    nets['xla'], jax.random.key(1), (32, 32, 3)
-  )
-  chex.assert_trees_all_equal_shapes_and_dtypes(
-    (params, state), _abstract_init(nets['im2col'])
-  )
-  x = _images(2, seed=1)
-  # Training mode: outputs and the updated running averages. (Evaluation
-  # mode runs the same convolutions and pools.)
-  got, want = (
-    jax.jit(models.make_apply(nets[impl]), static_argnums=3)(
-      params, state, x, True
+  # float64: the two sum in different orders; through up to 13 conv+BN
+  # layers that is ~3e-5 in float32 (CPU-dependent) and ~1e-13 in float64,
+  # so 1e-9 holds on any CPU.
+  with jax.enable_x64(True):
+    nets = {
+      impl: models.MultiTaskNet(
+        trunk_cls(conv_impl=impl, dtype=jnp.float64, **kwargs),
+        P,
+        K,
+        32,
+        dtype=jnp.float64,
+      )
+      for impl in ('xla', 'im2col')
+    }
+    params, state = models.init_variables(
+      nets['xla'], jax.random.key(1), (32, 32, 3)
     )
-    for impl in ('im2col', 'xla')
-  )
-  chex.assert_trees_all_close(got, want, rtol=1e-4, atol=1e-4)
+    chex.assert_trees_all_equal_shapes_and_dtypes(
+      (params, state), _abstract_init(nets['im2col'])
+    )
+    params, state, x = _to64((params, state, _images(2, seed=1)))
+    # Training mode: outputs and the updated running averages. (Evaluation
+    # mode runs the same convolutions and pools.)
+    got, want = (
+      jax.jit(models.make_apply(nets[impl]), static_argnums=3)(
+        params, state, x, True
+      )
+      for impl in ('im2col', 'xla')
+    )
+    chex.assert_trees_all_close(got, want, rtol=1e-9, atol=1e-9)
 
 
 def test_xla_and_im2col_param_grads_agree():
   # BN+ReLU zeros tie inside max-pool windows; the gradients still agree.
-  x = _images(4, channels=1, seed=2)
-  onehot = jax.nn.one_hot(jnp.arange(4) % P, P)
-  nets = [
-    models.MultiTaskNet(models.ConvNet4((8, 8, 8, 8), impl), P, K, 16)
-    for impl in ('xla', 'im2col')
-  ]
-  params, state = models.init_variables(nets[0], jax.random.key(2), (32, 32, 1))
+  # float64: a near-tie within rounding noise (two positive maxima of a
+  # window, or a pre-ReLU value near 0) would send a cotangent elsewhere in
+  # one program than in the other. With ~8k windows per layer that has
+  # probability ~1e-2 at float32 noise (and depends on the CPU's kernels),
+  # ~1e-10 at float64's; the summation-order difference is then ~1e-14.
+  with jax.enable_x64(True):
+    x = _to64(_images(4, channels=1, seed=2))
+    onehot = jax.nn.one_hot(jnp.arange(4) % P, P, dtype=jnp.float64)
+    nets = [
+      models.MultiTaskNet(
+        models.ConvNet4((8, 8, 8, 8), impl, jnp.float64),
+        P,
+        K,
+        16,
+        dtype=jnp.float64,
+      )
+      for impl in ('xla', 'im2col')
+    ]
+    params, state = _to64(
+      models.init_variables(nets[0], jax.random.key(2), (32, 32, 1))
+    )
 
-  def loss(params, apply):
-    (primary, aux), _ = apply(params, state, x, True)
-    log_p = jax.nn.log_softmax(primary)
-    return -jnp.mean(jnp.sum(onehot * log_p, -1)) + jnp.mean(aux**2)
+    def loss(params, apply):
+      (primary, aux), _ = apply(params, state, x, True)
+      log_p = jax.nn.log_softmax(primary)
+      return -jnp.mean(jnp.sum(onehot * log_p, -1)) + jnp.mean(aux**2)
 
-  want, got = (
-    jax.jit(jax.grad(loss), static_argnums=1)(params, models.make_apply(f))
-    for f in nets
-  )
-  chex.assert_trees_all_close(got, want, rtol=1e-4, atol=1e-5)
+    want, got = (
+      jax.jit(jax.grad(loss), static_argnums=1)(params, models.make_apply(f))
+      for f in nets
+    )
+    chex.assert_trees_all_close(got, want, rtol=1e-9, atol=1e-10)
 
 
 @pytest.fixture(scope='module')
@@ -178,30 +206,40 @@ def small_net():
 
 
 def test_batch_norm_train_updates_running_averages(small_net):
-  f, params, state = small_net
-  x = _images(5, seed=3)
-  variables = {'params': params, **state}
-  _, inter = f.apply(
-    variables,
-    x,
-    True,
-    mutable=['batch_stats', 'intermediates'],
-    capture_intermediates=lambda m, _: isinstance(m, nn.Conv),
-  )
-  _, new_state = models.make_apply(f)(params, state, x, True)
-  conv0 = inter['intermediates']['trunk']['Conv_0']['__call__'][0]
-  bn0 = new_state['batch_stats']['trunk']['BatchNorm_0']
-  # Momentum 0.9 (PyTorch 0.1) from mean 0, var 1; biased batch variance.
-  chex.assert_trees_all_close(
-    bn0,
-    {
-      'mean': 0.1 * jnp.mean(conv0, axis=(0, 1, 2)),
-      'var': 0.9 + 0.1 * jnp.var(conv0, axis=(0, 1, 2)),
-    },
-    rtol=1e-5,
-    atol=1e-6,
-  )
-  chex.assert_trees_all_equal_structs(new_state, state)
+  # float64: BatchNorm's one-pass variance E[x²] - E[x]² against jnp.var's
+  # two passes differ by ~n·u relative (n = 5120 values): up to ~3e-4 in
+  # float32 (as large as the biased/unbiased difference, 2e-4), ~1e-12 in
+  # float64, so 1e-9 holds on any CPU and tells the two variances apart.
+  _, params, state = small_net
+  with jax.enable_x64(True):
+    trunk = models.ConvNet4(
+      widths=(4, 8), conv_impl='im2col', dtype=jnp.float64
+    )
+    f = models.MultiTaskNet(trunk, P, K, head_hidden=6, dtype=jnp.float64)
+    params, state = _to64((params, state))
+    x = _to64(_images(5, seed=3))
+    variables = {'params': params, **state}
+    _, inter = f.apply(
+      variables,
+      x,
+      True,
+      mutable=['batch_stats', 'intermediates'],
+      capture_intermediates=lambda m, _: isinstance(m, nn.Conv),
+    )
+    _, new_state = models.make_apply(f)(params, state, x, True)
+    conv0 = inter['intermediates']['trunk']['Conv_0']['__call__'][0]
+    bn0 = new_state['batch_stats']['trunk']['BatchNorm_0']
+    # Momentum 0.9 (PyTorch 0.1) from mean 0, var 1; biased batch variance.
+    chex.assert_trees_all_close(
+      bn0,
+      {
+        'mean': 0.1 * jnp.mean(conv0, axis=(0, 1, 2)),
+        'var': 0.9 + 0.1 * jnp.var(conv0, axis=(0, 1, 2)),
+      },
+      rtol=1e-9,
+      atol=1e-9,
+    )
+    chex.assert_trees_all_equal_structs(new_state, state)
 
 
 def test_batch_norm_eval_uses_running_averages(small_net):

@@ -31,6 +31,18 @@ BAD_COMMANDS = {
     ['--config.maxl.meta_every=5'],
     'schedule=interleaved',
   ),
+  'bad_hierarchy': (
+    ['--config.data.hierarchy=0,1'],
+    'gives 2 coarse ids, but digits has 10 classes',
+  ),
+  'human_without_a_hierarchy': (
+    ['--config.method=human'],
+    '--config.data.hierarchy',
+  ),
+  'hierarchy_psi_without_a_hierarchy': (
+    ['--config.maxl.psi=hierarchy'],
+    '--config.data.hierarchy',
+  ),
   'bf16_conv_with_unrolled': (
     [
       '--config.model.conv_impl=im2col_bf16',

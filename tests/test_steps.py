@@ -14,6 +14,8 @@ from jax.flatten_util import ravel_pytree
 from maxl_jax import meta_grad
 from maxl_jax.labels.base import masked_targets_ok
 from maxl_jax.labels.generated import GeneratedSource
+from maxl_jax.labels.kmeans import KMeansSource
+from maxl_jax.networks.autoencoder import AutoEncoder
 from maxl_jax.problem import generated_labels
 from maxl_jax.training import state as state_lib
 from maxl_jax.training import step_fns
@@ -21,9 +23,9 @@ from maxl_jax.training import step_fns
 ALPHA = 0.1
 
 
-def _setup(psi=(2, 3), on_nonfinite='stop'):
+def _setup(psi=(2, 3), on_nonfinite='stop', dtype=jnp.float32):
   problem, theta1, state1, theta2, state2, batch = make_problem(
-    'conv', psi, n=6
+    'conv', psi, n=6, dtype=dtype
   )
   tx1, tx2 = optax.sgd(0.1), optax.sgd(0.05)
   state = state_lib.initial_state(
@@ -62,23 +64,32 @@ def test_generator_labels_stay_in_mask_after_meta_steps():
   state, batch, _, deps, _ = _setup(psi=(1, 4, 2))
   for _ in range(3):
     state = step_fns.meta_step(state, batch, **deps)
-  probs, _ = generated_labels(
+  labels, _ = generated_labels(
     deps['problem'], state.theta2, state.state2, batch
   )
+  probs = labels.probs
   assert bool(masked_targets_ok(probs, batch['label'], deps['problem'].mask))
+  # A float32 softmax row of <= 4 terms sums to 1 within ~14u = 8e-7.
   np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
 
 
 def test_interleaved_theta1_update_equals_primary_step():
   """The shared lookahead gives the θ1 step exactly its own gradient."""
-  state, batch, primary, deps, tx1 = _setup()
-  both = step_fns.interleaved_step(state, batch, tx1=tx1, **deps)
-  only_theta1 = primary(state, batch)
-  only_theta2 = step_fns.meta_step(state, batch, **deps)
-  chex.assert_trees_all_close(both.theta1, only_theta1.theta1, rtol=1e-5)
-  chex.assert_trees_all_close(both.state1, only_theta1.state1, rtol=1e-5)
-  chex.assert_trees_all_close(both.theta2, only_theta2.theta2, rtol=1e-5)
-  assert int(both.step1) == 1 and int(both.step2) == 1
+  # float64: three different programs compute the same updates, so they
+  # round differently: ~1e-16 relative here (float32: ~1e-7, and a bias or
+  # BN mean near 0 would fail a relative 1e-5), 1e-10 on any CPU.
+  with jax.enable_x64(True):
+    state, batch, primary, deps, tx1 = _setup(dtype=jnp.float64)
+    both = step_fns.interleaved_step(state, batch, tx1=tx1, **deps)
+    only_theta1 = primary(state, batch)
+    only_theta2 = step_fns.meta_step(state, batch, **deps)
+    close = functools.partial(
+      chex.assert_trees_all_close, rtol=1e-10, atol=1e-13
+    )
+    close(both.theta1, only_theta1.theta1)
+    close(both.state1, only_theta1.state1)
+    close(both.theta2, only_theta2.theta2)
+    assert int(both.step1) == 1 and int(both.step2) == 1
 
 
 @pytest.mark.parametrize('mode', ['stop', 'skip_step'])
@@ -122,3 +133,93 @@ def test_eval_step_counts_only_real_examples():
   correct = np.sum(np.argmax(logits[:3], -1) == np.asarray(batch['label'][:3]))
   assert float(out['count']) == 3.0
   assert float(out['correct']) == correct
+
+
+# ------------------------------------------------- what the labels know ---
+
+
+def _softmax_in_range(logits, lo, hi):
+  z = np.exp(logits[lo:hi] - logits[lo:hi].max())
+  out = np.zeros_like(logits)
+  out[lo:hi] = z / z.sum()
+  return out
+
+
+def test_eval_step_sums_label_statistics_of_real_examples():
+  """Sums of g's eval-mode labels equal numpy's; padding rows count not."""
+  state, batch, _, deps, _ = _setup(psi=(2, 3))
+  problem = deps['problem']
+  # Running averages unlike the batch's statistics: eval mode must use them.
+  state = state.replace(state2=jax.tree.map(lambda s: s + 0.3, state.state2))
+  labels = np.asarray(batch['label'])
+  fine_to_primary = np.array([0, 1, 0, 1, 1])
+  fine = np.array([np.flatnonzero(fine_to_primary == y)[0] for y in labels])
+  fine[np.flatnonzero(labels == 1)[:1]] = 4  # Class 1 has fine 1 and 4.
+  mask = np.array([1, 1, 1, 1, 0, 0], np.float32)
+  image = batch['image']
+  padded = dict(
+    batch,
+    image=image,
+    mask=jnp.asarray(mask),
+    fine_label=jnp.asarray(fine, jnp.int32),
+  )
+  out = step_fns.eval_step(
+    state,
+    padded,
+    problem=problem,
+    label_source=GeneratedSource(psi=np.array([2, 3])),
+    num_fine=5,
+  )
+  logits, _ = problem.g_apply(state.theta2, state.state2, image, False)
+  logits = np.asarray(logits, np.float64)
+  bounds = {0: (0, 2), 1: (2, 5)}
+  sums, gaps = np.zeros((2, 5)), np.zeros(2)
+  counts, table = np.zeros(2), np.zeros((5, 5))
+  for n in np.flatnonzero(mask):
+    y = labels[n]
+    p = _softmax_in_range(logits[n], *bounds[y])
+    entropy = -np.sum(p[p > 0] * np.log(p[p > 0]))
+    sums[y] += p
+    gaps[y] += np.log((2, 3)[y]) - entropy
+    counts[y] += 1
+    table[np.argmax(p), fine[n]] += 1
+  np.testing.assert_allclose(out['label_sums'], sums, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(out['entropy_gaps'], gaps, rtol=1e-4, atol=1e-6)
+  np.testing.assert_array_equal(out['label_counts'], counts)
+  np.testing.assert_array_equal(out['contingency'], table)
+  assert float(out['count']) == 4.0
+  # Without fine classes there is no contingency; without a source, no stats.
+  plain = step_fns.eval_step(
+    state,
+    padded,
+    problem=problem,
+    label_source=GeneratedSource(psi=np.array([2, 3])),
+  )
+  assert 'contingency' not in plain and 'label_sums' in plain
+  assert 'label_sums' not in step_fns.eval_step(state, padded, problem=problem)
+
+
+def test_kmeans_test_targets_are_the_nearest_centroid_of_the_class():
+  psi = np.array([2, 3])
+  ae = AutoEncoder(widths=(4,), latent_dim=3, channels=1)
+  source = KMeansSource(psi=psi, ae=ae, num_train=4)
+  rng = np.random.default_rng(0)
+  images = jnp.asarray(rng.normal(size=(8, 32, 32, 1)), jnp.float32)
+  params = ae.init(jax.random.key(0), images)['params']
+  centroids = rng.normal(size=(5, 3)).astype(np.float32)
+  labels = np.array([0, 1, 1, 0, 1, 0, 1, 1])
+  batch = {'image': images, 'label': jnp.asarray(labels)}
+  got = source.test_targets(
+    {'ae_params': params, 'centroids': jnp.asarray(centroids)},
+    None,
+    None,
+    batch,
+    problem=None,
+  )
+  codes = np.asarray(ae.apply({'params': params}, images, method='encode'))
+  dist = ((codes[:, None, :] - centroids[None]) ** 2).sum(-1)
+  lo = np.array([0, 2])[labels]
+  hi = lo + psi[labels]
+  want = [lo[n] + np.argmin(dist[n, lo[n] : hi[n]]) for n in range(8)]
+  np.testing.assert_array_equal(np.argmax(got, -1), want)
+  np.testing.assert_array_equal(np.asarray(got).sum(-1), 1.0)

@@ -37,6 +37,13 @@ def get_config():
   config.data.meta_batch_size = 0  # Held-out batch; 0 = data.batch_size.
   config.data.primary_level = 20  # CIFAR-100 level of the primary task.
   config.data.aux_level = 100  # CIFAR-100 level of the Human auxiliary task.
+  # Label hierarchy: regroups the classes into coarse primary classes; the
+  # stored labels become hidden fine classes (Human's targets, the ground
+  # truth of label recovery). '' = the dataset's default (cifar100: its
+  # primary_level / aux_level; others: none). A name: fashion_mnist pairs |
+  # types | parity; mnist, digits parity | halves; cifar10 animals_vehicles.
+  # Or one coarse id per class, comma-separated: '0,1,2,1,2,3,0,3,4,4'.
+  config.data.hierarchy = ''
   # TFDS dataset not prepared in data_dir: True = download_and_prepare it,
   # False = stop with a message saying how to prepare it offline.
   config.data.download = True
@@ -61,6 +68,10 @@ def get_config():
 
   config.maxl = ml_collections.ConfigDict()
   config.maxl.psi_per_class = 5  # Balanced hierarchy: psi[c] for every class.
+  # psi of maxl, uniform, random, kmeans: balanced (psi_per_class for every
+  # class) | hierarchy (data.hierarchy's: psi[c] = fine classes under c;
+  # random then ignores baseline.aux_classes). human always uses the latter.
+  config.maxl.psi = 'balanced'
   config.maxl.lam = 0.2  # Weight of the entropy regulariser in J.
   config.maxl.gamma = 2.0  # Focal-loss exponent (0 = cross-entropy).
   # Meta-gradient estimator: unrolled | structured | first_order.
@@ -71,6 +82,10 @@ def get_config():
   )
   # interleaved: a theta2 update after every k theta1 steps (1 = every step).
   config.maxl.meta_every = 1
+  # method=maxl only: g also outputs a weight w_n in (0, 1) per example
+  # (sigmoid of one more unit, 0.9 at init), learnt by the same
+  # meta-gradient; L_aux = mean_n w_n * focal(aux_n, g_n). H stays unweighted.
+  config.maxl.example_weights = False
 
   # meta_grad = implicit (AuxiLearn's IFT hypergradient; needs
   # data.meta_fraction > 0): the inverse-Hessian-vector product.
@@ -127,15 +142,28 @@ def get_config():
   config.train.steps_per_epoch = 0  # 0 = one full pass over the training set.
   config.train.eval_every_epochs = 1
   config.train.on_nonfinite = 'stop'  # stop | skip_step.
+  # JAX's persistent compilation cache ('' = off; experiments.sweep turns it
+  # on for its runs): reruns and runs of the same programs skip compiling.
+  config.train.compile_cache_dir = ''
+  # Label smoothing eps in [0, 1) of the primary targets, (1 - eps) one-hot +
+  # eps / P, in the theta1 step's loss only (every method); the meta
+  # objective's L_pri(theta1+) and evaluation use one-hot targets.
+  config.train.label_smoothing = 0.0
 
   config.checkpoint = ml_collections.ConfigDict()
-  config.checkpoint.every_steps = (
-    1000  # Also at every epoch end and at the end.
-  )
+  # Steps between checkpoints; there is one at the end too.
+  config.checkpoint.every_steps = 1000
+  # Epochs between epoch-end checkpoints: 1 = every epoch; more for runs of
+  # many short epochs (a resumed run repeats the epochs since the last one).
+  config.checkpoint.every_epochs = 1
   config.checkpoint.keep = 3  # Number of checkpoints kept.
 
   config.log = ml_collections.ConfigDict()
   config.log.progress_every_steps = 50  # Steps between progress lines.
+  # The terminal shows the whole log (as --verbosity does), not only the
+  # start, progress, evaluation and result lines; <workdir>/log.txt has it
+  # either way.
+  config.log.verbose = False
 
   # Comma-separated methods to run one after another into workdir/<method>,
   # printing their test accuracies side by side ('' = just config.method).

@@ -18,6 +18,7 @@ from experiments.figures import (
   curves,
   forward,
   invented,
+  knowledge,
   report,
   table,
   tsne,
@@ -78,7 +79,7 @@ class _TestImages:
     if key not in self._cache:
       from maxl_jax.data import pipeline  # TensorFlow: only when needed.
 
-      images, labels = pipeline.load_test_split(config.data)
+      images, labels, _ = pipeline.load_test_split(config.data)
       self._cache[key] = (normalize(images), np.asarray(labels))
     return self._cache[key]
 
@@ -184,6 +185,7 @@ def analyze(
     curves.write_learning_curves(groups, out),
     curves.write_time_to_accuracy(groups, out),
     curves.write_cosine(runs, out),
+    knowledge.write_label_knowledge(groups, out),
     usage.write_usage_curves(runs, out),
   ]
   saved = [s for s in saved if s is not None]

@@ -38,9 +38,11 @@ def seed_mean(group: Group, key: str, scale: float = 1.0) -> dict:
   }
 
 
-def _mean_with_band(ax, x, mean, std, label: str, n: int):
+def mean_with_band(ax, x, mean, std, label: str, n: int, color=None):
   """A seed-mean line with a ±1 std band (no band for one seed)."""
-  (line,) = ax.plot(x, mean, marker='o', markersize=3, label=f'{label} (n={n})')
+  (line,) = ax.plot(
+    x, mean, marker='o', markersize=3, label=f'{label} (n={n})', color=color
+  )
   if n > 1:
     ax.fill_between(
       x, mean - std, mean + std, color=line.get_color(), alpha=0.2
@@ -56,9 +58,7 @@ def write_learning_curves(groups: list[Group], out: pathlib.Path):
   for curve in curves:
     n = max(curve['n'])
     epoch, mean = np.asarray(curve['epoch']), np.asarray(curve['mean'])
-    _mean_with_band(
-      ax, epoch, mean, np.asarray(curve['std']), curve['label'], n
-    )
+    mean_with_band(ax, epoch, mean, np.asarray(curve['std']), curve['label'], n)
   ax.set_xlabel('epoch')
   ax.set_ylabel('test accuracy (%)')
   ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -155,7 +155,7 @@ def write_time_to_accuracy(groups: list[Group], out: pathlib.Path):
   ax = fig.add_subplot()
   for label, _, n, points in curves:
     x, mean, std = (np.asarray(v) for v in zip(*points, strict=True))
-    _mean_with_band(ax, x, mean, std, label, n)
+    mean_with_band(ax, x, mean, std, label, n)
   ax.set_xlabel('training time (s, wall clock, without evaluation)')
   ax.set_ylabel('test accuracy (%)')
   ax.grid(alpha=0.3)

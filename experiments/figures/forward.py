@@ -14,6 +14,7 @@ import numpy as np
 from tqdm import tqdm
 
 from maxl_jax import losses
+from maxl_jax.problem import split_generator_outputs
 
 
 def in_batches(fn, arrays: tuple, batch_size: int, desc: str) -> np.ndarray:
@@ -69,7 +70,8 @@ def trunk_features(
 
 
 def _probs(problem, theta2, state2, images, labels):
-  logits, _ = problem.g_apply(theta2, state2, images, False)
+  outputs, _ = problem.g_apply(theta2, state2, images, False)
+  logits, _ = split_generator_outputs(problem, outputs)  # Weights unused.
   return losses.mask_softmax(logits, labels, problem.mask)
 
 

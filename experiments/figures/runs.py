@@ -67,12 +67,20 @@ class Run:
 
 
 def psi_label(config: dict) -> str:
-  """The hierarchy of a run as a short string ('3', '20→100', '—')."""
-  method = config['method']
+  """The hierarchy of a run as a short string ('3', '20→100', 'halves', '—').
+
+  A psi from the data's label hierarchy (human, or maxl.psi = 'hierarchy')
+  is named by data.hierarchy ('ids' for a list of coarse ids), or by
+  CIFAR-100's levels.
+  """
+  method, data = config['method'], config['data']
   if method == 'single':
     return '—'
-  if method == 'human':
-    return f'{config["data"]["primary_level"]}→{config["data"]["aux_level"]}'
+  if method == 'human' or config['maxl'].get('psi') == 'hierarchy':
+    name = data.get('hierarchy', '')
+    if name:
+      return 'ids' if ',' in name else name
+    return f'{data.get("primary_level")}→{data.get("aux_level")}'
   aux = config.get('baseline', {}).get('aux_classes', 0)
   if method in ('random', 'kmeans') and aux:
     return f'K={aux}'

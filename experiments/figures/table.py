@@ -3,7 +3,9 @@
 One row per group of runs that differ only in the seed: dataset, method,
 psi, training data, n (seeds), mean ± sample std of the final test accuracy
 (result.json), the difference of the mean to Single's on the same dataset
-and training data, and the mean wall time of a run.
+and training data, the mean wall time of a run, and what the final labels
+know (DESIGN §6): information I(aux; x | y) and the recovery of hidden fine
+classes (NMI, ARI), mean ± std over the seeds that logged them.
 """
 
 import numpy as np
@@ -11,6 +13,21 @@ import numpy as np
 from experiments.figures.runs import Group, Run, data_label, psi_label
 
 METHOD_ORDER = ('single', 'uniform', 'random', 'kmeans', 'human', 'maxl')
+# What the labels know: result.json key -> group_stats key.
+LABEL_SCORES = {
+  'test_aux_information': 'information',
+  'test_aux_recovery_nmi': 'nmi',
+  'test_aux_recovery_ari': 'ari',
+}
+
+
+def _mean_std(values) -> tuple[float | None, float | None]:
+  """(mean, sample std or None for one value); (None, None) for none."""
+  values = np.asarray(values, np.float64)
+  if not values.size:
+    return None, None
+  std = float(values.std(ddof=1)) if values.size > 1 else None
+  return float(values.mean()), std
 
 
 def group_stats(group: Group) -> dict:
@@ -18,11 +35,19 @@ def group_stats(group: Group) -> dict:
 
   Returns:
     {'dataset', 'method', 'psi', 'data', 'detail', 'n', 'mean', 'std'
-    (sample std, ddof=1; None for n = 1), 'wall_time_s' (mean)}.
+    (sample std, ddof=1; None for n = 1), 'wall_time_s' (mean), and for
+    each of 'information', 'nmi', 'ari' the mean and '<name>_std' over the
+    runs whose result.json has it (None where none has)}.
   """
   config = group.first.config
   accuracy = np.array([100 * r.result['test_accuracy'] for r in group.runs])
   wall = np.array([r.result['wall_time_s'] for r in group.runs])
+  scores = {}
+  for key, name in LABEL_SCORES.items():
+    values = [
+      r.result[key] for r in group.runs if r.result.get(key) is not None
+    ]
+    scores[name], scores[f'{name}_std'] = _mean_std(values)
   return {
     'dataset': group.first.dataset,
     'method': group.first.method,
@@ -33,6 +58,7 @@ def group_stats(group: Group) -> dict:
     'mean': float(accuracy.mean()),
     'std': float(accuracy.std(ddof=1)) if accuracy.size > 1 else None,
     'wall_time_s': float(wall.mean()),
+    **scores,
   }
 
 
@@ -68,12 +94,21 @@ def _accuracy(row: dict) -> str:
   return f'{row["mean"]:.2f} ± {row["std"]:.2f}'
 
 
+def _score(row: dict, name: str) -> str:
+  """A label score as '0.123 ± 0.004', '0.123' (one run) or '—' (none)."""
+  if row[name] is None:
+    return '—'
+  std = row[f'{name}_std']
+  return f'{row[name]:.3f}' + ('' if std is None else f' ± {std:.3f}')
+
+
 def markdown_table(rows: list[dict]) -> str:
   """The rows of `table_rows` as a markdown table."""
   lines = [
     '| Dataset | Method | ψ | Train data | n | Test accuracy (%) '
-    '| Δ vs Single (pp) | Wall time / run (s) |',
-    '|---|---|---|---|---:|---:|---:|---:|',
+    '| Δ vs Single (pp) | Wall time / run (s) | Information (nats) '
+    '| Recovery NMI | Recovery ARI |',
+    '|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|',
   ]
   for row in rows:
     method = row['method'] + (f' ({row["detail"]})' if row['detail'] else '')
@@ -81,7 +116,8 @@ def markdown_table(rows: list[dict]) -> str:
     lines.append(
       f'| {row["dataset"]} | {method} | {row["psi"]} | {row["data"]} '
       f'| {row["n"]} | {_accuracy(row)} | {delta} '
-      f'| {row["wall_time_s"]:.0f} |'
+      f'| {row["wall_time_s"]:.0f} | {_score(row, "information")} '
+      f'| {_score(row, "nmi")} | {_score(row, "ari")} |'
     )
   return '\n'.join(lines)
 
@@ -108,7 +144,14 @@ TABLE_NOTE = (
   'Final test accuracy (result.json): mean ± sample standard deviation over '
   'n runs that differ only in the seed (n = 1: the single value). Δ: '
   'difference of the mean to Single on the same dataset and training data, '
-  'in percentage points.'
+  'in percentage points. Information: I(aux; x | y) of the final auxiliary '
+  'labels of the test images, H(mean label of a class) − mean H(label), '
+  'averaged over the primary classes (nats; 0 = labels that ignore the '
+  'image, as Uniform; log ψ = one-hot labels using all ψ classes equally). '
+  'Recovery: NMI and ARI between the argmax auxiliary class and the hidden '
+  'fine class within each primary class, an unweighted mean over the '
+  'classes; only with a label hierarchy (data.hierarchy). —: not logged '
+  '(Single, or no fine labels).'
 )
 
 

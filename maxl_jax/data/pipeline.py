@@ -4,7 +4,10 @@
 images (see `readers`), keeps this process's even share of the training
 set, and returns a `TrainIterator` (shuffled, augmented, normalised batches,
 an infinite iterator over epochs), an `EvalData` (padded test batches with a
-mask) and a `DatasetInfo`. No model code and no JAX arrays here.
+mask) and a `DatasetInfo`. No model code and no JAX arrays here. Stored
+labels pass through the label hierarchy (`hierarchies`, config.data.hierarchy):
+'label' is the primary class and, with a hierarchy, 'fine_label' the hidden
+fine class.
 
 Determinism: batch (epoch e, step s) of process p is a pure function of
 (seed, e, s, p): the epoch's permutation comes from
@@ -13,14 +16,13 @@ Determinism: batch (epoch e, step s) of process p is a pure function of
 `default_rng([seed, 2])`.
 """
 
-import dataclasses
 import math
 from typing import NamedTuple
 
 import jax
 import numpy as np
 
-from maxl_jax.data import cifar100_hierarchy, readers
+from maxl_jax.data import hierarchies, readers
 from maxl_jax.data.images import crop_flip, normalize
 from maxl_jax.data.info import DatasetInfo
 from maxl_jax.data.splits import (
@@ -37,18 +39,14 @@ AUGMENTATIONS = ('crop_flip', 'none')
 _SHUFFLE, _AUGMENT = 0, 1  # Salts of the seeded streams (splits: 2, 3).
 
 
-# The CIFAR-100 class at a level (3/10/20/100) of each fine class: [100].
-cifar100_level_of_fine = cifar100_hierarchy.level_of_fine
-
-
 class TrainIterator:
   """Infinite iterator over epochs of this process's training batches.
 
   `next(it)` gives {'image': float32 [B, 32, 32, C] normalised, 'label':
   int32 [B], 'index': int32 [B] global position in the training set,
-  'aux_label': int32 [B] (cifar100 only)}, B = the process-local batch.
-  The raw process-local arrays stay available as `images` (uint8), `labels`,
-  `indices` and `aux_labels`.
+  'fine_label': int32 [B] (with a label hierarchy only)}, B = the
+  process-local batch. The raw process-local arrays stay available as
+  `images` (uint8), `labels`, `indices` and `fine_labels`.
   """
 
   def __init__(
@@ -62,11 +60,11 @@ class TrainIterator:
     augment: str = 'crop_flip',
     seed: int = 0,
     process_index: int = 0,
-    aux_labels: np.ndarray | None = None,
+    fine_labels: np.ndarray | None = None,
     stream: int = 0,
   ):
     self.images, self.labels, self.indices = images, labels, indices
-    self.aux_labels = aux_labels
+    self.fine_labels = fine_labels
     self.batch_size = batch_size
     if steps_per_epoch is None:
       steps_per_epoch = len(labels) // batch_size
@@ -110,8 +108,8 @@ class TrainIterator:
       'label': self.labels[rows].astype(np.int32),
       'index': self.indices[rows].astype(np.int32),
     }
-    if self.aux_labels is not None:
-      batch['aux_label'] = self.aux_labels[rows].astype(np.int32)
+    if self.fine_labels is not None:
+      batch['fine_label'] = self.fine_labels[rows].astype(np.int32)
     return batch
 
   def __iter__(self):
@@ -144,7 +142,9 @@ class EvalData:
   """Iterable of padded evaluation batches of a fixed size.
 
   Each batch: {'image': float32 [B, 32, 32, C], 'label': int32 [B], 'mask':
-  float32 [B] (1 real, 0 padding), 'aux_label' (cifar100)}. Every batch has
+  float32 [B] (1 real, 0 padding), 'index': int32 [B] position in the test
+  split (0 for padding), 'fine_label' (with a label hierarchy:
+  the hidden fine class, for scoring label recovery)}. Every batch has
   B rows (the last one padded) and every process yields `len(self)` batches.
   """
 
@@ -155,9 +155,12 @@ class EvalData:
     *,
     batch_size: int,
     num_batches: int | None = None,
-    aux_labels: np.ndarray | None = None,
+    fine_labels: np.ndarray | None = None,
+    indices: np.ndarray | None = None,
   ):
-    self.images, self.labels, self.aux_labels = images, labels, aux_labels
+    self.images, self.labels, self.fine_labels = images, labels, fine_labels
+    # Global positions in the test split (batch['index']; default 0..n-1).
+    self.indices = np.arange(len(labels)) if indices is None else indices
     self.batch_size = batch_size
     self.num_examples = len(labels)
     self.num_batches = num_batches or -(-self.num_examples // batch_size)
@@ -173,9 +176,11 @@ class EvalData:
         'image': normalize(_pad(self.images[rows], size)),
         'label': _pad(self.labels[rows], size).astype(np.int32),
         'mask': _pad(np.ones(len(self.labels[rows]), np.float32), size),
+        'index': _pad(self.indices[rows], size).astype(np.int32),
       }
-      if self.aux_labels is not None:
-        batch['aux_label'] = _pad(self.aux_labels[rows], size).astype(np.int32)
+      if self.fine_labels is not None:
+        fine = _pad(self.fine_labels[rows], size)
+        batch['fine_label'] = fine.astype(np.int32)
       yield batch
 
 
@@ -225,10 +230,8 @@ def _check_config(data_config, process_index, process_count, device_count):
       f'config.data.meta_fraction = {data_config.meta_fraction} must be in '
       '[0, 1) (0: no held-out meta split).'
     )
-  if data_config.name == 'cifar100':  # Raises for bad levels.
-    cifar100_hierarchy.level_map(
-      data_config.aux_level, data_config.primary_level
-    )
+  if data_config.name in readers.DATASETS:  # Else make_reader says so.
+    hierarchies.label_maps(data_config, readers.DATASETS[data_config.name][0])
 
 
 def eval_batch_size(size: int, device_count: int, process_count: int) -> int:
@@ -281,16 +284,6 @@ class Datasets(NamedTuple):
   meta: TrainIterator | None = None
 
 
-def _label_maps(data_config, reader):
-  """The primary and (cifar100) auxiliary class of each stored label."""
-  if data_config.name == 'cifar100':  # Fine label -> hierarchy levels.
-    return (
-      cifar100_level_of_fine(data_config.primary_level),
-      cifar100_level_of_fine(data_config.aux_level),
-    )
-  return np.arange(reader.num_classes), None
-
-
 def get_datasets(
   data_config,
   *,
@@ -319,7 +312,8 @@ def get_datasets(
     device_count = jax.device_count()
   _check_config(data_config, process_index, process_count, device_count)
   reader = readers.make_reader(data_config)
-  primary_of, aux_of = _label_maps(data_config, reader)
+  maps = hierarchies.label_maps(data_config, reader.num_classes)
+  primary_of, fine_of = maps.primary_of, maps.fine_of
   fraction, per_class = data_config.train_fraction, data_config.per_class
   subset, held_out = None, None
   if fraction < 1 or per_class > 0:
@@ -360,7 +354,7 @@ def get_datasets(
       augment=data_config.augment,
       seed=seed,
       process_index=process_index,
-      aux_labels=None if aux_of is None else aux_of[labels],
+      fine_labels=None if fine_of is None else fine_of[labels],
       stream=stream,
     )
     return it, count
@@ -370,7 +364,7 @@ def get_datasets(
   if held_out is not None:
     meta_batch = data_config.meta_batch_size or data_config.batch_size
     meta, num_meta = iterator(held_out, meta_batch, 1)
-  images, labels, _, num_test = _load_share(
+  images, labels, test_index, num_test = _load_share(
     reader, 'test', process_index, process_count
   )
   eval_batch = (
@@ -383,33 +377,39 @@ def get_datasets(
     primary_of[labels],
     batch_size=eval_batch,
     num_batches=-(-max_share // eval_batch),
-    aux_labels=None if aux_of is None else aux_of[labels],
+    fine_labels=None if fine_of is None else fine_of[labels],
+    indices=test_index,
   )
   info = DatasetInfo(
     name=data_config.name,
-    num_classes=reader.num_classes,
+    num_classes=maps.num_primary,
     image_shape=(readers.SIZE, readers.SIZE, reader.channels),
     num_train=num_train,
     num_test=num_test,
     num_meta=num_meta,
+    fine_num_classes=maps.num_fine,
+    fine_to_primary=maps.fine_to_primary,
   )
-  if data_config.name == 'cifar100':
-    primary, aux = int(data_config.primary_level), int(data_config.aux_level)
-    info = dataclasses.replace(
-      info,
-      num_classes=primary,
-      aux_num_classes=aux,
-      aux_to_primary=cifar100_hierarchy.level_map(aux, primary),
-    )
   return Datasets(train, eval_data, info, meta)
 
 
-def load_test_split(data_config) -> tuple[np.ndarray, np.ndarray]:
-  """The whole test split: (images uint8 [n, 32, 32, C], primary labels [n]).
+class SplitArrays(NamedTuple):
+  """A whole test split (`load_test_split`)."""
+
+  images: np.ndarray  # uint8 [n, 32, 32, C].
+  labels: np.ndarray  # int32 [n] primary classes.
+  fine_labels: np.ndarray | None  # int32 [n] fine classes; None: no hierarchy.
+
+
+def load_test_split(data_config) -> SplitArrays:
+  """The whole test split, with the fine labels of a label hierarchy.
 
   For analysing a finished run: the training set is not read.
   """
   reader = readers.make_reader(data_config)
-  primary_of, _ = _label_maps(data_config, reader)
+  maps = hierarchies.label_maps(data_config, reader.num_classes)
   images, labels = reader.load('test')
-  return images, primary_of[labels].astype(np.int32)
+  fine = None
+  if maps.fine_of is not None:
+    fine = maps.fine_of[labels].astype(np.int32)
+  return SplitArrays(images, maps.primary_of[labels].astype(np.int32), fine)

@@ -3,17 +3,23 @@
   single   no auxiliary task.
   maxl     the label-generation network g(θ2) (`generated`), the only source
            whose parameters learn (by meta steps).
-  random   fixed random one-hot labels for a random balanced psi (`fixed`).
-  human    the dataset's finer labels, CIFAR-100 levels (`fixed`).
+  random   fixed random one-hot labels, a random balanced psi (`fixed`).
+  human    the hierarchy's hidden fine labels (config.data.hierarchy; `fixed`).
   uniform  uniform soft labels over each class's psi[y] classes (`fixed`).
   kmeans   k-means clusters of autoencoder codes (`kmeans`).
 
-`make_label_source` is the one place that maps a method name to a source.
+maxl, uniform, random and kmeans take a balanced psi (psi_per_class each) or
+the label hierarchy's (config.maxl.psi = 'hierarchy'); human always the
+hierarchy's.
+
+`make_label_source` is the one place that maps a method name to a source,
+and the one that needs a label hierarchy (human; psi_choice='hierarchy').
 """
 
 import numpy as np
 
 from maxl_jax import hierarchy
+from maxl_jax.data import hierarchies
 from maxl_jax.errors import UsageError
 from maxl_jax.labels import kmeans
 from maxl_jax.labels.base import LabelSource, TrainingImages
@@ -21,8 +27,44 @@ from maxl_jax.labels.fixed import RandomSource, UniformSource, human_source
 from maxl_jax.labels.generated import GeneratedSource
 
 METHODS = ('single', 'maxl', 'random', 'kmeans', 'human', 'uniform')
+# config.maxl.psi: psi_per_class for every class, or the hierarchy's psi.
+PSI_CHOICES = ('balanced', 'hierarchy')
 
-__all__ = ['METHODS', 'LabelSource', 'TrainingImages', 'make_label_source']
+__all__ = [
+  'METHODS',
+  'PSI_CHOICES',
+  'LabelSource',
+  'check_psi_choice',
+  'TrainingImages',
+  'make_label_source',
+]
+
+
+def check_psi_choice(psi_choice: str):
+  """Raises UsageError unless `psi_choice` (config.maxl.psi) is known."""
+  if psi_choice not in PSI_CHOICES:
+    raise UsageError(
+      f'config.maxl.psi = {psi_choice!r} is not one of {list(PSI_CHOICES)}; '
+      'set --config.maxl.psi=<one of them>.'
+    )
+
+
+def _hierarchy_psi(info, why: str) -> np.ndarray:
+  """psi[c] = fine classes under primary class c, of `info`'s hierarchy.
+
+  Raises:
+    UsageError: the dataset, as configured, has no label hierarchy.
+  """
+  if info.fine_to_primary is None:
+    named = hierarchies.names(info.name)
+    listed = f'one of {list(named)} or ' if named else ''
+    raise UsageError(
+      f'{why} needs a dataset with a label hierarchy, and {info.name} has '
+      f'none as configured: set --config.data.hierarchy to {listed}a '
+      f'comma-separated list of {info.num_classes} coarse ids, one per '
+      'class (cifar100 has its levels by default).'
+    )
+  return hierarchy.psi_from_label_map(info.fine_to_primary, info.num_classes)
 
 
 def make_label_source(
@@ -31,6 +73,7 @@ def make_label_source(
   *,
   psi_per_class: int,
   seed: int,
+  psi_choice: str = 'balanced',
   random_aux_classes: int = 0,
   kmeans_config=None,
   steps_per_epoch: int = 1,
@@ -43,36 +86,43 @@ def make_label_source(
     psi_per_class: psi[c] of the balanced hierarchy (maxl, uniform, kmeans;
       random's default total).
     seed: the run seed (random labels, K-Means).
+    psi_choice: psi of maxl, uniform, random and kmeans (config.maxl.psi):
+      'balanced' (psi_per_class each; random: a random balanced psi) or
+      'hierarchy' (the dataset hierarchy's psi, unbalanced in general;
+      random_aux_classes is then unused). human always uses the hierarchy's.
     random_aux_classes: random's total K (0 = psi_per_class * P).
     kmeans_config: `config.kmeans` (method kmeans only).
     steps_per_epoch: θ1 steps per epoch (K-Means' default refresh period).
 
   Raises:
-    UsageError: an unknown method, or a bad hierarchy or K-Means setting.
+    UsageError: an unknown method or psi_choice, a hierarchy needed but
+      absent, or a bad hierarchy or K-Means setting.
   """
+  if method not in METHODS:
+    raise UsageError(
+      f'unknown method {method!r}; choose one of {list(METHODS)}.'
+    )
+  check_psi_choice(psi_choice)
   num_primary = info.num_classes
-  psi = hierarchy.balanced_psi(num_primary, psi_per_class)
   if method == 'single':
     return LabelSource()
+  if method == 'human':
+    _hierarchy_psi(info, 'method=human')
+    return human_source(info.fine_to_primary, num_primary)
+  if psi_choice == 'hierarchy':
+    psi = _hierarchy_psi(info, f"config.maxl.psi='hierarchy' ({method})")
+  else:
+    psi = hierarchy.balanced_psi(num_primary, psi_per_class)
   if method == 'maxl':
     return GeneratedSource(psi=psi)
   if method == 'uniform':
     return UniformSource(psi=psi)
   if method == 'random':
-    total = random_aux_classes or int(psi.sum())
-    rng = np.random.default_rng(seed)
-    return RandomSource(
-      psi=hierarchy.random_psi(num_primary, total, rng), seed=seed
-    )
-  if method == 'human':
-    if info.aux_to_primary is None:
-      raise UsageError(
-        'method=human needs a dataset with a label hierarchy: use '
-        '--config.data.name=cifar100 (with data.primary_level/aux_level).'
-      )
-    return human_source(info.aux_to_primary, num_primary)
-  if method == 'kmeans':
-    return kmeans.from_config(
-      kmeans_config, info, psi, seed=seed, steps_per_epoch=steps_per_epoch
-    )
-  raise UsageError(f'unknown method {method!r}; choose one of {list(METHODS)}.')
+    if psi_choice == 'balanced':
+      total = random_aux_classes or int(psi.sum())
+      rng = np.random.default_rng(seed)
+      psi = hierarchy.random_psi(num_primary, total, rng)
+    return RandomSource(psi=psi, seed=seed)
+  return kmeans.from_config(
+    kmeans_config, info, psi, seed=seed, steps_per_epoch=steps_per_epoch
+  )

@@ -63,6 +63,14 @@ class LabelSource:
     del label_state, theta2, state2, batch, problem
     return None
 
+  def test_targets(self, label_state, theta2, state2, batch, *, problem):
+    """Targets [N, K] for a test batch, to score what the labels know.
+
+    Deterministic per image (no batch statistics) and unweighted;
+    `batch['index']` is the position in the test split. Default: `targets`.
+    """
+    return self.targets(label_state, theta2, state2, batch, problem=problem)
+
   def refresh(self, label_state, step: int, images: TrainingImages):
     """Host-side update after 0-based step `step`; default: none."""
     del step, images

@@ -2,7 +2,8 @@
 
 random   a fixed random auxiliary class per image inside its class's range,
          for a random well-balanced psi (DESIGN §4).
-human    the dataset's own finer labels (CIFAR-100 levels).
+human    the label hierarchy's hidden fine labels (config.data.hierarchy,
+         e.g. CIFAR-100's levels or Fashion-MNIST's classes under pairs).
 uniform  the uniform distribution over the psi[y] auxiliary classes of the
          primary label y: a label-smoothing-like task that learns nothing,
          the ablation that asks whether MAXL's generated labels beat
@@ -47,24 +48,24 @@ class RandomSource(LabelSource):
 
 @dataclasses.dataclass(frozen=True)
 class HumanSource(LabelSource):
-  """The dataset's finer labels as auxiliary classes (CIFAR-100 levels).
+  """The hierarchy's fine labels (`batch['fine_label']`) as auxiliary classes.
 
   Attributes:
-    aux_index: [num_fine] position of each finer class in psi order.
+    aux_index: [num_fine] position of each fine class in psi order.
   """
 
   aux_index: np.ndarray | None = None
 
   def targets(self, label_state, theta2, state2, batch, *, problem):
-    aux_class = jnp.asarray(self.aux_index)[batch['aux_label']]
+    aux_class = jnp.asarray(self.aux_index)[batch['fine_label']]
     return one_hot(aux_class, self.num_aux)
 
 
-def human_source(aux_to_primary: np.ndarray, num_primary: int) -> HumanSource:
-  """psi and the class index from the finer level's parent map."""
+def human_source(fine_to_primary: np.ndarray, num_primary: int) -> HumanSource:
+  """psi and the class index from the fine classes' primary classes."""
   return HumanSource(
-    psi=hierarchy.psi_from_label_map(aux_to_primary, num_primary),
-    aux_index=hierarchy.child_to_aux_index(aux_to_primary),
+    psi=hierarchy.psi_from_label_map(fine_to_primary, num_primary),
+    aux_index=hierarchy.child_to_aux_index(fine_to_primary),
   )
 
 

@@ -4,16 +4,26 @@ import dataclasses
 
 import jax
 
+from maxl_jax import losses
 from maxl_jax.labels.base import LabelSource
-from maxl_jax.problem import generated_labels
+from maxl_jax.problem import generated_labels, split_generator_outputs
 
 
 @dataclasses.dataclass(frozen=True)
 class GeneratedSource(LabelSource):
-  """Soft labels from g with the mask softmax; θ2 learns by meta steps."""
+  """Soft labels from g with the mask softmax; θ2 learns by meta steps.
+
+  With per-example weights the targets are `w_n g_nk`, as in the lookahead.
+  """
 
   learns: bool = True
 
   def targets(self, label_state, theta2, state2, batch, *, problem):
-    probs, _ = generated_labels(problem, theta2, state2, batch)
-    return jax.lax.stop_gradient(probs)
+    labels, _ = generated_labels(problem, theta2, state2, batch)
+    return jax.lax.stop_gradient(labels.targets)
+
+  def test_targets(self, label_state, theta2, state2, batch, *, problem):
+    """g's mask-softmax labels `g_nk` with BatchNorm's running averages."""
+    outputs, _ = problem.g_apply(theta2, state2, batch['image'], False)
+    logits, _ = split_generator_outputs(problem, outputs)  # No weights.
+    return losses.mask_softmax(logits, batch['label'], problem.mask)

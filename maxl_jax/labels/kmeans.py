@@ -134,6 +134,25 @@ class KMeansSource(LabelSource):
   def targets(self, label_state, theta2, state2, batch, *, problem):
     return one_hot(label_state['assign'][batch['index']], self.num_aux)
 
+  def test_targets(self, label_state, theta2, state2, batch, *, problem):
+    """Test images: the nearest centroid among their class's clusters.
+
+    `assign` covers training images only; a test image's code gets the
+    cluster k-means would predict for it (squared Euclidean distance).
+    """
+    codes = self.ae.apply(
+      {'params': label_state['ae_params']}, batch['image'], method='encode'
+    )
+    centroids = label_state['centroids']
+    dist = (
+      jnp.sum(codes**2, -1, keepdims=True)
+      - 2 * jnp.einsum('nd,kd->nk', codes, centroids, precision='highest')
+      + jnp.sum(centroids**2, -1)
+    )
+    own = jnp.asarray(hierarchy.class_mask(self.psi))[batch['label']]
+    aux = jnp.argmin(jnp.where(own, dist, jnp.inf), -1)
+    return one_hot(aux, self.num_aux)
+
   def _init_params(self, key):
     return self.ae.init(key, jnp.zeros((1, 32, 32, self.ae.channels)))['params']
 

@@ -4,8 +4,9 @@ Trunks (`ConvNet4`, `VGG16`, `ResNet32`, or any user module with the same
 call signature) map images [N, H, W, C] to features [N, D]:
 `trunk(x, train) -> features`. `MultiTaskNet` puts a primary and an auxiliary
 head on a trunk, `LabelGenerator` one auxiliary head (plain logits: the mask
-softmax lives in `losses.py`). The trunk is a module attribute, so its
-parameters are the subtree 'trunk' of the network's params.
+softmax lives in `losses.py`), `MultiHeadNet` (the loss combiner's) a primary
+head and one head per given auxiliary task. The trunk is a module attribute,
+so its parameters are the subtree 'trunk' of the network's params.
 
 Initialisation as the original code: Xavier-uniform conv and dense kernels,
 zero biases, BatchNorm scale 1 and bias 0. BatchNorm uses momentum 0.9 (=
@@ -19,6 +20,7 @@ model state (non-param collections such as 'batch_stats') as plain pytrees.
 """
 
 import functools
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -238,26 +240,90 @@ class MultiTaskNet(nn.Module):
     return primary, aux
 
 
+class MultiHeadNet(nn.Module):
+  """A trunk, a primary head and one head per given auxiliary task (the
+  loss combiner's network, DESIGN §2e).
+
+  Attributes:
+    trunk: any module with `trunk(x, train) -> [N, D]`.
+    num_primary: P, primary classes.
+    aux_classes: K_t, the classes of each auxiliary task (() = none).
+    head_hidden: hidden units of each head (0 = one Dense layer).
+    dtype: compute dtype of the heads.
+  """
+
+  trunk: nn.Module
+  num_primary: int
+  aux_classes: tuple[int, ...]
+  head_hidden: int = 0
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(
+    self, x: jax.Array, train: bool
+  ) -> tuple[jax.Array, tuple[jax.Array, ...]]:
+    """Returns (primary [N, P], ([N, K_t] for each task)) logits."""
+    h = self.trunk(x, train)
+    primary = Head(
+      self.num_primary, self.head_hidden, self.dtype, name='primary_head'
+    )(h)
+    aux = tuple(
+      Head(k, self.head_hidden, self.dtype, name=f'aux_head_{t}')(h)
+      for t, k in enumerate(self.aux_classes)
+    )
+    return primary, aux
+
+
 class LabelGenerator(nn.Module):
   """g(theta2): a trunk with one K-way head; unmasked logits [N, K].
+
+  With `example_weights`, one more output unit, `weight_head` (a Dense(1) on
+  the trunk's features beside the label head), gives each example the logit
+  of its auxiliary-loss weight `w_n = sigmoid(.)`. Its kernel starts at zero
+  and its bias at `logit(init_weight)`, so at initialisation every w_n is
+  `init_weight` exactly and the K label logits are MAXL's own (the label
+  head and its initialisation are unchanged). 0.9 rather than 0.5: the run
+  starts close to MAXL (L_aux and the labels' meta-gradient, both scaled
+  by w, at 90%), so what the weights change is what the meta-gradient
+  learns, not a halved auxiliary task; the sigmoid's slope there,
+  w(1 - w) = 0.09, still lets it learn.
 
   Attributes:
     trunk: any module with `trunk(x, train) -> [N, D]`.
     num_aux: K, auxiliary classes.
     head_hidden: hidden units of the head (0 = one Dense layer).
     dtype: compute dtype of the head.
+    example_weights: also output per-example weight logits [N].
+    init_weight: every w_n at initialisation, in (0, 1).
   """
 
   trunk: nn.Module
   num_aux: int
   head_hidden: int = 0
   dtype: Dtype = jnp.float32
+  example_weights: bool = False
+  init_weight: float = 0.9
 
   @nn.compact
-  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    """[N, H, W, C] images -> [N, K] logits (mask softmax: `losses.py`)."""
+  def __call__(self, x: jax.Array, train: bool) -> Any:
+    """[N, H, W, C] images -> [N, K] logits (mask softmax: `losses.py`).
+
+    With `example_weights`: (logits [N, K], weight logits [N]).
+    """
     h = self.trunk(x, train)
-    return Head(self.num_aux, self.head_hidden, self.dtype, name='aux_head')(h)
+    head = Head(self.num_aux, self.head_hidden, self.dtype, name='aux_head')
+    logits = head(h)
+    if not self.example_weights:
+      return logits
+    bias = math.log(self.init_weight / (1.0 - self.init_weight))
+    weight_logits = nn.Dense(
+      1,
+      dtype=self.dtype,
+      kernel_init=_zeros,
+      bias_init=nn.initializers.constant(bias),
+      name='weight_head',
+    )(h)[:, 0]
+    return logits, weight_logits.astype(logits.dtype)
 
 
 TRUNKS = {'convnet4': ConvNet4, 'vgg16': VGG16, 'resnet32': ResNet32}
@@ -307,7 +373,11 @@ def build_trunk(model_config: Any) -> nn.Module:
 
 
 def build_models(
-  model_config: Any, *, num_primary: int, num_aux: int
+  model_config: Any,
+  *,
+  num_primary: int,
+  num_aux: int,
+  example_weights: bool = False,
 ) -> tuple[MultiTaskNet, LabelGenerator]:
   """(multi-task network f, label generator g) from `config.model`.
 
@@ -316,6 +386,7 @@ def build_models(
       head_hidden).
     num_primary: P, primary classes.
     num_aux: K = sum(psi), auxiliary classes.
+    example_weights: g also outputs per-example weight logits.
 
   Returns:
     Two modules with separate trunks of the same architecture.
@@ -325,7 +396,9 @@ def build_models(
   f = MultiTaskNet(
     build_trunk(model_config), num_primary, num_aux, hidden, dtype
   )
-  g = LabelGenerator(build_trunk(model_config), num_aux, hidden, dtype)
+  g = LabelGenerator(
+    build_trunk(model_config), num_aux, hidden, dtype, example_weights
+  )
   return f, g
 
 
@@ -333,6 +406,19 @@ def build_single(model_config: Any, *, num_primary: int) -> MultiTaskNet:
   """Single-task network: a `MultiTaskNet` with num_aux=0 (aux is None)."""
   f, _ = build_models(model_config, num_primary=num_primary, num_aux=0)
   return f
+
+
+def build_multi_head(
+  model_config: Any, *, num_primary: int, aux_classes: Sequence[int]
+) -> MultiHeadNet:
+  """The loss combiner's `MultiHeadNet` from `config.model`."""
+  return MultiHeadNet(
+    build_trunk(model_config),
+    num_primary,
+    tuple(aux_classes),
+    model_config.head_hidden,
+    compute_dtype(model_config),
+  )
 
 
 def init_variables(

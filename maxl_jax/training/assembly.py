@@ -24,45 +24,68 @@ from maxl_jax.networks import models
 from maxl_jax.problem import MaxlProblem
 from maxl_jax.training import optim, schedule, step_fns
 from maxl_jax.training import state as state_lib
-from maxl_jax.training.mesh import replicated, sharded
+from maxl_jax.training.mesh import jit_step
 
+# The loop's fields, checked for every kind of run (`loop`, `combine`).
+LOOP_CHOICES = {'train.on_nonfinite': ('stop', 'skip_step')}
+LOOP_POSITIVE = (
+  'train.epochs',
+  'checkpoint.keep',
+  'checkpoint.every_steps',
+  'checkpoint.every_epochs',
+  'log.progress_every_steps',
+  'train.eval_every_epochs',
+)
 CHOICES = {
   'method': labels.METHODS,
   'maxl.schedule': schedule.NAMES,
   'maxl.meta_grad': tuple(meta_grad.ESTIMATORS),
-  'train.on_nonfinite': ('stop', 'skip_step'),
+  **LOOP_CHOICES,
 }
-POSITIVE = (
-  'train.epochs',
-  'maxl.psi_per_class',
-  'checkpoint.keep',
-  'checkpoint.every_steps',
-  'log.progress_every_steps',
-  'train.eval_every_epochs',
-)
+POSITIVE = (*LOOP_POSITIVE, 'maxl.psi_per_class')
+
+# What the labels know: test/<name> in metrics.jsonl, test_<name> in
+# result.json (DESIGN §6).
+LABEL_SCORES = ('aux_information', 'aux_recovery_nmi', 'aux_recovery_ari')
+
+
+def config_field(config, dotted: str):
+  """(the ConfigDict that holds `dotted`, the field's name), e.g. for
+  'maxl.lam': (config.maxl, 'lam'). Raises KeyError for a missing field."""
+  *parents, field = dotted.split('.')
+  node = config
+  for part in parents:
+    node = node[part]
+  if field not in node:
+    raise KeyError(dotted)
+  return node, field
 
 
 def _lookup(config, dotted):
-  value = config
-  for part in dotted.split('.'):
-    value = value[part]
-  return value
+  node, field = config_field(config, dotted)
+  return node[field]
 
 
-def validate(config):
-  """Checks the choice fields and numbers; raises UsageError."""
-  for field, choices in CHOICES.items():
+def check_fields(config, choices: dict, positive: tuple[str, ...]):
+  """Raises UsageError unless each field of `choices` holds one of its
+  values and each of `positive` is >= 1."""
+  for field, allowed in choices.items():
     value = _lookup(config, field)
-    if value not in choices:
+    if value not in allowed:
       raise UsageError(
-        f'config.{field} = {value!r} is not one of {list(choices)}; set '
+        f'config.{field} = {value!r} is not one of {list(allowed)}; set '
         f'--config.{field}=<one of them>.'
       )
-  for field in POSITIVE:
+  for field in positive:
     if _lookup(config, field) < 1:
       raise UsageError(
         f'config.{field} must be >= 1, got {_lookup(config, field)!r}.'
       )
+
+
+def validate(config):
+  """Checks the choice fields and numbers; raises UsageError."""
+  check_fields(config, CHOICES, POSITIVE)
   if (
     config.model.conv_impl == 'im2col_bf16'
     and config.method == 'maxl'
@@ -83,11 +106,22 @@ def validate(config):
       "maxl.meta_grad='implicit' evaluates the primary loss on a held-out "
       'split: set --config.data.meta_fraction, e.g. 0.1.'
     )
-  if config.method == 'human' and config.data.name != 'cifar100':
+  # `.get`: the config.json of runs older than these fields lacks them.
+  example_weights = config.maxl.get('example_weights', False)
+  smoothing = config.train.get('label_smoothing', 0.0)
+  if example_weights and config.method != 'maxl':
     raise UsageError(
-      'method=human needs a dataset with a label hierarchy: use '
-      '--config.data.name=cifar100 (with data.primary_level/aux_level).'
+      'maxl.example_weights=True weights the auxiliary loss of learnt '
+      f'labels, so it needs method=maxl (got {config.method!r}); set '
+      '--config.maxl.example_weights=False.'
     )
+  if not 0 <= smoothing < 1:
+    raise UsageError(
+      f'config.train.label_smoothing must be in [0, 1), got {smoothing!r}.'
+    )
+  # Whether the dataset has the hierarchy that method=human or maxl.psi =
+  # 'hierarchy' needs is in its DatasetInfo: make_label_source checks it.
+  labels.check_psi_choice(config.maxl.get('psi', 'balanced'))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,6 +168,23 @@ class Run:
     """Shapes and dtypes of the state (no data, nothing computed)."""
     return jax.eval_shape(self.init_state, self.label_source.abstract_state())
 
+  def jit_steps(self, mesh) -> dict:
+    """`jit_steps(self, mesh)`, as the loop asks every kind of run."""
+    return jit_steps(self, mesh)
+
+  def probe_batch(self, data):
+    """The fixed batch of the gradient cosine: the first training batch."""
+    return data.train.batch(0, 0)
+
+  def result_fields(self, final: dict) -> dict:
+    """result.json's `test_<score>`: what the final labels know (DESIGN
+    §6), where `final` (the last evaluation) has it."""
+    return {
+      f'test_{k}': final[f'test/{k}']
+      for k in LABEL_SCORES
+      if f'test/{k}' in final
+    }
+
 
 def steps_per_epoch(config, info: DatasetInfo) -> int:
   """θ1 steps per epoch: full batches, capped by train.steps_per_epoch."""
@@ -157,14 +208,19 @@ def build_run(config, info: DatasetInfo) -> Run:
     info,
     psi_per_class=config.maxl.psi_per_class,
     seed=config.seed,
+    psi_choice=config.maxl.get('psi', 'balanced'),
     random_aux_classes=config.baseline.aux_classes,
     kmeans_config=config.kmeans,
     steps_per_epoch=per_epoch,
   )
   num_aux = source.num_aux
+  example_weights = bool(config.maxl.get('example_weights', False))
   if num_aux:
     f, g = models.build_models(
-      config.model, num_primary=info.num_classes, num_aux=num_aux
+      config.model,
+      num_primary=info.num_classes,
+      num_aux=num_aux,
+      example_weights=example_weights,
     )
   else:
     f, g = models.build_single(config.model, num_primary=info.num_classes), None
@@ -175,6 +231,8 @@ def build_run(config, info: DatasetInfo) -> Run:
     gamma=config.maxl.gamma,
     lam=config.maxl.lam,
     fd_eps=config.maxl.fd_eps,
+    example_weights=example_weights,
+    label_smoothing=float(config.train.get('label_smoothing', 0.0)),
   )
   return Run(
     method=config.method,
@@ -227,8 +285,9 @@ def jit_steps(run: Run, mesh) -> dict:
   """The run's jitted steps, each `(state, global batch) -> ...`.
 
   Returns:
-    {'primary', 'eval', ['meta', 'interleaved'] (θ2 learns), ['cosine']
-    (an auxiliary task)}. Update steps donate their state.
+    {'primary', 'eval', ['meta', 'interleaved'] (θ2 learns), ['probe']
+    (an auxiliary task: the gradient cosine)}. Update steps donate their
+    state.
   """
   return make_step_fns(
     mesh=mesh,
@@ -240,7 +299,13 @@ def jit_steps(run: Run, mesh) -> dict:
     estimator=run.estimator,
     on_nonfinite=run.on_nonfinite,
     held_out=run.held_out,
+    num_fine=fine_classes(run.info),
   )
+
+
+def fine_classes(info: DatasetInfo) -> int:
+  """F, the hidden fine classes that label recovery scores; 0 for none."""
+  return info.fine_num_classes if info.fine_to_primary is not None else 0
 
 
 def make_step_fns(
@@ -254,22 +319,17 @@ def make_step_fns(
   estimator,
   on_nonfinite,
   held_out=False,
+  num_fine=0,
 ) -> dict:
   """`steps`' functions bound to their dependencies and jitted on `mesh`.
 
   The state is replicated, the batches sharded over the `data` axis. With
   `held_out`, 'meta' and 'interleaved' take a third argument: the held-out
-  batch of the meta objective.
+  batch of the meta objective. 'eval' also sums the statistics of what the
+  labels know (DESIGN §6), with label recovery when `num_fine` > 0.
   """
 
-  def jit(fn, donate=False, batches=1):
-    return jax.jit(
-      fn,
-      in_shardings=(replicated(mesh), *[sharded(mesh)] * batches),
-      out_shardings=replicated(mesh),
-      donate_argnums=0 if donate else (),
-    )
-
+  jit = functools.partial(jit_step, mesh=mesh)
   update = functools.partial(jit, donate=True)
   meta_update = functools.partial(update, batches=2 if held_out else 1)
   fns = {
@@ -282,7 +342,14 @@ def make_step_fns(
         on_nonfinite=on_nonfinite,
       )
     ),
-    'eval': jit(functools.partial(step_fns.eval_step, problem=problem)),
+    'eval': jit(
+      functools.partial(
+        step_fns.eval_step,
+        problem=problem,
+        label_source=label_source,
+        num_fine=num_fine,
+      )
+    ),
   }
   if estimator is not None:
     meta = functools.partial(
@@ -298,7 +365,7 @@ def make_step_fns(
       functools.partial(step_fns.interleaved_step, **meta.keywords, tx1=tx1)
     )
   if label_source.num_aux:
-    fns['cosine'] = jit(
+    fns['probe'] = jit(
       functools.partial(
         step_fns.cosine_step, problem=problem, label_source=label_source
       )

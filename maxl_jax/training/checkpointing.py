@@ -112,7 +112,6 @@ def restore_latest(manager, template, *, delete_unusable: bool = True):
     # Orbax and TensorStore raise many types (ValueError, OSError, KeyError,
     # TypeError, msgpack errors ...) for damaged files.
     except Exception as e:  # noqa: BLE001
-      sys.unraisablehook = _drop_closed_loop_errors
       logging.warning(
         'Checkpoint at step %d in %s is unusable (%s); trying an older one.',
         step,
@@ -136,6 +135,7 @@ def restore_latest(manager, template, *, delete_unusable: bool = True):
 
 
 def _restore(manager, step: int, template):
+  sys.unraisablehook = _drop_closed_loop_errors  # Before any read starts.
   return manager.restore(
     step,
     args=ocp.args.Composite(
@@ -160,7 +160,6 @@ def restore_step(manager, step: int, template):
   try:
     return _restore(manager, step, template)['state']
   except Exception as e:  # noqa: BLE001 - see restore_latest.
-    sys.unraisablehook = _drop_closed_loop_errors
     raise UsageError(
       f'the checkpoint of step {step} in {manager.directory} cannot be '
       f'restored ({_first_line(e)}); choose another of {steps}.'

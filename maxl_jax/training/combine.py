@@ -1,256 +1,48 @@
-"""AuxiLearn's learned loss combiner on given auxiliary tasks: steps, loop.
+"""A loss-combiner run (AuxiLearn, DESIGN §2e), built like `assembly.Run`.
 
-A multi-task network (`models.build_trunk`, a primary head and one
-`models.Head` per given auxiliary task) trains θ on
+`build_run(config, info)` checks `config.combiner` and builds the
+`CombineRun`: the `MultiHeadNet` on the given tasks
+(`combine_problem.TASKS`), the combiner c(ℓ; φ), θ's and φ's optimisers and
+the schedule, no data loaded. It trains through `loop` (checkpoints,
+resumption, the non-finite guard, metrics) and restores through `restore`,
+as every run: its state is a `MaxlState` with θ1 = the network, θ2 = φ.
 
-  L_T(θ, φ) = mean_n CE_primary(n) + mean_n c(ℓ_n(θ); φ),
-
-with ℓ_n [T] the example's auxiliary cross-entropies and c a
-`loss_combiner.make_combiner` form ('none' = Single: no auxiliary heads, no
-auxiliary loss). Every `meta_every` θ steps φ takes one step on the implicit
-hypergradient of L_A, the primary cross-entropy on a held-out batch
-(`inverse_hvp.hypergradient`, config.implicit's solver), clipped to
-`max_grad_norm` (AuxiLearn, Navon et al., ICLR 2021). Training-mode losses
-use batch statistics; only θ steps update BatchNorm's running averages.
-
-Given tasks (`TASKS`): 'coarse', Fashion-MNIST's 4 groups (helpful), and
-'random', a fixed random class in 0..9 per training image (harmful).
-CIFAR-100's coarser levels would be one more entry, a map of
-`batch['aux_label']` (not implemented).
-
-Runs last minutes: no checkpoints, a rerun starts over. The workdir gets
-config.json, dataset.json, metrics.jsonl (a row per epoch) and result.json.
+Every `combiner.meta_every` θ steps, a combined step takes a φ step after
+the θ step, on the implicit hypergradient of the primary cross-entropy on a
+held-out batch (config.implicit's solver), clipped to
+`combiner.max_grad_norm`; forms without parameters ('fixed', 'none' =
+Single) take θ steps only. Each epoch logs every task's effective weight on
+the first held-out batch (`weight/<task>`).
 """
 
 import dataclasses
 import functools
-import json
-import time
 from collections.abc import Callable
-from typing import Any
+from typing import ClassVar
 
-import flax
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
-import numpy as np
 import optax
-from absl import logging
 
-from maxl_jax import inverse_hvp, loss_combiner
-from maxl_jax.data import pipeline
-from maxl_jax.errors import NonFiniteError, UsageError
+from maxl_jax import combine_problem, inverse_hvp, loss_combiner
+from maxl_jax.data.info import DatasetInfo
+from maxl_jax.errors import UsageError
+from maxl_jax.labels import LabelSource
 from maxl_jax.networks import models
-from maxl_jax.training import assembly, loop, optim
-from maxl_jax.training import workdir as workdir_lib
-from maxl_jax.training.mesh import global_batch, make_mesh, replicated
+from maxl_jax.training import assembly, metrics, optim, schedule, step_fns
+from maxl_jax.training import state as state_lib
+from maxl_jax.training.mesh import jit_step
 
-Params = Any
-Batch = dict[str, jax.Array]
 FORMS = (*loss_combiner.FORMS, 'none')  # 'none': Single, no auxiliary loss.
 PHI_OPTIMIZERS = {  # (lr, momentum) -> φ's optimiser.
   'adam': lambda lr, _: optax.adam(lr),
   'sgd': lambda lr, momentum: optax.sgd(lr, momentum or None),
 }
-_RANDOM_SALT = 0xC0A5  # Apart from labels.fixed.RandomSource's stream.
 
 
-# ------------------------------------------------------------ given tasks ---
-
-
-@dataclasses.dataclass(frozen=True)
-class AuxTask:
-  """K_t classes; `labels(batch, seed) -> [N] int32` (jittable); datasets
-  it is defined on (() = any)."""
-
-  num_classes: int
-  labels: Callable[[Batch, int], jax.Array]
-  datasets: tuple[str, ...] = ()
-
-
-# Fashion-MNIST class -> group: tops (T-shirt, pullover, coat, shirt) 0,
-# trousers and dresses 1, footwear (sandal, sneaker, ankle boot) 2, bags 3.
-FASHION_COARSE = np.array([0, 1, 0, 1, 0, 2, 0, 2, 3, 2], np.int32)
-
-
-def random_labels(seed: int, index: jax.Array, num_classes: int = 10):
-  """A fixed uniform class per image: [N] int32, a function of (seed, index).
-
-  `index` is the image's position in the (low-data) training set, so the
-  label follows the image through shuffling and is the same every epoch.
-  """
-  key = jax.random.fold_in(jax.random.key(seed), _RANDOM_SALT)
-  keys = jax.vmap(jax.random.fold_in, (None, 0))(key, index)
-  return jax.vmap(lambda k: jax.random.randint(k, (), 0, num_classes))(keys)
-
-
-TASKS = {
-  'coarse': AuxTask(
-    4, lambda b, _: jnp.asarray(FASHION_COARSE)[b['label']], ('fashion_mnist',)
-  ),
-  'random': AuxTask(10, lambda b, seed: random_labels(seed, b['index'])),
-}
-
-
-def get_tasks(names: str, dataset: str) -> tuple[str, ...]:
-  """Comma-separated task names, checked against `TASKS` and `dataset`."""
-  found = tuple(n.strip() for n in names.split(',') if n.strip())
-  if not found or len(set(found)) < len(found) or set(found) - set(TASKS):
-    raise UsageError(
-      f'config.combiner.tasks = {names!r}: give distinct names from '
-      f'{list(TASKS)}, comma-separated.'
-    )
-  for name in found:
-    if TASKS[name].datasets and dataset not in TASKS[name].datasets:
-      raise UsageError(
-        f'auxiliary task {name!r} is defined on {TASKS[name].datasets} only, '
-        f'not {dataset!r}; drop it from config.combiner.tasks.'
-      )
-  return found
-
-
-# ---------------------------------------------------------- network, state ---
-
-
-class MultiHeadNet(nn.Module):
-  """A trunk, a primary head and one head per auxiliary task.
-
-  `(x [N, H, W, C], train) -> (primary [N, P], ([N, K_t] for each task))`.
-  """
-
-  trunk: nn.Module
-  num_primary: int
-  aux_classes: tuple[int, ...]
-  head_hidden: int = 0
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x, train: bool):
-    h = self.trunk(x, train)
-    head = functools.partial(models.Head, hidden=self.head_hidden)
-    primary = head(self.num_primary, dtype=self.dtype, name='primary_head')(h)
-    aux = tuple(
-      head(k, dtype=self.dtype, name=f'aux_head_{t}')(h)
-      for t, k in enumerate(self.aux_classes)
-    )
-    return primary, aux
-
-
-@dataclasses.dataclass(frozen=True)
-class Problem:
-  """The steps' needs: network, tasks by name, combiner (None: 'none'), seed."""
-
-  apply: models.ApplyFn
-  tasks: dict[str, AuxTask]
-  combine: Callable[..., jax.Array] | None
-  seed: int
-
-
-@flax.struct.dataclass
-class CombineState:
-  """θ (network params), its BatchNorm state and optimiser; φ and its."""
-
-  theta: Params
-  model_state: Any
-  opt_state: Any
-  phi: Params
-  phi_opt_state: Any
-
-
-# ------------------------------------------------------------------ steps ---
-
-
-def task_losses(problem: Problem, theta, model_state, batch):
-  """Training mode: (primary CE [N], auxiliary CEs ℓ [N, T], new state)."""
-  (primary, aux), new_state = problem.apply(
-    theta, model_state, batch['image'], True
-  )
-  ce = optax.softmax_cross_entropy_with_integer_labels
-  ell = [
-    ce(logits, task.labels(batch, problem.seed))
-    for task, logits in zip(problem.tasks.values(), aux, strict=True)
-  ]
-  ell = jnp.stack(ell, -1) if ell else jnp.zeros((primary.shape[0], 0))
-  return ce(primary, batch['label']), ell, new_state
-
-
-def train_loss(problem: Problem, theta, phi, model_state, batch):
-  """L_T(θ, φ) -> (scalar, (new model state, values)).
-
-  Values: loss_pri, loss_aux (the combined loss) and loss_<task> (its CE).
-  """
-  primary, ell, new_state = task_losses(problem, theta, model_state, batch)
-  loss_pri, loss_aux = jnp.mean(primary), jnp.zeros(())
-  if problem.combine is not None:
-    loss_aux = loss_combiner.combined_loss(problem.combine, phi, ell)
-  values = {'loss_pri': loss_pri, 'loss_aux': loss_aux}
-  values.update(
-    {f'loss_{n}': ell[:, t].mean() for t, n in enumerate(problem.tasks)}
-  )
-  return loss_pri + loss_aux, (new_state, values)
-
-
-def theta_step(state: CombineState, batch, *, problem, opt):
-  """One θ update on L_T: (state, `train_loss`'s values and loss)."""
-  grads, (new_model_state, values) = jax.grad(
-    lambda t: train_loss(problem, t, state.phi, state.model_state, batch),
-    has_aux=True,
-  )(state.theta)
-  updates, opt_state = opt.update(grads, state.opt_state, state.theta)
-  values['loss'] = values['loss_pri'] + values['loss_aux']
-  return state.replace(
-    theta=optax.apply_updates(state.theta, updates),
-    model_state=new_model_state,
-    opt_state=opt_state,
-  ), values
-
-
-def phi_step(state: CombineState, batch, meta_batch, *, problem, opt, inverse):
-  """One φ update by the implicit hypergradient of L_A (held-out primary CE).
-
-  `opt` clips the hypergradient first. θ and the model state stay put.
-  Returns (state, {meta_loss, hypergrad_norm}).
-  """
-
-  def inner(theta, phi):
-    return train_loss(problem, theta, phi, state.model_state, batch)[0]
-
-  def outer(theta):
-    primary, _, _ = task_losses(problem, theta, state.model_state, meta_batch)
-    return jnp.mean(primary)
-
-  hypergrad = inverse_hvp.hypergradient(
-    inner, outer, state.theta, state.phi, inverse
-  )
-  updates, phi_opt_state = opt.update(hypergrad, state.phi_opt_state, state.phi)
-  values = {
-    'meta_loss': outer(state.theta),
-    'hypergrad_norm': optax.global_norm(hypergrad),
-  }
-  return state.replace(
-    phi=optax.apply_updates(state.phi, updates), phi_opt_state=phi_opt_state
-  ), values
-
-
-def weights_step(state: CombineState, batch, *, problem):
-  """{task: its `loss_combiner.task_weights` at this batch's losses}."""
-  _, ell, _ = task_losses(problem, state.theta, state.model_state, batch)
-  weights = loss_combiner.task_weights(problem.combine, state.phi, ell)
-  return dict(zip(problem.tasks, weights, strict=True))
-
-
-def eval_step(state: CombineState, batch, *, problem):
-  """Eval mode, masked sums (for `loop.evaluate`): correct, loss, count."""
-  (logits, _), _ = problem.apply(
-    state.theta, state.model_state, batch['image'], False
-  )
-  loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label'])
-  correct = jnp.argmax(logits, -1) == batch['label']
-  sums = {'correct': correct, 'loss': loss, 'count': jnp.ones_like(loss)}
-  return {k: jnp.sum(batch['mask'] * v) for k, v in sums.items()}
-
-
-# ------------------------------------------------------------------ build ---
+def is_combiner(config) -> bool:
+  """Whether `config` describes a loss-combiner run (a `combiner` group)."""
+  return 'combiner' in config
 
 
 def check_config(config) -> tuple[str, ...]:
@@ -273,134 +65,139 @@ def check_config(config) -> tuple[str, ...]:
     )
   if cc.form == 'none':
     return ()
-  return get_tasks(cc.tasks, config.data.name)
+  return combine_problem.get_tasks(cc.tasks, config.data.name)
 
 
-def build(config, info, steps_per_epoch: int):
-  """(task names, jitted steps, initial state) of a config.
+def validate(config):
+  """The loop's fields and `config.combiner`; raises UsageError."""
+  assembly.check_fields(config, assembly.LOOP_CHOICES, assembly.LOOP_POSITIVE)
+  check_config(config)
 
-  Returns:
-    The task names; {'theta', 'eval', 'weights' (a combiner), 'phi' (φ has
-    parameters)} jitted, the update steps donating their state; a
-    `CombineState` from `config.seed`.
-  """
-  cc, tasks = config.combiner, {n: TASKS[n] for n in check_config(config)}
-  dtype = models.COMPUTE_DTYPES[config.model.compute_dtype]
-  net = MultiHeadNet(
-    models.build_trunk(config.model),
-    info.num_classes,
-    tuple(t.num_classes for t in tasks.values()),
-    config.model.head_hidden,
-    dtype,
+
+@dataclasses.dataclass(frozen=True)
+class CombineRun:
+  """The static pieces of a loss-combiner run (as `assembly.Run`)."""
+
+  method: ClassVar[str] = 'combiner'
+  label_source: ClassVar[LabelSource] = LabelSource()  # No label state.
+  psi: ClassVar[None] = None  # No hierarchy: no label statistics.
+
+  form: str
+  tasks: tuple[str, ...]
+  seed: int
+  info: DatasetInfo
+  net: nn.Module  # The `MultiHeadNet` (θ1).
+  init_phi: Callable  # key -> φ (θ2); {} without parameters.
+  problem: combine_problem.CombineProblem
+  tx1: optax.GradientTransformation
+  tx2: optax.GradientTransformation  # φ's, clipping first.
+  alpha_schedule: optax.Schedule  # θ's learning rate (logged as lr).
+  schedule: schedule.Schedule
+  inverse: inverse_hvp.InverseHvp
+  on_nonfinite: str  # stop | skip_step.
+
+  @property
+  def held_out(self) -> bool:
+    """Combined steps take a held-out batch (φ learns)."""
+    return self.schedule.name != 'single'
+
+  def init_state(self, label_state) -> state_lib.MaxlState:
+    """Step 0: θ and φ from the seed."""
+    key_theta, key_phi = jax.random.split(jax.random.key(self.seed))
+    theta, model_state = models.init_variables(
+      self.net, key_theta, self.info.image_shape
+    )
+    phi = self.init_phi(key_phi)
+    train = combine_problem.metric_names(self.problem)
+    meta = ('meta_loss', 'hypergrad_norm') if self.held_out else ()
+    return state_lib.initial_state(
+      theta,
+      model_state,
+      phi,
+      {},
+      self.tx1,
+      self.tx2,
+      label_state,
+      num_aux=0,
+      sums=metrics.named_sums(train, meta),
+    )
+
+  def abstract_state(self) -> state_lib.MaxlState:
+    """Shapes and dtypes of the state (no data, nothing computed)."""
+    return jax.eval_shape(self.init_state, {})
+
+  def jit_steps(self, mesh) -> dict:
+    """{'primary', 'eval', ['interleaved'] (φ learns), ['probe'] (the task
+    weights, with a combiner)}, jitted on `mesh` as `assembly.jit_steps`."""
+    bind = functools.partial(functools.partial, problem=self.problem)
+    jit = functools.partial(jit_step, mesh=mesh)
+    keys = {'tx1': self.tx1, 'on_nonfinite': self.on_nonfinite}
+    fns = {
+      'primary': jit(bind(step_fns.combine_primary_step, **keys), donate=True),
+      'eval': jit(bind(step_fns.combine_eval_step)),
+    }
+    if self.held_out:
+      fns[schedule.INTERLEAVED] = jit(
+        bind(
+          step_fns.combine_interleaved_step,
+          **keys,
+          tx2=self.tx2,
+          inverse=self.inverse,
+        ),
+        donate=True,
+        batches=2,
+      )
+    if self.problem.combine is not None:
+      fns['probe'] = jit(bind(step_fns.combine_weights_step))
+    return fns
+
+  def probe_batch(self, data):
+    """The task weights' fixed batch: the first held-out one (else the
+    first training batch)."""
+    return (data.meta or data.train).batch(0, 0)
+
+  def result_fields(self, final: dict) -> dict:
+    """result.json's form, tasks and final task weights."""
+    weights = {n: final[f'weight/{n}'] for n in self.tasks}
+    return {'form': self.form, 'tasks': list(self.tasks), 'weights': weights}
+
+
+def build_run(config, info: DatasetInfo) -> CombineRun:
+  """Validates `config` and builds its combiner run for the dataset `info`."""
+  validate(config)
+  cc, names = config.combiner, check_config(config)
+  per_epoch = assembly.steps_per_epoch(config, info)
+  tasks = {n: combine_problem.TASKS[n] for n in names}
+  net = models.build_multi_head(
+    config.model,
+    num_primary=info.num_classes,
+    aux_classes=[t.num_classes for t in tasks.values()],
   )
   init_phi, combine = (lambda _: {}), None
   if cc.form != 'none':
     init_phi, combine = loss_combiner.make_combiner(
       cc.form, len(tasks), cc.hidden
     )
-  problem = Problem(models.make_apply(net), tasks, combine, config.seed)
-  opt = optim.make_optimizer(config.primary_opt, steps_per_epoch)
   clip = [optax.clip_by_global_norm(cc.max_grad_norm)] * (cc.max_grad_norm > 0)
-  phi_opt = optax.chain(*clip, PHI_OPTIMIZERS[cc.optimizer](cc.lr, cc.momentum))
-  key_theta, key_phi = jax.random.split(jax.random.key(config.seed))
-  theta, model_state = models.init_variables(net, key_theta, info.image_shape)
-  phi = init_phi(key_phi)
-  state = CombineState(
-    theta, model_state, opt.init(theta), phi, phi_opt.init(phi)
-  )
-  bind = functools.partial(functools.partial, problem=problem)
-  fns = {
-    'theta': jax.jit(bind(theta_step, opt=opt), donate_argnums=0),
-    'eval': jax.jit(bind(eval_step)),
-  }
-  if combine is not None:
-    fns['weights'] = jax.jit(bind(weights_step))
-  if jax.tree.leaves(phi):  # config.implicit's solver, as MAXL's implicit.
-    inverse = assembly.implicit_inverse(config.implicit)
-    fns['phi'] = jax.jit(
-      bind(phi_step, opt=phi_opt, inverse=inverse), donate_argnums=0
-    )
-  return tuple(tasks), fns, state
-
-
-# ------------------------------------------------------------------- loop ---
-
-
-def _means(group: str, values: list[dict]) -> dict[str, float]:
-  """Steps' host values -> {`group/<name>`: mean over the steps}."""
-  keys = values[0] if values else ()
-  return {f'{group}/{k}': float(np.mean([v[k] for v in values])) for k in keys}
-
-
-def train_and_evaluate(config, workdir: str) -> dict:
-  """Trains per `config` into `workdir` (from scratch); the result dict.
-
-  Raises:
-    UsageError: a bad config or workdir, before anything is written.
-    NonFiniteError: an epoch's mean training loss is not finite.
-  """
-  check_config(config)
-  workdir_lib.check_writable(workdir)
-  data = pipeline.get_datasets(
-    config.data,
+  learns = cc.form in ('linear', 'mlp')
+  return CombineRun(
+    form=cc.form,
+    tasks=names,
     seed=config.seed,
-    process_index=jax.process_index(),
-    process_count=jax.process_count(),
+    info=info,
+    net=net,
+    init_phi=init_phi,
+    problem=combine_problem.CombineProblem(
+      models.make_apply(net), tasks, combine, config.seed
+    ),
+    tx1=optim.make_optimizer(config.primary_opt, per_epoch),
+    tx2=optax.chain(*clip, PHI_OPTIMIZERS[cc.optimizer](cc.lr, cc.momentum)),
+    alpha_schedule=optim.lr_schedule(config.primary_opt, per_epoch),
+    schedule=schedule.Schedule(
+      'interleaved' if learns else 'single',
+      per_epoch,
+      cc.meta_every if learns else 1,
+    ),
+    inverse=assembly.implicit_inverse(config.implicit),
+    on_nonfinite=config.train.on_nonfinite,
   )
-  per_epoch = config.train.steps_per_epoch or data.train.steps_per_epoch
-  if not 0 < per_epoch <= data.train.steps_per_epoch:
-    raise UsageError(
-      f'config.train.steps_per_epoch = {per_epoch}: an epoch has '
-      f'{data.train.steps_per_epoch} batches (0 = all of them).'
-    )
-  names, fns, state = build(config, data.info, per_epoch)
-  mesh = make_mesh()
-  state = jax.device_put(state, replicated(mesh))
-  lead, path = jax.process_index() == 0, workdir_lib.as_path(workdir)
-  if lead:
-    path.mkdir(parents=True, exist_ok=True)
-    config_json = config.to_json_best_effort(indent=2)
-    workdir_lib.write_run_files(path, config_json, data.info)
-    (path / workdir_lib.METRICS).write_text('')
-  # Weights are taken at the losses of one fixed held-out batch.
-  probe = global_batch((data.meta or data.train).batch(0, 0), mesh)
-  start, step, row = time.time(), 0, {}
-  for epoch in range(config.train.epochs):
-    theta_values, phi_values = [], []
-    for s in range(per_epoch):
-      batch = global_batch(data.train.batch(epoch, s), mesh)
-      state, values = fns['theta'](state, batch)
-      theta_values.append(values)
-      step += 1
-      if 'phi' in fns and step % config.combiner.meta_every == 0:
-        meta_batch = global_batch(next(data.meta), mesh)
-        state, values = fns['phi'](state, batch, meta_batch)
-        phi_values.append(values)
-    theta_values, phi_values = jax.device_get((theta_values, phi_values))
-    row = {'epoch': epoch + 1, 'step': step}
-    row.update(_means('train', theta_values))
-    row.update(_means('meta', phi_values))
-    if not np.isfinite(row['train/loss']):
-      raise NonFiniteError(
-        f'epoch {epoch + 1}: mean training loss {row["train/loss"]}; lower '
-        'config.primary_opt.lr or config.combiner.lr.'
-      )
-    row.update(loop.evaluate(fns['eval'], state, data.eval, mesh))
-    if 'weights' in fns:
-      weights = jax.device_get(fns['weights'](state, probe))
-      row.update({f'weight/{n}': float(w) for n, w in weights.items()})
-    row['wall_s'] = time.time() - start
-    logging.info('%s', {k: round(v, 4) for k, v in row.items()})
-    if lead:
-      with (path / workdir_lib.METRICS).open('a') as f:
-        f.write(json.dumps(row) + '\n')
-  result = dict(
-    form=config.combiner.form, tasks=list(names), dataset=data.info.name,
-    seed=config.seed, epochs=config.train.epochs, steps=step,
-    test_accuracy=row.get('test/accuracy'),
-    weights={n: row[f'weight/{n}'] for n in names if 'weights' in fns},
-    wall_time_s=time.time() - start,
-  )  # fmt: skip
-  if lead:
-    (path / workdir_lib.RESULT).write_text(json.dumps(result, indent=2))
-  return result

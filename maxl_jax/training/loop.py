@@ -1,8 +1,17 @@
-"""`train_and_evaluate(config, workdir)`: one MAXL (or baseline) run.
+"""`train_and_evaluate(config, workdir)`: one run, MAXL's or the combiner's.
 
-Training = load the data, build the run (`assembly`), initialise the label
-source (or restore a checkpoint), then loop over the schedule's steps with
-evaluations, metrics and checkpoints. The only module with side effects.
+Training = load the data, build the run (`runs`: a MAXL or baseline
+`assembly.Run`, or AuxiLearn's loss combiner, `combine.CombineRun`),
+initialise the label source (or restore a checkpoint), then loop over the
+schedule's steps with evaluations, metrics and checkpoints. The only module
+with side effects.
+
+What the loop asks of a run: its `schedule`, `held_out`, `on_nonfinite`,
+`alpha_schedule` (the logged lr), `label_source`, `psi`, `method`, `seed`
+and `info`; `init_state`/`abstract_state` (a `MaxlState`); `jit_steps(mesh)`
+(a jitted step per schedule kind, 'eval', and optionally 'probe', a row's
+entries from the fixed batch `probe_batch(data)`, each epoch); and
+`result_fields(final)`, its own fields of result.json.
 
 Data parallel (SPMD, `mesh`): every process feeds its own share of each
 batch. Only process 0 writes metrics, the config and the result; every
@@ -16,20 +25,29 @@ step stops the run (`NonFiniteError`) before any checkpoint after it.
 """
 
 import dataclasses
+import functools
 import hashlib
 import json
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from clu import parameter_overview, periodic_actions
 from jax.experimental import multihost_utils
 
+from maxl_jax import diagnostics
 from maxl_jax.data import pipeline
 from maxl_jax.errors import Preempted
 from maxl_jax.labels import TrainingImages
-from maxl_jax.training import assembly, checkpointing, metrics
+from maxl_jax.training import (
+  checkpointing,
+  compilation,
+  console,
+  metrics,
+  runs,
+)
 from maxl_jax.training import workdir as workdir_lib
 from maxl_jax.training.mesh import (
   global_batch,
@@ -48,6 +66,7 @@ class LoopOptions:
   epochs: int
   eval_every_epochs: int
   checkpoint_every_steps: int
+  checkpoint_every_epochs: int
   keep_checkpoints: int
   progress_every_steps: int
 
@@ -57,6 +76,7 @@ class LoopOptions:
       epochs=config.train.epochs,
       eval_every_epochs=config.train.eval_every_epochs,
       checkpoint_every_steps=config.checkpoint.every_steps,
+      checkpoint_every_epochs=config.checkpoint.get('every_epochs', 1),
       keep_checkpoints=config.checkpoint.keep,
       progress_every_steps=config.log.progress_every_steps,
     )
@@ -76,17 +96,36 @@ def params_digest(theta1, theta2) -> tuple[str, dict[str, float]]:
   return digest.hexdigest(), norms
 
 
-def evaluate(eval_fn, state, eval_data, mesh) -> dict[str, float]:
-  """Test accuracy (fraction) and mean primary loss over the test set."""
-  totals = {'correct': 0.0, 'loss': 0.0, 'count': 0.0}
+@functools.partial(jax.jit, donate_argnums=0)
+def _accumulate(totals, sums):
+  return jax.tree.map(jnp.add, totals, sums)
+
+
+def evaluate(
+  eval_fn, state, eval_data, mesh, *, psi=None, fine_to_primary=None
+) -> dict[str, float]:
+  """Scores over the test set, from `eval_fn`'s per-batch sums.
+
+  The sums are added on device and copied to the host once. Returns
+  test accuracy (fraction) and mean primary loss; with label statistics
+  (an auxiliary task of hierarchy `psi`), 'test/aux_information' and, with
+  `fine_to_primary`, 'test/aux_recovery_nmi' and 'test/aux_recovery_ari'
+  (`diagnostics.label_scores`, DESIGN §6).
+  """
+  totals = None
   for batch in eval_data:
-    out = to_host(eval_fn(state, global_batch(batch, mesh)))
-    totals = {k: totals[k] + float(out[k]) for k in totals}
-  count = max(totals['count'], 1.0)
-  return {
-    'test/accuracy': totals['correct'] / count,
-    'test/loss': totals['loss'] / count,
+    sums = eval_fn(state, global_batch(batch, mesh))
+    totals = sums if totals is None else _accumulate(totals, sums)
+  totals = to_host(totals)
+  count = max(float(totals['count']), 1.0)
+  out = {
+    'test/accuracy': float(totals['correct']) / count,
+    'test/loss': float(totals['loss']) / count,
   }
+  if 'label_sums' in totals:
+    scores = diagnostics.label_scores(totals, psi, fine_to_primary)
+    out.update({f'test/{k}': v for k, v in scores.items()})
+  return out
 
 
 def _lead_says(flag: bool) -> bool:
@@ -120,7 +159,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   # From the start, so that a SIGTERM is never lost.
   watch = checkpointing.PreemptionWatch()
   try:
-    assembly.validate(config)
+    runs.validate(config)
     workdir_lib.check_writable(workdir)
     data = pipeline.get_datasets(
       config.data,
@@ -128,9 +167,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
       process_index=jax.process_index(),
       process_count=jax.process_count(),
     )
-    run = assembly.build_run(config, data.info)  # Raises before any write.
+    run = runs.build_run(config, data.info)  # Raises before any write.
     path = workdir_lib.as_path(workdir)
     path.mkdir(parents=True, exist_ok=True)
+    console.open_log(path)
     manager = checkpointing.make_manager(
       str(path / workdir_lib.CHECKPOINTS), config.checkpoint.keep
     )
@@ -176,6 +216,17 @@ def _initial(run, data, manager, mesh):
   return 0, jax.device_put(run.init_state(label_state), repl), None
 
 
+def _evaluation_line(row: dict, epochs: int) -> str:
+  """One terminal line per evaluation: the epoch's losses, the test set."""
+  parts = [f'epoch {row["epoch"]}/{epochs}', f'step {row["step"]}']
+  parts.append(f'train loss {row.get("train/loss_pri", float("nan")):.4f}')
+  if 'meta/meta_loss' in row:
+    parts.append(f'meta loss {row["meta/meta_loss"]:.4f}')
+  parts.append(f'test accuracy {100 * row["test/accuracy"]:.2f}%')
+  parts.append(f'test loss {row["test/loss"]:.4f}')
+  return '  '.join(parts)
+
+
 def _train(run, options, config_json, data, workdir, manager, watch) -> dict:
   """The training loop of `train_and_evaluate`."""
   train_it, eval_data = data.train, data.eval
@@ -187,19 +238,33 @@ def _train(run, options, config_json, data, workdir, manager, watch) -> dict:
   result_path = workdir / workdir_lib.RESULT
   step, state, last_saved = _initial(run, data, manager, mesh)
   if step:
-    logging.info('Resuming from the checkpoint at step %d of %d.', step, total)
+    console.say('Resuming from the checkpoint at step %d of %d.', step, total)
   else:
-    logging.info('Starting from scratch: no checkpoint in %s.', workdir)
+    console.say('Starting from scratch: no checkpoint in %s.', workdir)
   if step >= total and _lead_says(result_path.exists()):
-    logging.info(
+    console.say(
       'This run already finished (step %d of %d); nothing to train. Result: %s',
       step,
       total,
       result_path,
     )
     return json.loads(result_path.read_text())
+  console.say(
+    'Training %s on %s: %d steps (%d epochs of %d) on %d %s device(s) '
+    '(process %d of %d).',
+    run.method,
+    run.info.name,
+    total,
+    options.epochs,
+    per_epoch,
+    jax.device_count(),
+    jax.default_backend(),
+    jax.process_index(),
+    jax.process_count(),
+  )
 
-  fns = assembly.jit_steps(run, mesh)
+  fns = run.jit_steps(mesh)
+  scoring = {'psi': run.psi, 'fine_to_primary': run.info.fine_to_primary}
   if lead:
     workdir_lib.write_run_files(workdir, config_json, run.info)
     parameter_overview.log_parameter_overview(state.theta1)
@@ -210,11 +275,21 @@ def _train(run, options, config_json, data, workdir, manager, watch) -> dict:
     every_steps=options.progress_every_steps,
   )
   images = training_images(train_it)
-  cosine_batch = global_batch(train_it.batch(0, 0), mesh)
+  probe_batch = global_batch(run.probe_batch(data), mesh)
   start = time.time()
-  train_s = writer.train_seconds  # Wall clock of training, no evaluations.
+  first, session_tick = step, time.perf_counter()  # For steps/s and ETA.
+  train_s = writer.carried('train_s')  # Training's wall clock, no evals.
+  # Compiling (or reading the persistent cache) every program of the run.
+  compile_s = writer.carried('compile_s') - compilation.seconds()
   tick = time.perf_counter()
   final = None  # The last evaluation of the test set.
+  probed = {}  # The last probe's row entries.
+
+  def probe():
+    if 'probe' not in fns:
+      return {}
+    values = to_host(fns['probe'](state, probe_batch))
+    return {k: float(v) for k, v in values.items()}
 
   def check_guard():
     return metrics.check_guard(
@@ -249,6 +324,9 @@ def _train(run, options, config_json, data, workdir, manager, watch) -> dict:
       )
       step += 1
       report(step)
+      console.progress(
+        step, total, (step - first) / (time.perf_counter() - session_tick)
+      )
       if step % options.progress_every_steps == 0:
         check_guard()
         logging.info('epoch %d step %d/%d', epoch + 1, step, total)
@@ -257,22 +335,32 @@ def _train(run, options, config_json, data, workdir, manager, watch) -> dict:
         train_s += time.perf_counter() - tick
         row = {'epoch': epoch + 1, 'step': step}
         row.update(metrics.epoch_means(to_host(state.sums)))
-        if 'cosine' in fns:  # On one fixed training batch.
-          row['grad_cosine'] = float(
-            to_host(fns['cosine'](state, cosine_batch))
-          )
+        probed = probe()
+        row.update(probed)
         row['nonfinite_steps'] = check_guard()
         row['lr'] = float(run.alpha_schedule(int(to_host(state.step1))))
         eval_s = time.perf_counter()
         if (epoch + 1) % options.eval_every_epochs == 0 or step == total:
           with report.timed('eval'):
-            final = evaluate(fns['eval'], state, eval_data, mesh)
+            final = evaluate(fns['eval'], state, eval_data, mesh, **scoring)
           row.update(final)
         eval_s = time.perf_counter() - eval_s
-        zero = metrics.zero_sums(run.label_source.num_aux)
+        zero = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), state.sums)
         state = state.replace(sums=jax.device_put(zero, replicated(mesh)))
-        writer.write(step, row, {'train_s': train_s, 'eval_s': eval_s})
-        save(wait=step == total)
+        seconds = {
+          'train_s': train_s,
+          'eval_s': eval_s,
+          'compile_s': compile_s + compilation.seconds(),
+        }
+        writer.write(step, row, seconds)
+        if 'test/accuracy' in row:
+          console.say(_evaluation_line(row, options.epochs))
+        if (
+          (epoch + 1) % options.checkpoint_every_epochs == 0
+          or step % options.checkpoint_every_steps == 0
+          or step == total
+        ):
+          save(wait=step == total)
         tick = time.perf_counter()
       elif step % options.checkpoint_every_steps == 0:
         save()
@@ -281,7 +369,8 @@ def _train(run, options, config_json, data, workdir, manager, watch) -> dict:
     writer.flush()
 
   if final is None:  # Resumed from the final checkpoint without a result.
-    final = evaluate(fns['eval'], state, eval_data, mesh)
+    final = evaluate(fns['eval'], state, eval_data, mesh, **scoring)
+    probed = probe()
   sha, norms = params_digest(state.theta1, state.theta2)
   result = {
     'method': run.method,
@@ -290,6 +379,7 @@ def _train(run, options, config_json, data, workdir, manager, watch) -> dict:
     'epochs': options.epochs,
     'steps': step,
     'test_accuracy': final['test/accuracy'],
+    **run.result_fields({**final, **probed}),
     'wall_time_s': time.time() - start,
     'params_sha256': sha,
     'param_norms': norms,

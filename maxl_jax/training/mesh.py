@@ -22,6 +22,18 @@ def sharded(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec('data'))
 
 
+def jit_step(fn, mesh: Mesh, *, donate: bool = False, batches: int = 1):
+  """`fn(state, *batches)` jitted with the state replicated, its `batches`
+  sharded over `data` and its output replicated; `donate`: the state's
+  buffers are reused for the output (an update step)."""
+  return jax.jit(
+    fn,
+    in_shardings=(replicated(mesh), *[sharded(mesh)] * batches),
+    out_shardings=replicated(mesh),
+    donate_argnums=0 if donate else (),
+  )
+
+
 def global_batch(batch, mesh: Mesh) -> dict[str, jax.Array]:
   """This process's rows of a batch -> global arrays sharded on `data`."""
   sharding = sharded(mesh)

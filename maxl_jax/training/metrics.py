@@ -8,8 +8,13 @@ the first step whose losses or gradient norm are not finite, by name.
 
 Row keys: `train/<name>` (mean over the epoch's θ1 steps), `meta/<name>`
 (over its θ2 steps), `meta/aux_hist` ([K] mean generated probability of
-each auxiliary class: the label usage histogram), `test/accuracy`,
-`test/loss`, `grad_cosine`, `lr`, `nonfinite_steps`, `epoch`, `step`.
+each auxiliary class: the label usage histogram), `meta/aux_weight` (the
+mean per-example auxiliary weight; runs with `maxl.example_weights` only),
+`test/accuracy`, `test/loss`, `test/aux_information` and (with a label
+hierarchy) `test/aux_recovery_nmi`, `test/aux_recovery_ari` (what the
+labels know, DESIGN §6; `loop.evaluate`), `grad_cosine`, `lr`,
+`nonfinite_steps`, `epoch`, `step`. A loss-combiner run (`combine`) sums
+its own names (`named_sums`) and logs `weight/<task>` for `grad_cosine`.
 """
 
 import json
@@ -33,30 +38,52 @@ META = (  # Per θ2 step.
   'aux_entropy',
 )
 AUX_HIST = 'meta/aux_hist'
+AUX_WEIGHT = 'meta/aux_weight'
 GUARDED = ('loss_pri', 'loss_aux', 'meta_loss', 'grad_norm')
 
 Sums = dict[str, jax.Array]
 
 
-def zero_sums(num_aux: int) -> Sums:
-  """Sums at the start of an epoch; `<group>/count` counts the steps."""
-  names = [f'train/{k}' for k in (*TRAIN, 'count')]
-  names += [f'meta/{k}' for k in (*META, 'count')]
-  sums = {k: jnp.zeros((), jnp.float32) for k in names}
+def named_sums(train: tuple[str, ...], meta: tuple[str, ...] = ()) -> Sums:
+  """Zero sums of a θ1 step's `train` and a θ2 step's `meta` values, with
+  `<group>/count` counting the steps."""
+  names = [f'train/{k}' for k in (*train, 'count')]
+  names += [f'meta/{k}' for k in (*meta, 'count')]
+  return {k: jnp.zeros((), jnp.float32) for k in names}
+
+
+def zero_sums(num_aux: int, aux_weight: bool = False) -> Sums:
+  """MAXL's sums at the start of an epoch: `TRAIN`, `META`, `AUX_HIST`.
+
+  `aux_weight` adds `AUX_WEIGHT` (per-example weights); runs without them
+  keep the sums, and so the checkpoints, of earlier versions.
+  """
+  sums = named_sums(TRAIN, META)
+  if aux_weight:
+    sums[AUX_WEIGHT] = jnp.zeros((), jnp.float32)
   # At least one entry: orbax cannot save zero-size arrays.
   sums[AUX_HIST] = jnp.zeros((max(num_aux, 1),), jnp.float32)
   return sums
 
 
-def _add(sums: Sums, values: dict[str, jax.Array]) -> Sums:
-  """Adds `values` (by key) to every sum, 0 to the others."""
-  return {k: sums[k] + values.get(k, 0.0) for k in sums}
+def add(sums: Sums, group: str, values: dict[str, jax.Array]) -> Sums:
+  """Adds one step's `values` to `group`'s sums and counts the step.
+
+  Every `<group>/<name>` sum needs its value; other values are ignored.
+  """
+  prefix, count = f'{group}/', f'{group}/count'
+  out = dict(sums)
+  for k in sums:
+    if k == count:
+      out[k] = sums[k] + 1.0
+    elif k.startswith(prefix):
+      out[k] = sums[k] + values[k[len(prefix) :]]
+  return out
 
 
 def add_train(sums: Sums, values: dict[str, jax.Array]) -> Sums:
-  """Adds one θ1 step's `TRAIN` values."""
-  values = {f'train/{k}': values[k] for k in TRAIN}
-  return _add(sums, {**values, 'train/count': 1.0})
+  """Adds one θ1 step's values (`train_loss`'s metrics)."""
+  return add(sums, 'train', values)
 
 
 def add_meta(sums: Sums, out) -> Sums:
@@ -67,25 +94,25 @@ def add_meta(sums: Sums, out) -> Sums:
     'loss_after': out.loss_pri_after,
     'meta_loss': out.meta_loss,
     'entropy': out.entropy,
-    'aux_usage': usage['aux_usage'],
-    'aux_entropy': usage['aux_entropy'],
+    **usage,
   }
-  values = {f'meta/{k}': values[k] for k in META}
-  return _add(sums, {**values, AUX_HIST: usage['aux_hist'], 'meta/count': 1.0})
+  if AUX_WEIGHT in sums:
+    values['aux_weight'] = jnp.mean(out.aux_weights)
+  return add(sums, 'meta', values)
 
 
 def epoch_means(sums: dict[str, np.ndarray]) -> dict:
-  """Host sums -> per-group means; groups without steps are left out."""
+  """Host sums -> the mean of each `<group>/<name>` over its group's steps
+  (a list for a vector sum); groups without steps are left out."""
   out = {}
-  for group, names in (('train', TRAIN), ('meta', META)):
+  for group in ('train', 'meta'):
     count = float(sums[f'{group}/count'])
     if not count:
       continue
-    out.update(
-      {f'{group}/{k}': float(sums[f'{group}/{k}']) / count for k in names}
-    )
-    if group == 'meta':
-      out[AUX_HIST] = [float(x) / count for x in np.asarray(sums[AUX_HIST])]
+    for key in sorted(sums):
+      if key.startswith(f'{group}/') and key != f'{group}/count':
+        mean = np.asarray(sums[key], np.float64) / count
+        out[key] = mean.tolist() if mean.ndim else float(mean)
   return out
 
 
@@ -202,11 +229,10 @@ class EpochWriter:
     """The CLU writer (for progress reports)."""
     return self._scalars
 
-  @property
-  def train_seconds(self) -> float:
-    """Training seconds of the epochs kept from earlier sessions."""
+  def carried(self, key: str) -> float:
+    """`key`'s cumulated seconds in the epochs kept from earlier sessions."""
     rows = self._timing.rows if self._timing else []
-    return rows[-1]['train_s'] if rows else 0.0
+    return rows[-1].get(key, 0.0) if rows else 0.0
 
   def write(self, step: int, row: dict, timing: dict):
     """Appends `row`; lists (the histogram) go to metrics.jsonl only."""

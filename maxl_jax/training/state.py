@@ -3,7 +3,8 @@
 θ1 and θ2 with their model states (BatchNorm statistics) and optimiser
 states, the label source's state, the step counters, the running metric sums
 of the current epoch and the non-finite guard. A checkpoint of this object
-(plus the data iterator's position) resumes a run bitwise.
+(plus the data iterator's position) resumes a run bitwise. A loss-combiner
+run (`combine`) keeps its network in θ1 and the combiner φ in θ2.
 """
 
 from typing import Any
@@ -31,14 +32,27 @@ class MaxlState:
   state2: Any
   opt_state2: optax.OptState  # State of θ2's optimiser (`Run.tx2`).
   label_state: Any
-  sums: dict[str, jnp.ndarray]  # `metrics.zero_sums`.
+  sums: dict[str, jnp.ndarray]  # `metrics.zero_sums` (MAXL's).
   guard: dict[str, Any]  # `metrics.zero_guard`.
 
 
 def initial_state(
-  theta1, state1, theta2, state2, tx1, tx2, label_state, num_aux: int
+  theta1,
+  state1,
+  theta2,
+  state2,
+  tx1,
+  tx2,
+  label_state,
+  num_aux: int,
+  aux_weight: bool = False,
+  sums: metrics.Sums | None = None,
 ) -> MaxlState:
-  """Step 0 from given parameters and model states (θ2 may be {})."""
+  """Step 0 from given parameters and model states (θ2 may be {}).
+
+  `aux_weight`: g outputs per-example weights (their metric is summed).
+  `sums`: the metric sums, if not MAXL's (`metrics.zero_sums`).
+  """
   zero = lambda: jnp.zeros((), jnp.int32)  # noqa: E731 - distinct buffers.
   return MaxlState(
     step=zero(),
@@ -51,7 +65,7 @@ def initial_state(
     state2=state2,
     opt_state2=tx2.init(theta2),
     label_state=label_state,
-    sums=metrics.zero_sums(num_aux),
+    sums=metrics.zero_sums(num_aux, aux_weight) if sums is None else sums,
     guard=metrics.zero_guard(),
   )
 
@@ -65,6 +79,7 @@ def create_state(rng, f, g, tx1, tx2, image_shape, label_state):
   else:
     theta2, state2 = models.init_variables(g, rng2, image_shape)
     num_aux = g.num_aux
+  aux_weight = getattr(g, 'example_weights', False)
   return initial_state(
-    theta1, state1, theta2, state2, tx1, tx2, label_state, num_aux
+    theta1, state1, theta2, state2, tx1, tx2, label_state, num_aux, aux_weight
   )

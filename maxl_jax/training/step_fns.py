@@ -4,6 +4,9 @@ The caller binds the keyword-only dependencies with `functools.partial` and
 applies `jax.jit` (with donation of `state`). Metrics are accumulated in
 `state.sums` on device, so a step returns nothing for the host to wait on.
 
+AuxiLearn's loss combiner (DESIGN §2e) has its own `combine_*` steps on
+the same `MaxlState`: θ1 is its multi-head network, θ2 the combiner φ.
+
 Every update step passes through the non-finite guard: a step whose losses
 or gradient norm are not finite is not applied; with `on_nonfinite='stop'`
 every later step is frozen as well (the host stops the run at its next
@@ -14,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from maxl_jax import diagnostics, losses
+from maxl_jax import combine_problem, diagnostics, inverse_hvp, losses
 from maxl_jax.problem import train_loss
 from maxl_jax.training import metrics
 
@@ -144,13 +147,8 @@ def interleaved_step(
   )
 
 
-def eval_step(state, batch, *, problem):
-  """Sums over the real (mask 1) examples: correct, primary loss, count."""
-  (logits, _), _ = problem.f_apply(
-    state.theta1, state.state1, batch['image'], False
-  )
-  terms = losses.focal_terms(jax.nn.log_softmax(logits), problem.gamma)
-  loss = jnp.take_along_axis(terms, batch['label'][:, None], -1)[:, 0]
+def _test_sums(logits, loss, batch):
+  """Sums over a test batch's real (mask 1) examples: correct, loss, count."""
   correct = (jnp.argmax(logits, -1) == batch['label']).astype(jnp.float32)
   mask = batch['mask']
   return {
@@ -160,8 +158,41 @@ def eval_step(state, batch, *, problem):
   }
 
 
+def eval_step(state, batch, *, problem, label_source=None, num_fine=0):
+  """Sums over the real (mask 1) examples of a test batch.
+
+  Always: correct, primary loss, count. With an auxiliary task, the
+  sufficient statistics of what its labels know (`diagnostics.label_stats`,
+  DESIGN §6) for the source's `test_targets`; with `num_fine` and
+  `batch['fine_label']`, also the (argmax auxiliary, fine) contingency.
+  """
+  (logits, _), _ = problem.f_apply(
+    state.theta1, state.state1, batch['image'], False
+  )
+  terms = losses.focal_terms(jax.nn.log_softmax(logits), problem.gamma)
+  loss = jnp.take_along_axis(terms, batch['label'][:, None], -1)[:, 0]
+  out = _test_sums(logits, loss, batch)
+  if label_source is not None and label_source.num_aux:
+    targets = label_source.test_targets(
+      state.label_state, state.theta2, state.state2, batch, problem=problem
+    )
+    fine = batch.get('fine_label') if num_fine else None
+    out.update(
+      diagnostics.label_stats(
+        targets,
+        batch['label'],
+        batch['mask'],
+        jnp.log(jnp.asarray(label_source.psi, jnp.float32)),
+        fine,
+        num_fine,
+      )
+    )
+  return out
+
+
 def cosine_step(state, batch, *, problem, label_source):
-  """Cosine of ∇ L_pri and ∇ L_aux on the shared trunk (paper Fig. 4)."""
+  """{'grad_cosine': cosine of ∇ L_pri and ∇ L_aux on the shared trunk}
+  (paper Fig. 4), a metrics row's entry."""
   targets = _targets(label_source, state, batch, problem)
 
   def part_losses(theta1):
@@ -174,4 +205,93 @@ def cosine_step(state, batch, *, problem, label_source):
   _, pullback = jax.vjp(part_losses, state.theta1)
   (g_pri,) = pullback((jnp.ones(()), jnp.zeros(())))
   (g_aux,) = pullback((jnp.zeros(()), jnp.ones(())))
-  return diagnostics.gradient_cosine(g_pri['trunk'], g_aux['trunk'])
+  return {
+    'grad_cosine': diagnostics.gradient_cosine(g_pri['trunk'], g_aux['trunk'])
+  }
+
+
+# ------------------------------------------- AuxiLearn's loss combiner ---
+
+
+def _combine_theta1(state, batch, problem, tx1):
+  """A θ1 update on L_T(θ1, φ): (new state, values, gradient norm)."""
+  grads, (new_state1, values) = jax.grad(
+    combine_problem.train_loss, 1, has_aux=True
+  )(problem, state.theta1, state.theta2, state.state1, batch)
+  new = _theta1_update(state, grads, new_state1, values, tx1)
+  return new, values, optax.global_norm(grads)
+
+
+def combine_primary_step(state, batch, *, problem, tx1, on_nonfinite):
+  """One θ1 update on L_T(θ1, φ) (`combine_problem.train_loss`)."""
+  new, values, norm = _combine_theta1(state, batch, problem, tx1)
+  guarded = {
+    'loss_pri': values['loss_pri'],
+    'loss_aux': values['loss_aux'],
+    'grad_norm': norm,
+  }
+  return metrics.guard_update(state, new, guarded, on_nonfinite)
+
+
+def combine_interleaved_step(
+  state, batch, meta_batch, *, problem, tx1, tx2, inverse, on_nonfinite
+):
+  """A θ1 update on L_T, then a φ update at the new θ1: the implicit
+  hypergradient (`inverse_hvp.hypergradient`, solver `inverse`) of L_A on
+  `meta_batch`, through L_T on `batch`; `tx2` clips it first.
+
+  Both use the batch statistics; only the θ1 update writes BatchNorm's
+  running averages.
+  """
+  new, values, norm = _combine_theta1(state, batch, problem, tx1)
+
+  def inner(theta1, phi):
+    loss, _ = combine_problem.train_loss(
+      problem, theta1, phi, new.state1, batch
+    )
+    return loss
+
+  def outer(theta1):
+    return combine_problem.held_out_loss(
+      problem, theta1, new.state1, meta_batch
+    )
+
+  hypergrad = inverse_hvp.hypergradient(
+    inner, outer, new.theta1, new.theta2, inverse
+  )
+  theta2, opt_state2 = _update(new.theta2, hypergrad, new.opt_state2, tx2)
+  meta = {
+    'meta_loss': outer(new.theta1),
+    'hypergrad_norm': optax.global_norm(hypergrad),
+  }
+  new = new.replace(
+    theta2=theta2,
+    opt_state2=opt_state2,
+    step2=new.step2 + 1,
+    sums=metrics.add(new.sums, 'meta', meta),
+  )
+  guarded = {
+    'loss_pri': values['loss_pri'],
+    'loss_aux': values['loss_aux'],
+    'meta_loss': meta['meta_loss'],
+    'grad_norm': norm + meta['hypergrad_norm'],
+  }
+  return metrics.guard_update(state, new, guarded, on_nonfinite)
+
+
+def combine_eval_step(state, batch, *, problem):
+  """Sums over the real (mask 1) examples: correct, primary CE, count."""
+  (logits, _), _ = problem.apply(
+    state.theta1, state.state1, batch['image'], False
+  )
+  loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label'])
+  return _test_sums(logits, loss, batch)
+
+
+def combine_weights_step(state, batch, *, problem):
+  """{'weight/<task>': its effective weight at this batch's losses}, a
+  metrics row's entries (`combine_problem.task_weights`)."""
+  weights = combine_problem.task_weights(
+    problem, state.theta1, state.state1, state.theta2, batch
+  )
+  return {f'weight/{name}': w for name, w in weights.items()}

@@ -3,7 +3,10 @@
   config.json    the config (written at the start of training)
   dataset.json   the dataset's `DatasetInfo` (written with the config)
   metrics.jsonl  one row per epoch (`metrics.EpochWriter`)
-  timing.jsonl   training seconds per epoch, cumulated over resumptions
+  timing.jsonl   seconds of training (train_s, compilation included),
+                 compilation (compile_s) and evaluation (eval_s) per epoch,
+                 the first two cumulated over resumptions
+  log.txt        the whole log of every session (`console`)
   result.json    the final result, once the run has finished
   checkpoints/   Orbax checkpoints of the state and the data position
   events.*       TensorBoard scalars
@@ -27,6 +30,7 @@ METRICS = 'metrics.jsonl'
 TIMING = 'timing.jsonl'
 RESULT = 'result.json'
 CHECKPOINTS = 'checkpoints'
+LOG = 'log.txt'
 
 
 def as_path(workdir: str) -> epath.Path:
@@ -88,7 +92,3 @@ def read_config(workdir: epath.Path) -> ml_collections.ConfigDict:
 def read_info(workdir: epath.Path) -> DatasetInfo:
   return DatasetInfo.from_json(json.loads(_need(workdir, DATASET).read_text()))
 
-
-def read_result(workdir: epath.Path) -> dict:
-  """result.json of a finished run (UsageError if it has not finished)."""
-  return json.loads(_need(workdir, RESULT).read_text())
