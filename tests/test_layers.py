@@ -43,6 +43,24 @@ def _gamma(n):
   return n * U32 / (1 - n * U32)
 
 
+def _abs_conv(x, kernel, stride):
+  """|x| * |kernel| with 'SAME' padding, exactly (float64 numpy): the sum of
+  |x w| over the products of each output of the convolution."""
+  x = np.abs(np.asarray(x, np.float64))
+  kernel = np.abs(np.asarray(kernel, np.float64))
+  k, h, w = kernel.shape[0], x.shape[1], x.shape[2]
+  (pt, pb), (pl, pr) = lax.padtype_to_pads(
+    (h, w), (k, k), (stride, stride), 'SAME'
+  )
+  x = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+  ho, wo = -(-h // stride), -(-w // stride)
+  rows = lambda i: slice(i, i + (ho - 1) * stride + 1, stride)  # noqa: E731
+  cols = lambda j: slice(j, j + (wo - 1) * stride + 1, stride)  # noqa: E731
+  return sum(
+    x[:, rows(i), cols(j), :] @ kernel[i, j] for i in range(k) for j in range(k)
+  )
+
+
 def _to64(tree):
   return jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), tree)
 
@@ -86,9 +104,9 @@ class ConvTest(chex.TestCase):
     chex.assert_equal_shape([got, want])
     # Each output is k*k*cin products plus the bias: both within γ of the
     # exact value (any order), so within 2γ |x|*|W| (+|b|) of each other.
-    g = _gamma(k * k * cin + 1)
-    size = xla.apply(jax.tree.map(jnp.abs, params), jnp.abs(x))  # Positive.
-    bound = 2 * g / (1 - g) * np.asarray(size, np.float64)
+    size = _abs_conv(x, params['params']['kernel'], s)
+    size += np.abs(np.asarray(params['params']['bias'], np.float64))
+    bound = 2 * _gamma(k * k * cin + 1) * size
     diff = np.abs(np.asarray(got, np.float64) - np.asarray(want, np.float64))
     assert np.all(diff <= bound), np.max(diff / bound)
 

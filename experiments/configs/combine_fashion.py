@@ -34,8 +34,8 @@ def get_config():
 
   # The loss combiner c(ℓ; φ) (maxl_jax/training/combine.py). The
   # hypergradient's inverse-HVP solver is config.implicit's (neumann, K = 3,
-  # η = 0.1, damping 0.1); config.maxl, label_opt, baseline, kmeans and
-  # checkpoint are not used.
+  # η = 0.1, damping 0.1); config.method, maxl, label_opt, baseline and
+  # kmeans are not used (train, checkpoint and log are, as in every run).
   config.combiner = ml_collections.ConfigDict()
   config.combiner.form = 'linear'  # linear | mlp | fixed | none (Single).
   # Given auxiliary tasks, comma-separated: coarse (Fashion-MNIST only) |

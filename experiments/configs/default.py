@@ -11,32 +11,39 @@ import ml_collections
 def get_config():
   """Returns the default (original code's) MAXL configuration."""
   config = ml_collections.ConfigDict()
-  config.seed = 0  # Seeds parameters, data order, augmentation, baselines.
-  # single | maxl | random | kmeans | human (see README, "Methods").
+  # Seeds parameters, data order, augmentation, baselines.
+  config.seed = 0
+  # single | maxl | uniform | random | kmeans | human (README, "Methods").
   config.method = 'maxl'
 
   config.data = ml_collections.ConfigDict()
   # mnist | svhn_cropped | cifar10 | cifar100 | imagenet_resized/32x32 |
   # ucf101 | cinic10 | fashion_mnist | digits.
   config.data.name = 'cifar100'
-  config.data.data_dir = (
-    ''  # TFDS data_dir; '' = TFDS default (~/tensorflow_datasets).
-  )
-  config.data.local_dir = (
-    ''  # Image-folder / IDX directory (cinic10, fashion_mnist).
-  )
-  config.data.batch_size = 100  # Global batch, divisible by the device count.
-  config.data.eval_batch_size = 500  # Global evaluation batch.
-  config.data.augment = 'crop_flip'  # crop_flip (4-px pad crop + flip) | none.
-  config.data.train_fraction = 1.0  # Low-data setting: class-balanced fraction.
-  config.data.per_class = 0  # Low-data setting: N images per class (0 = all).
+  # TFDS data_dir; '' = TFDS default (~/tensorflow_datasets).
+  config.data.data_dir = ''
+  # Image-folder / IDX directory (cinic10, fashion_mnist).
+  config.data.local_dir = ''
+  # Global batch, divisible by the device count.
+  config.data.batch_size = 100
+  # Global evaluation batch.
+  config.data.eval_batch_size = 500
+  # crop_flip (4-px pad crop + flip) | none.
+  config.data.augment = 'crop_flip'
+  # Low-data setting: class-balanced fraction.
+  config.data.train_fraction = 1.0
+  # Low-data setting: N images per class (0 = all).
+  config.data.per_class = 0
   # Class-balanced fraction of the training set held out for the meta
   # objective's primary loss (AuxiLearn's auxiliary set); 0 = MAXL as
   # published (meta loss on the training batch). implicit needs it > 0.
   config.data.meta_fraction = 0.0
-  config.data.meta_batch_size = 0  # Held-out batch; 0 = data.batch_size.
-  config.data.primary_level = 20  # CIFAR-100 level of the primary task.
-  config.data.aux_level = 100  # CIFAR-100 level of the Human auxiliary task.
+  # Held-out batch; 0 = data.batch_size.
+  config.data.meta_batch_size = 0
+  # CIFAR-100 level of the primary task.
+  config.data.primary_level = 20
+  # CIFAR-100 level of the Human auxiliary task.
+  config.data.aux_level = 100
   # Label hierarchy: regroups the classes into coarse primary classes; the
   # stored labels become hidden fine classes (Human's targets, the ground
   # truth of label recovery). '' = the dataset's default (cifar100: its
@@ -47,18 +54,20 @@ def get_config():
   # TFDS dataset not prepared in data_dir: True = download_and_prepare it,
   # False = stop with a message saying how to prepare it offline.
   config.data.download = True
-  config.data.video_frames = 1  # ucf101: frames per clip (1 = the middle one).
+  # ucf101: frames per clip (1 = the middle one).
+  config.data.video_frames = 1
 
   config.model = ml_collections.ConfigDict()
-  config.model.name = 'vgg16'  # convnet4 | vgg16 | resnet32.
+  # convnet4 | vgg16 | resnet32.
+  config.model.name = 'vgg16'
   # xla | im2col | im2col_bf16 | auto (= im2col on CPU). im2col_bf16: bf16
   # matmul operands, f32 accumulation; 1.1-1.3x faster steps on CPUs with
   # AMX, much less precise gradients on VGG-16 (README, Benchmarks); not
   # with maxl.meta_grad='unrolled'.
   config.model.conv_impl = 'auto'
-  config.model.compute_dtype = (
-    'float32'  # float32 | bfloat16 (params stay f32).
-  )
+  # float32 | bfloat16 (params stay f32) | float64 (params too; needs
+  # JAX_ENABLE_X64=1: exact references).
+  config.model.compute_dtype = 'float32'
   # Hidden units of each head's FC layer (0 = one Dense layer); the
   # benchmarks use 512 for vgg16 and 256 for convnet4.
   config.model.head_hidden = 512
@@ -67,19 +76,24 @@ def get_config():
   config.model.widths = ()
 
   config.maxl = ml_collections.ConfigDict()
-  config.maxl.psi_per_class = 5  # Balanced hierarchy: psi[c] for every class.
+  # Balanced hierarchy: psi[c] for every class.
+  config.maxl.psi_per_class = 5
   # psi of maxl, uniform, random, kmeans: balanced (psi_per_class for every
   # class) | hierarchy (data.hierarchy's: psi[c] = fine classes under c;
   # random then ignores baseline.aux_classes). human always uses the latter.
   config.maxl.psi = 'balanced'
-  config.maxl.lam = 0.2  # Weight of the entropy regulariser in J.
-  config.maxl.gamma = 2.0  # Focal-loss exponent (0 = cross-entropy).
-  # Meta-gradient estimator: unrolled | structured | first_order.
-  config.maxl.meta_grad = 'structured'  # Exact, and fastest exact (README).
-  config.maxl.fd_eps = 0.01  # first_order: eps = fd_eps / ||v||.
-  config.maxl.schedule = (
-    'paper'  # paper (theta1 pass, then theta2 pass) | interleaved.
-  )
+  # Weight of the entropy regulariser in J.
+  config.maxl.lam = 0.2
+  # Focal-loss exponent (0 = cross-entropy).
+  config.maxl.gamma = 2.0
+  # Meta-gradient estimator: unrolled | structured | first_order | implicit
+  # (DESIGN §2).
+  # Exact, and fastest exact (README).
+  config.maxl.meta_grad = 'structured'
+  # first_order: eps = fd_eps / ||v||.
+  config.maxl.fd_eps = 0.01
+  # paper (theta1 pass, then theta2 pass) | interleaved.
+  config.maxl.schedule = 'paper'
   # interleaved: a theta2 update after every k theta1 steps (1 = every step).
   config.maxl.meta_every = 1
   # method=maxl only: g also outputs a weight w_n in (0, 1) per example
@@ -90,14 +104,19 @@ def get_config():
   # meta_grad = implicit (AuxiLearn's IFT hypergradient; needs
   # data.meta_fraction > 0): the inverse-Hessian-vector product.
   config.implicit = ml_collections.ConfigDict()
-  config.implicit.solver = 'neumann'  # neumann | cg.
-  config.implicit.neumann_steps = 3  # K of the truncated series (AuxiLearn).
-  config.implicit.neumann_lr = 0.1  # eta of the series (AuxiLearn: 0.1).
-  config.implicit.cg_steps = 10  # Conjugate-gradient iterations.
+  # neumann | cg.
+  config.implicit.solver = 'neumann'
+  # K of the truncated series (AuxiLearn).
+  config.implicit.neumann_steps = 3
+  # eta of the series (AuxiLearn: 0.1).
+  config.implicit.neumann_lr = 0.1
+  # Conjugate-gradient iterations.
+  config.implicit.cg_steps = 10
   # Both solvers invert H + damping * I (the Hessian of a network is
   # indefinite early in training).
   config.implicit.damping = 0.1
-  config.implicit.max_grad_norm = 10.0  # Hypergradient clip (0 = none).
+  # Hypergradient clip (0 = none).
+  config.implicit.max_grad_norm = 10.0
 
   # theta1 (multi-task network) optimiser: SGD, lr halved every 50 epochs.
   config.primary_opt = ml_collections.ConfigDict()
@@ -117,31 +136,42 @@ def get_config():
 
   # Baselines (method = random | kmeans | human; DESIGN §4).
   config.baseline = ml_collections.ConfigDict()
-  config.baseline.aux_classes = 0  # random: total K (0 = psi_per_class * P).
+  # random: total K (0 = psi_per_class * P).
+  config.baseline.aux_classes = 0
 
   # K-Means baseline: k-means within each class on a convolutional
   # autoencoder's codes (maxl_jax/labels/kmeans.py); K = psi_per_class * P.
   config.kmeans = ml_collections.ConfigDict()
-  config.kmeans.ae_steps = 2000  # AE steps before the first clustering.
+  # AE steps before the first clustering.
+  config.kmeans.ae_steps = 2000
   # AE steps at each refresh, before re-clustering (with refresh_every=1,
   # 1-2 steps keep the cost per training step small).
   config.kmeans.ae_steps_per_refresh = 100
   # Training steps between re-clusterings; 0 = once per epoch, 1 = after
   # every iteration (the paper; costs one encoding of the training set each).
   config.kmeans.refresh_every = 0
-  config.kmeans.latent_dim = 64  # Size of the latent code that is clustered.
-  config.kmeans.ae_widths = (16, 32, 64)  # Stride-2 encoder convolutions.
-  config.kmeans.ae_lr = 1e-3  # Adam learning rate of the autoencoder.
-  config.kmeans.ae_batch_size = 128  # Global AE batch (split over hosts).
-  config.kmeans.n_init = 3  # k-means++ restarts of the first clustering.
-  config.kmeans.max_iter = 100  # Lloyd iterations per clustering at most.
-  config.kmeans.encode_batch_size = 1000  # Images per encoder call.
+  # Size of the latent code that is clustered.
+  config.kmeans.latent_dim = 64
+  # Stride-2 encoder convolutions.
+  config.kmeans.ae_widths = (16, 32, 64)
+  # Adam learning rate of the autoencoder.
+  config.kmeans.ae_lr = 1e-3
+  # Global AE batch (split over hosts).
+  config.kmeans.ae_batch_size = 128
+  # k-means++ restarts of the first clustering.
+  config.kmeans.n_init = 3
+  # Lloyd iterations per clustering at most.
+  config.kmeans.max_iter = 100
+  # Images per encoder call.
+  config.kmeans.encode_batch_size = 1000
 
   config.train = ml_collections.ConfigDict()
   config.train.epochs = 200
-  config.train.steps_per_epoch = 0  # 0 = one full pass over the training set.
+  # 0 = one full pass over the training set.
+  config.train.steps_per_epoch = 0
   config.train.eval_every_epochs = 1
-  config.train.on_nonfinite = 'stop'  # stop | skip_step.
+  # stop | skip_step.
+  config.train.on_nonfinite = 'stop'
   # JAX's persistent compilation cache ('' = off; experiments.sweep turns it
   # on for its runs): reruns and runs of the same programs skip compiling.
   config.train.compile_cache_dir = ''
@@ -156,10 +186,12 @@ def get_config():
   # Epochs between epoch-end checkpoints: 1 = every epoch; more for runs of
   # many short epochs (a resumed run repeats the epochs since the last one).
   config.checkpoint.every_epochs = 1
-  config.checkpoint.keep = 3  # Number of checkpoints kept.
+  # Number of checkpoints kept.
+  config.checkpoint.keep = 3
 
   config.log = ml_collections.ConfigDict()
-  config.log.progress_every_steps = 50  # Steps between progress lines.
+  # Steps between progress lines.
+  config.log.progress_every_steps = 50
   # The terminal shows the whole log (as --verbosity does), not only the
   # start, progress, evaluation and result lines; <workdir>/log.txt has it
   # either way.

@@ -33,7 +33,7 @@ SIZES = (
 )
 # The setting of `capture()`: the scan's largest Human - Uniform gap
 # (docs/RESULTS.md, part 2).
-CAPTURE = ('pairs', 'frac0.5')
+CAPTURE = ('parity', 'frac5')
 
 
 def get_config():

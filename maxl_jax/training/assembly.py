@@ -61,26 +61,36 @@ def config_field(config, dotted: str):
   return node, field
 
 
+_MISSING = object()
+
+
 def _lookup(config, dotted):
-  node, field = config_field(config, dotted)
+  """The value of `dotted`, or _MISSING."""
+  try:
+    node, field = config_field(config, dotted)
+  except KeyError:
+    return _MISSING
   return node[field]
 
 
 def check_fields(config, choices: dict, positive: tuple[str, ...]):
   """Raises UsageError unless each field of `choices` holds one of its
-  values and each of `positive` is >= 1."""
+  values and each of `positive` is >= 1.
+
+  A field missing from the config (the config.json of a run from before
+  the field existed) is skipped: the code reads it with its default.
+  """
   for field, allowed in choices.items():
     value = _lookup(config, field)
-    if value not in allowed:
+    if value is not _MISSING and value not in allowed:
       raise UsageError(
         f'config.{field} = {value!r} is not one of {list(allowed)}; set '
         f'--config.{field}=<one of them>.'
       )
   for field in positive:
-    if _lookup(config, field) < 1:
-      raise UsageError(
-        f'config.{field} must be >= 1, got {_lookup(config, field)!r}.'
-      )
+    value = _lookup(config, field)
+    if value is not _MISSING and value < 1:
+      raise UsageError(f'config.{field} must be >= 1, got {value!r}.')
 
 
 def validate(config):
