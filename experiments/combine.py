@@ -25,16 +25,9 @@ from experiments import allocator, cli, run
 FLAGS = run.FLAGS
 
 
-def parse_flags(argv):
-  return cli.parse_flags(
-    argv,
-    required=('config', 'workdir'),
-    example=(
-      'python -m experiments.combine '
-      '--config=experiments/configs/combine_fashion.py '
-      '--workdir=/tmp/combine'
-    ),
-  )
+parse_flags = run.flags_parser(
+  'experiments.combine', 'experiments/configs/combine_fashion.py'
+)
 
 
 def main(argv):

@@ -54,15 +54,17 @@ flags.DEFINE_integer('num_processes', None, 'Number of processes.')
 flags.DEFINE_integer('process_id', None, 'This process, 0..num_processes-1.')
 
 
-def parse_flags(argv):
-  return cli.parse_flags(
-    argv,
-    required=('config', 'workdir'),
-    example=(
-      'python -m experiments.run '
-      '--config=experiments/configs/quickstart.py --workdir=/tmp/maxl'
-    ),
+def flags_parser(command: str, config_file: str):
+  """absl's flags parser of a training command, with its example."""
+  example = f'python -m {command} --config={config_file} --workdir=/tmp/maxl'
+  return lambda argv: cli.parse_flags(
+    argv, required=('config', 'workdir'), example=example
   )
+
+
+parse_flags = flags_parser(
+  'experiments.run', 'experiments/configs/quickstart.py'
+)
 
 
 def run_methods(config, workdir):

@@ -96,8 +96,11 @@ def finished(workdir: str, config) -> dict | None:
 def main(argv):
   del argv
   from maxl_jax.errors import UsageError
-  from maxl_jax.training import compilation, loop
+  from maxl_jax.training import compilation, console, loop
 
+  # Each run's start, evaluation and result lines; its whole log in its
+  # workdir's log.txt (--verbosity: everything on the terminal too).
+  console.configure(FLAGS['verbosity'].present)
   if FLAGS.compile_cache != 'none':
     compilation.enable_cache(
       FLAGS.compile_cache or os.path.join(FLAGS.workdir, 'compile_cache')

@@ -1,21 +1,17 @@
-"""Shared fixtures: tiny MAXL problems (MLP and conv net with BatchNorm)."""
+"""Pytest fixtures and hooks shared by every test file.
 
-import functools
+Helpers that tests import live in modules named for what they hold:
+`problems` (tiny MAXL problems), `data_loading` (small datasets through the
+input pipeline), `entry_point` (the entry points in subprocesses).
+"""
+
 import os
 import sys
 from unittest import mock
 
 os.environ.setdefault('CUDA_VISIBLE_DEVICES', '')
 
-import flax.linen as nn  # noqa: E402
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-
-from maxl_jax import hierarchy  # noqa: E402
-from maxl_jax.networks import layers, models  # noqa: E402
-from maxl_jax.problem import MaxlProblem  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -32,102 +28,14 @@ def _tfds_mock_needs_no_network():
     yield
 
 
-class TinyMLP(nn.Module):
-  """Trunk without BatchNorm."""
+@pytest.fixture
+def no_gcs():
+  """Keeps TFDS off the network (GCS metadata look-ups) in a test.
 
-  @nn.compact
-  def __call__(self, x, train):
-    del train
-    x = jnp.reshape(x, (x.shape[0], -1))
-    return jnp.tanh(nn.Dense(8)(x))
-
-
-class TinyConvBN(nn.Module):
-  """Trunk with a conv and BatchNorm (couples the examples of a batch)."""
-
-  conv_impl: str = 'xla'
-
-  @nn.compact
-  def __call__(self, x, train):
-    x = layers.conv(4, (3, 3), conv_impl=self.conv_impl)(x)
-    x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
-    x = jnp.tanh(x)
-    return jnp.mean(x, axis=(1, 2))
-
-
-class TwoHeads(nn.Module):
-  trunk: nn.Module
-  num_primary: int
-  num_aux: int
-
-  @nn.compact
-  def __call__(self, x, train):
-    h = self.trunk(x, train)
-    return nn.Dense(self.num_primary)(h), nn.Dense(self.num_aux)(h)
-
-
-class OneHead(nn.Module):
-  """Label logits; with `example_weights` also weight logits [N] (random
-  init, so the weights differ between examples from the start)."""
-
-  trunk: nn.Module
-  num_aux: int
-  example_weights: bool = False
-
-  @nn.compact
-  def __call__(self, x, train):
-    h = self.trunk(x, train)
-    logits = nn.Dense(self.num_aux)(h)
-    if not self.example_weights:
-      return logits
-    return logits, nn.Dense(1, name='weight')(h)[:, 0]
-
-
-def make_problem(
-  kind='mlp',
-  psi=(2, 3),
-  n=6,
-  gamma=2.0,
-  lam=0.2,
-  dtype=jnp.float32,
-  seed=0,
-  fd_eps=0.01,
-  conv_impl='xla',
-  example_weights=False,
-  label_smoothing=0.0,
-):
-  """A tiny problem: (problem, theta1, state1, theta2, state2, batch).
-
-  `example_weights`: g also outputs per-example auxiliary weights.
-  `label_smoothing`: ε of the θ1 step's primary targets.
+  Test files that read datasets use it for every test:
+  `pytestmark = pytest.mark.usefixtures('no_gcs')`.
   """
-  if kind == 'mlp':
-    trunk = TinyMLP
-  else:
-    trunk = functools.partial(TinyConvBN, conv_impl=conv_impl)
-  psi = hierarchy.validate_psi(psi)
-  num_primary, num_aux = psi.size, int(psi.sum())
-  f = TwoHeads(trunk(), num_primary, num_aux)
-  g = OneHead(trunk(), num_aux, example_weights)
-  rng = np.random.default_rng(seed)
-  shape = (n, 5, 5, 2) if kind == 'conv' else (n, 6)
-  images = jnp.asarray(rng.normal(size=shape), dtype)
-  labels = jnp.asarray(rng.integers(0, num_primary, n), jnp.int32)
-  kf, kg = jax.random.split(jax.random.key(seed))
-  cast = lambda t: jax.tree.map(lambda a: jnp.asarray(a, dtype), t)  # noqa: E731
-  vf = cast(f.init(kf, images, False))
-  vg = cast(g.init(kg, images, False))
-  theta1, state1 = vf['params'], {k: v for k, v in vf.items() if k != 'params'}
-  theta2, state2 = vg['params'], {k: v for k, v in vg.items() if k != 'params'}
-  problem = MaxlProblem(
-    f_apply=models.make_apply(f),
-    g_apply=models.make_apply(g),
-    mask=hierarchy.class_mask(psi),
-    gamma=gamma,
-    lam=lam,
-    fd_eps=fd_eps,
-    example_weights=example_weights,
-    label_smoothing=label_smoothing,
-  )
-  batch = {'image': images, 'label': labels}
-  return problem, theta1, state1, theta2, state2, batch
+  import tensorflow_datasets as tfds  # Only in the tests that read data.
+
+  with tfds.testing.disable_gcs_access():
+    yield

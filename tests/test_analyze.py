@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import TinyConvBN, TwoHeads, make_problem
+from problems import TinyConvBN, TwoHeads, make_problem
 
 from experiments.figures import forward, invented, table, tsne
 from experiments.figures import runs as runs_lib
@@ -377,6 +377,30 @@ def write_run(
   (path / 'result.json').write_text(json.dumps(result))
 
 
+def _rows(folder):
+  return table.table_rows(
+    runs_lib.group_runs(runs_lib.find_runs([str(folder)]))
+  )
+
+
+@pytest.mark.parametrize('human', [0.94, 0.9005])
+def test_share_of_headroom_by_hand(tmp_path, human):
+  # Uniform 90, MAXL 91, Single 89; Human 94 (headroom 4 pp: MAXL reaches a
+  # quarter of it) or 90.05 (below MIN_HEADROOM: no share reported).
+  for method, acc in (('uniform', 0.90), ('human', human), ('maxl', 0.91)):
+    write_run(tmp_path / method, method, 0, acc, 10)
+  write_run(tmp_path / 'single', 'single', 0, 0.89, 10)
+  by = {r['method']: r for r in _rows(tmp_path)}
+  assert by['maxl']['delta_uniform'] == pytest.approx(1.0)
+  assert by['uniform']['delta_uniform'] is None
+  if human < 0.9 + table.MIN_HEADROOM / 100:
+    assert all(r['headroom_share'] is None for r in by.values())
+    return
+  assert by['maxl']['headroom_share'] == pytest.approx(0.25)
+  assert by['human']['headroom_share'] == pytest.approx(1.0)
+  assert by['single']['headroom_share'] == pytest.approx(-0.25)
+
+
 def test_table_mean_and_sample_std_by_hand(tmp_path):
   for seed, (acc, wall) in enumerate([(0.90, 10), (0.92, 20), (0.94, 60)]):
     write_run(tmp_path / f'single{seed}', 'single', seed, acc, wall)
@@ -416,14 +440,15 @@ def test_table_mean_and_sample_std_by_hand(tmp_path):
   assert low['std'] is None and low['delta'] is None  # No Single at 5%.
   text = table.results_markdown(groups, runs)
   assert (
-    '| digits | single | — | 100% | 3 | 92.00 ± 2.00 | — | 30 | — | — | — |'
+    '| digits | single | — | 100% | 3 | 92.00 ± 2.00 | — | — | — | 30 '
+    '| — | — | — |'
   ) in text
   assert (
-    '| digits | maxl | 3 | 100% | 2 | 95.50 ± 0.71 | +3.50 | 40 '
+    '| digits | maxl | 3 | 100% | 2 | 95.50 ± 0.71 | +3.50 | — | — | 40 '
     '| 0.600 ± 0.141 | 0.250 ± 0.000 | 0.125 |'
   ) in text
   assert '| digits | maxl (schedule=interleaved) | 3 | 100% | 1 |' in text
-  assert '| digits | maxl | 3 | 5% | 1 | 50.00 | — | 5 |' in text
+  assert '| digits | maxl | 3 | 5% | 1 | 50.00 | — | — | — | 5 |' in text
 
 
 def test_paired_comparisons_by_hand(tmp_path):

@@ -356,3 +356,16 @@ def test_float64_compute_needs_x64_and_makes_float64_parameters():
     params, state = models.init_variables(f, jax.random.key(0), (32, 32, 1))
     dtypes = {x.dtype for x in jax.tree.leaves((params, state))}
     assert dtypes == {jnp.dtype(jnp.float64)}
+
+
+def test_head_logits_are_the_wider_of_float32_and_the_compute_dtype():
+  with jax.enable_x64(True):
+    for dtype, expected in (
+      (jnp.float64, jnp.float64),
+      (jnp.float32, jnp.float32),
+      (jnp.bfloat16, jnp.float32),
+    ):
+      head = models.Head(3, dtype=dtype)
+      h = jnp.ones((2, 4), dtype)
+      logits = head.apply(head.init(jax.random.key(0), h), h)
+      assert logits.dtype == expected, (dtype, logits.dtype)

@@ -7,7 +7,6 @@ seed) epoch by epoch: the mean, and ±1 sample standard deviation as a band.
 import pathlib
 
 import numpy as np
-from matplotlib.ticker import MaxNLocator
 
 from experiments.figures import plots
 from experiments.figures.runs import TRAIN_S, Group, Run, series
@@ -59,11 +58,9 @@ def write_learning_curves(groups: list[Group], out: pathlib.Path):
     n = max(curve['n'])
     epoch, mean = np.asarray(curve['epoch']), np.asarray(curve['mean'])
     mean_with_band(ax, epoch, mean, np.asarray(curve['std']), curve['label'], n)
-  ax.set_xlabel('epoch')
-  ax.set_ylabel('test accuracy (%)')
-  ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-  ax.grid(alpha=0.3)
-  ax.set_title('Test accuracy per epoch (band: ±1 std over seeds)')
+  plots.epoch_axes(
+    ax, 'test accuracy (%)', 'Test accuracy per epoch (band: ±1 std over seeds)'
+  )
   plots.legend_below(fig, ax, len(curves))
   png = plots.save_png(fig, out / 'learning_curves.png')
   rows = (
@@ -104,11 +101,11 @@ def write_cosine(runs: list[Run], out: pathlib.Path):
   for run, (epoch, value) in logged:
     ax.plot(epoch, value, marker='o', markersize=3, label=run.name)
   ax.axhline(0.0, color='black', linewidth=0.8)
-  ax.set_xlabel('epoch')
-  ax.set_ylabel('cosine similarity of ∇L_pri and ∇L_aux')
-  ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-  ax.grid(alpha=0.3)
-  ax.set_title('Gradient cosine similarity on the shared trunk (Fig. 4)')
+  plots.epoch_axes(
+    ax,
+    'cosine similarity of ∇L_pri and ∇L_aux',
+    'Gradient cosine similarity on the shared trunk (Fig. 4)',
+  )
   plots.legend_below(fig, ax, len(logged))
   png = plots.save_png(fig, out / 'grad_cosine.png')
   rows = ((r.name, e, v) for r, s in logged for e, v in zip(*s, strict=True))

@@ -11,7 +11,6 @@ learning curves.
 import pathlib
 
 import numpy as np
-from matplotlib.ticker import MaxNLocator
 
 from experiments.figures import plots
 from experiments.figures.curves import mean_with_band, seed_mean
@@ -58,11 +57,7 @@ def write_label_knowledge(groups: list[Group], out: pathlib.Path):
         colors.get(curve['label']),
       )
     ax.axhline(0.0, color='black', linewidth=0.8)
-    ax.set_xlabel('epoch')
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize='medium')
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.grid(alpha=0.3)
+    plots.epoch_axes(ax, ylabel, title, fontsize='medium')
   # One legend: the information panel has every group with a label source.
   plots.legend_below(fig, axes[0], len(curves[INFORMATION]))
   png = plots.save_png(fig, out / 'label_knowledge.png')

@@ -33,6 +33,17 @@ def legend_below(fig: Figure, ax, entries: int):
              fontsize='small')  # fmt: skip
 
 
+def epoch_axes(ax, ylabel: str, title: str, **title_kw):
+  """Axes over epochs: integer epoch ticks, a grid, the labels."""
+  from matplotlib.ticker import MaxNLocator
+
+  ax.set_xlabel('epoch')
+  ax.set_ylabel(ylabel)
+  ax.set_title(title, **title_kw)
+  ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+  ax.grid(alpha=0.3)
+
+
 def save_png(fig: Figure, path: pathlib.Path) -> pathlib.Path:
   fig.savefig(path, dpi=DPI)
   return path

@@ -68,23 +68,51 @@ def _order(row: dict):
   return (row['dataset'], row['data'], rank, method, row['psi'], row['detail'])
 
 
-def table_rows(groups: list[Group]) -> list[dict]:
-  """`group_stats` of every group, sorted, with 'delta' (pp) to Single.
+# Human - Uniform (pp) below which a gain's share of it is not reported.
+MIN_HEADROOM = 0.1
 
-  'delta' is the mean minus the mean of the Single group of the same
-  dataset and training data; None for Single itself, or when there is no
-  such group or several.
+
+def _reference(
+  rows: list[dict], row: dict, method: str, itself: bool = False
+) -> float | None:
+  """The mean of `method`'s plain group (no detail) on `row`'s dataset and
+  training data, the one of the same ψ where there are several; None when
+  there is none, it is ambiguous, or (unless `itself`) it is `row`."""
+  same = [
+    r
+    for r in rows
+    if r['method'] == method
+    and not r['detail']
+    and (r['dataset'], r['data']) == (row['dataset'], row['data'])
+  ]
+  if len(same) > 1:
+    same = [r for r in same if r['psi'] == row['psi']]
+  if len(same) != 1 or (same[0] is row and not itself):
+    return None
+  return same[0]['mean']
+
+
+def table_rows(groups: list[Group]) -> list[dict]:
+  """`group_stats` of every group, sorted, with its gains (pp).
+
+  'delta': the mean minus Single's on the same dataset and training data;
+  'delta_uniform': minus Uniform's (of the same ψ where there are
+  several); 'headroom_share': (method - Uniform) / (Human - Uniform), the
+  share of the Human ceiling's gain over Uniform, when that headroom is
+  at least MIN_HEADROOM. Each is None where its reference is missing or
+  ambiguous.
   """
   rows = sorted(map(group_stats, groups), key=_order)
   for row in rows:
-    singles = [
-      s['mean']
-      for s in rows
-      if s['method'] == 'single'
-      and (s['dataset'], s['data']) == (row['dataset'], row['data'])
-    ]
-    ok = row['method'] != 'single' and len(singles) == 1
-    row['delta'] = row['mean'] - singles[0] if ok else None
+    single = _reference(rows, row, 'single')
+    uniform = _reference(rows, row, 'uniform')
+    base = _reference(rows, row, 'uniform', itself=True)
+    human = _reference(rows, row, 'human', itself=True)
+    row['delta'] = None if single is None else row['mean'] - single
+    row['delta_uniform'] = None if uniform is None else row['mean'] - uniform
+    row['headroom_share'] = None
+    if None not in (base, human) and human - base >= MIN_HEADROOM:
+      row['headroom_share'] = (row['mean'] - base) / (human - base)
   return rows
 
 
@@ -92,6 +120,10 @@ def _accuracy(row: dict) -> str:
   if row['std'] is None:
     return f'{row["mean"]:.2f}'
   return f'{row["mean"]:.2f} ± {row["std"]:.2f}'
+
+
+def _signed(value: float | None) -> str:
+  return '—' if value is None else f'{value:+.2f}'
 
 
 def _score(row: dict, name: str) -> str:
@@ -106,16 +138,18 @@ def markdown_table(rows: list[dict]) -> str:
   """The rows of `table_rows` as a markdown table."""
   lines = [
     '| Dataset | Method | ψ | Train data | n | Test accuracy (%) '
-    '| Δ vs Single (pp) | Wall time / run (s) | Information (nats) '
-    '| Recovery NMI | Recovery ARI |',
-    '|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|',
+    '| Δ vs Single (pp) | Δ vs Uniform (pp) | Share of headroom '
+    '| Wall time / run (s) | Information (nats) | Recovery NMI '
+    '| Recovery ARI |',
+    '|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ]
   for row in rows:
     method = row['method'] + (f' ({row["detail"]})' if row['detail'] else '')
-    delta = '—' if row['delta'] is None else f'{row["delta"]:+.2f}'
     lines.append(
       f'| {row["dataset"]} | {method} | {row["psi"]} | {row["data"]} '
-      f'| {row["n"]} | {_accuracy(row)} | {delta} '
+      f'| {row["n"]} | {_accuracy(row)} | {_signed(row["delta"])} '
+      f'| {_signed(row["delta_uniform"])} '
+      f'| {_signed(row["headroom_share"])} '
       f'| {row["wall_time_s"]:.0f} | {_score(row, "information")} '
       f'| {_score(row, "nmi")} | {_score(row, "ari")} |'
     )
@@ -143,8 +177,12 @@ def runs_table(runs: list[Run]) -> str:
 TABLE_NOTE = (
   'Final test accuracy (result.json): mean ± sample standard deviation over '
   'n runs that differ only in the seed (n = 1: the single value). Δ: '
-  'difference of the mean to Single on the same dataset and training data, '
-  'in percentage points. Information: I(aux; x | y) of the final auxiliary '
+  'difference of the mean to Single (Uniform) on the same dataset and '
+  'training data (and ψ), in percentage points. Share of headroom: '
+  '(method − Uniform) / (Human − Uniform), the share of the Human '
+  "ceiling's gain over Uniform a method reaches; only where that "
+  f'headroom is at least {MIN_HEADROOM} pp. Information: I(aux; x | y) '
+  'of the final auxiliary '
   'labels of the test images, H(mean label of a class) − mean H(label), '
   'averaged over the primary classes (nats; 0 = labels that ignore the '
   'image, as Uniform; log ψ = one-hot labels using all ψ classes equally). '

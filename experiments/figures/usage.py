@@ -18,7 +18,6 @@ import math
 import pathlib
 
 import numpy as np
-from matplotlib.ticker import MaxNLocator
 
 from experiments.figures import plots
 from experiments.figures.runs import Run, series
@@ -103,14 +102,13 @@ def write_usage_curves(runs: list[Run], out: pathlib.Path):
     dash = ':' if 'log K' in name else '-.'
     ax_ent.axhline(value, color='gray', linestyle=dash, label=name)
   ax_use.set_ylim(0, 1.05)
-  ax_use.set_ylabel('effective usage (fraction of auxiliary classes)')
-  ax_use.set_title('Auxiliary-class usage (1 = all used equally)')
-  ax_ent.set_ylabel('entropy (nats)')
-  ax_ent.set_title('Entropy of the generated labels')
+  plots.epoch_axes(
+    ax_use,
+    'effective usage (fraction of auxiliary classes)',
+    'Auxiliary-class usage (1 = all used equally)',
+  )
+  plots.epoch_axes(ax_ent, 'entropy (nats)', 'Entropy of the generated labels')
   for ax in (ax_use, ax_ent):
-    ax.set_xlabel('epoch')
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.grid(alpha=0.3)
     ax.legend(fontsize='small')
   png = plots.save_png(fig, out / 'aux_usage.png')
   rows = (

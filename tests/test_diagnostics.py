@@ -1,4 +1,5 @@
-"""Diagnostics: gradient cosine, label usage, what the labels know."""
+"""maxl_jax/diagnostics.py: gradient cosine, label usage, what the labels
+know."""
 
 import jax
 import jax.numpy as jnp

@@ -1,4 +1,5 @@
-"""The learned loss combiner: its forms, weights and what it learns."""
+"""The learned loss combiner (maxl_jax/loss_combiner.py): its forms, weights
+and what it learns."""
 
 import chex
 import jax

@@ -1,4 +1,5 @@
-"""Tests of the baselines' label sources: Random, K-Means, Human, Single.
+"""The label sources of maxl_jax/labels/: Random, Human, Single, Uniform,
+K-Means. (MAXL's generator, generated.py: test_step_fns.py.)
 
 Unit tests check the labels' invariants on tiny data; the slow tests run
 each baseline end to end through the entry point (Human on mock CIFAR-100).
@@ -12,9 +13,11 @@ import sys
 import types
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from problems import TOY_INFO, run_config
 from sklearn import metrics
 
 from experiments.configs import cifar100, default, quickstart
@@ -211,6 +214,18 @@ def test_single_has_no_auxiliary_task():
   )
   assert source.num_aux == 0 and source.psi is None
   assert source.targets({}, None, None, _batch([0], [0]), problem=None) is None
+
+
+# --------------------------------------------------------------- Uniform ---
+
+
+def test_uniform_targets_spread_evenly_over_the_class_range():
+  run = assembly.build_run(run_config('uniform', psi_per_class=2), TOY_INFO)
+  psi = run.psi
+  batch = {'label': jnp.asarray([0, 3, 1])}
+  targets = run.label_source.targets({}, None, None, batch, problem=None)
+  mask = hierarchy.class_mask(psi)
+  np.testing.assert_allclose(targets, mask[[0, 3, 1]] / 2.0)
 
 
 # --------------------------------------------------------------- K-Means ---

@@ -1,4 +1,5 @@
-"""Step functions: what each update changes, the guard, compile-once."""
+"""Step functions (maxl_jax/training/step_fns.py): what each update changes,
+the guard, compile-once."""
 
 import functools
 
@@ -8,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import make_problem
 from jax.flatten_util import ravel_pytree
+from problems import make_problem
 
 from maxl_jax import meta_grad
 from maxl_jax.labels.base import masked_targets_ok
