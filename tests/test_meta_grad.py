@@ -506,35 +506,41 @@ def test_example_weights_implicit_matches_generic_ift_float64(kind, psi, n):
 def test_weighted_aux_loss_and_entropy_by_hand():
   """L_aux = mean_n w_n Σ_k g_nk ℓ_nk with w in (0, 1); H of the unweighted
   g; without weights the targets are the labels and there is no weight."""
-  args = make_problem('conv', (2, 3), 8, example_weights=True)
-  problem, theta1, state1, theta2, state2, batch = args
-  labels, _ = generated_labels(problem, theta2, state2, batch)
-  w = np.asarray(labels.weights)
-  assert w.shape == (8,) and np.all((w > 0) & (w < 1)) and np.ptp(w) > 1e-3
-  (g_logits, w_logits), _ = problem.g_apply(
-    theta2, state2, batch['image'], True
-  )
-  np.testing.assert_allclose(
-    w, 1 / (1 + np.exp(-np.asarray(w_logits))), rtol=1e-6
-  )
-  probs = np.asarray(labels.probs)
-  np.testing.assert_array_equal(
-    probs, losses.mask_softmax(g_logits, batch['label'], problem.mask)
-  )
-  np.testing.assert_allclose(labels.targets, w[:, None] * probs, rtol=1e-6)
-  _, out = estimate('structured', args, 0.1)
-  terms = np.asarray(aux_focal_terms(problem, theta1, state1, batch))
-  by_hand = np.mean(w * np.sum(probs * terms, -1))
-  np.testing.assert_allclose(out.train_metrics['loss_aux'], by_hand, rtol=1e-5)
-  np.testing.assert_allclose(
-    out.entropy, losses.entropy_regularizer(labels.probs), rtol=1e-6
-  )
-  np.testing.assert_allclose(out.aux_weights, w, rtol=1e-6)
+  # float64: two programs compute each value; no CPU-dependent margin.
+  with jax.enable_x64(True):
+    args = make_problem(
+      'conv', (2, 3), 8, example_weights=True, dtype=jnp.float64
+    )
+    problem, theta1, state1, theta2, state2, batch = args
+    labels, _ = generated_labels(problem, theta2, state2, batch)
+    w = np.asarray(labels.weights)
+    assert w.shape == (8,) and np.all((w > 0) & (w < 1)) and np.ptp(w) > 1e-3
+    (g_logits, w_logits), _ = problem.g_apply(
+      theta2, state2, batch['image'], True
+    )
+    np.testing.assert_allclose(
+      w, 1 / (1 + np.exp(-np.asarray(w_logits))), rtol=1e-12
+    )
+    probs = np.asarray(labels.probs)
+    np.testing.assert_array_equal(
+      probs, losses.mask_softmax(g_logits, batch['label'], problem.mask)
+    )
+    np.testing.assert_allclose(labels.targets, w[:, None] * probs, rtol=1e-12)
+    _, out = estimate('structured', args, 0.1)
+    terms = np.asarray(aux_focal_terms(problem, theta1, state1, batch))
+    by_hand = np.mean(w * np.sum(probs * terms, -1))
+    np.testing.assert_allclose(
+      out.train_metrics['loss_aux'], by_hand, rtol=1e-12
+    )
+    np.testing.assert_allclose(
+      out.entropy, losses.entropy_regularizer(labels.probs), rtol=1e-12
+    )
+    np.testing.assert_allclose(out.aux_weights, w, rtol=1e-12)
 
-  plain = make_problem('conv', (2, 3), 8)
-  labels, _ = generated_labels(plain[0], *plain[3:])
-  assert labels.targets is labels.probs and labels.weights is None
-  assert estimate('structured', plain, 0.1)[1].aux_weights is None
+    plain = make_problem('conv', (2, 3), 8, dtype=jnp.float64)
+    labels, _ = generated_labels(plain[0], *plain[3:])
+    assert labels.targets is labels.probs and labels.weights is None
+    assert estimate('structured', plain, 0.1)[1].aux_weights is None
 
 
 def test_label_generator_weights_start_at_init_weight():
@@ -577,6 +583,7 @@ def test_mean_weight_metric():
   _, out = estimate('structured', make_problem(example_weights=True), 0.1)
   sums = metrics.add_meta(metrics.zero_sums(5, aux_weight=True), out)
   means = metrics.epoch_means(jax.tree.map(np.asarray, sums))
+  # A float32 mean of 6 values in (0, 1): error <= 8u (u = 2^-24) = 4.8e-7.
   np.testing.assert_allclose(
     means['meta/aux_weight'], np.mean(out.aux_weights), rtol=1e-6
   )

@@ -17,6 +17,7 @@ hosts (e.g. `gs://`).
 notice) asks it to save and stop.
 """
 
+import logging as std_logging
 import signal
 import sys
 import threading
@@ -134,8 +135,23 @@ def restore_latest(manager, template, *, delete_unusable: bool = True):
   return None, template, None
 
 
+def _abandoned_reads(record: std_logging.LogRecord) -> bool:
+  """A logging filter for asyncio: False for the failed reads of a damaged
+  checkpoint that nobody awaits any more (their error is reported once,
+  by `restore_latest`)."""
+  return 'exception was never retrieved' not in record.getMessage()
+
+
+def _quiet_abandoned_reads():
+  """Before any read starts: no tracebacks from the reads Orbax abandons."""
+  sys.unraisablehook = _drop_closed_loop_errors
+  asyncio_logger = std_logging.getLogger('asyncio')
+  if _abandoned_reads not in asyncio_logger.filters:
+    asyncio_logger.addFilter(_abandoned_reads)
+
+
 def _restore(manager, step: int, template):
-  sys.unraisablehook = _drop_closed_loop_errors  # Before any read starts.
+  _quiet_abandoned_reads()
   return manager.restore(
     step,
     args=ocp.args.Composite(
