@@ -17,12 +17,12 @@ import flax.linen as nn
 import jax
 import optax
 
-from maxl_jax import hierarchy, inverse_hvp, labels, meta_grad
+from maxl_jax import api, hierarchy, inverse_hvp, labels, meta_grad
 from maxl_jax.data.info import DatasetInfo
 from maxl_jax.errors import UsageError
 from maxl_jax.networks import models
 from maxl_jax.problem import MaxlProblem
-from maxl_jax.training import optim, schedule, step_fns
+from maxl_jax.training import optim, schedule
 from maxl_jax.training import state as state_lib
 from maxl_jax.training.mesh import jit_step
 
@@ -40,6 +40,9 @@ CHOICES = {
   'method': labels.METHODS,
   'maxl.schedule': schedule.NAMES,
   'maxl.meta_grad': tuple(meta_grad.ESTIMATORS),
+  'maxl.meta_loss': ('focal', 'ce'),
+  'maxl.balance': meta_grad.BALANCES,
+  'label_opt.name': optim.OPTIMIZERS,
   **LOOP_CHOICES,
 }
 POSITIVE = (*LOOP_POSITIVE, 'maxl.psi_per_class')
@@ -47,6 +50,8 @@ POSITIVE = (*LOOP_POSITIVE, 'maxl.psi_per_class')
 # What the labels know: test/<name> in metrics.jsonl, test_<name> in
 # result.json (DESIGN §6).
 LABEL_SCORES = ('aux_information', 'aux_recovery_nmi', 'aux_recovery_ari')
+# How far g's labels moved from step 0 (runs with a generator, DESIGN §1-2).
+DRIFT = 'label_drift'
 
 
 def config_field(config, dotted: str):
@@ -119,6 +124,11 @@ def validate(config):
   # `.get`: the config.json of runs older than these fields lacks them.
   example_weights = config.maxl.get('example_weights', False)
   smoothing = config.train.get('label_smoothing', 0.0)
+  if config.maxl.get('lookahead_scale', 1.0) <= 0:
+    raise UsageError(
+      'config.maxl.lookahead_scale must be > 0, got '
+      f'{config.maxl.lookahead_scale!r} (1 = the paper).'
+    )
   if example_weights and config.method != 'maxl':
     raise UsageError(
       'maxl.example_weights=True weights the auxiliary loss of learnt '
@@ -142,7 +152,7 @@ class Run:
   seed: int
   info: DatasetInfo
   f: nn.Module  # The multi-task network (θ1).
-  g: nn.Module | None  # The label generator (θ2), when the source learns.
+  g: nn.Module | None  # The label generator (θ2), when the source has one.
   problem: MaxlProblem
   label_source: labels.LabelSource
   tx1: optax.GradientTransformation
@@ -191,7 +201,7 @@ class Run:
     §6), where `final` (the last evaluation) has it."""
     return {
       f'test_{k}': final[f'test/{k}']
-      for k in LABEL_SCORES
+      for k in (*LABEL_SCORES, DRIFT)
       if f'test/{k}' in final
     }
 
@@ -222,6 +232,7 @@ def build_run(config, info: DatasetInfo) -> Run:
     random_aux_classes=config.baseline.aux_classes,
     kmeans_config=config.kmeans,
     steps_per_epoch=per_epoch,
+    soft_human_eps=config.baseline.get('soft_human_eps', 0.0),
   )
   num_aux = source.num_aux
   example_weights = bool(config.maxl.get('example_weights', False))
@@ -236,20 +247,23 @@ def build_run(config, info: DatasetInfo) -> Run:
     f, g = models.build_single(config.model, num_primary=info.num_classes), None
   problem = MaxlProblem(
     f_apply=models.make_apply(f),
-    g_apply=models.make_apply(g) if source.learns else None,
+    g_apply=models.make_apply(g) if source.generates else None,
     mask=hierarchy.class_mask(source.psi) if num_aux else None,
     gamma=config.maxl.gamma,
     lam=config.maxl.lam,
     fd_eps=config.maxl.fd_eps,
     example_weights=example_weights,
     label_smoothing=float(config.train.get('label_smoothing', 0.0)),
+    meta_gamma=0.0 if config.maxl.get('meta_loss', 'focal') == 'ce' else None,
+    lookahead_scale=float(config.maxl.get('lookahead_scale', 1.0)),
+    balance=config.maxl.get('balance', 'sum'),
   )
   return Run(
     method=config.method,
     seed=config.seed,
     info=info,
     f=f,
-    g=g if source.learns else None,
+    g=g if source.generates else None,
     problem=problem,
     label_source=source,
     tx1=optim.make_optimizer(config.primary_opt, per_epoch),
@@ -275,7 +289,10 @@ def implicit_inverse(implicit_config) -> inverse_hvp.InverseHvp:
 
 
 def _estimator(config):
-  """`config.maxl.meta_grad`, with implicit's solver bound."""
+  """`config.maxl.meta_grad` (method entropy_only: its own), with
+  implicit's solver bound."""
+  if config.method == 'entropy_only':
+    return meta_grad.entropy_only
   estimator = meta_grad.get_estimator(config.maxl.meta_grad)
   if config.maxl.meta_grad != 'implicit':
     return estimator
@@ -330,6 +347,7 @@ def make_step_fns(
   on_nonfinite,
   held_out=False,
   num_fine=0,
+  meta_options=None,
 ) -> dict:
   """`steps`' functions bound to their dependencies and jitted on `mesh`.
 
@@ -337,47 +355,28 @@ def make_step_fns(
   `held_out`, 'meta' and 'interleaved' take a third argument: the held-out
   batch of the meta objective. 'eval' also sums the statistics of what the
   labels know (DESIGN §6), with label recovery when `num_fine` > 0.
+  `meta_options`: more keyword arguments of the θ2 steps (`api.bind_steps`).
   """
 
   jit = functools.partial(jit_step, mesh=mesh)
   update = functools.partial(jit, donate=True)
   meta_update = functools.partial(update, batches=2 if held_out else 1)
-  fns = {
-    'primary': update(
-      functools.partial(
-        step_fns.primary_step,
-        problem=problem,
-        label_source=label_source,
-        tx1=tx1,
-        on_nonfinite=on_nonfinite,
-      )
-    ),
-    'eval': jit(
-      functools.partial(
-        step_fns.eval_step,
-        problem=problem,
-        label_source=label_source,
-        num_fine=num_fine,
-      )
-    ),
-  }
-  if estimator is not None:
-    meta = functools.partial(
-      step_fns.meta_step,
-      problem=problem,
-      estimator=estimator,
-      tx2=tx2,
-      alpha_schedule=alpha_schedule,
-      on_nonfinite=on_nonfinite,
-    )
-    fns['meta'] = meta_update(meta)
-    fns['interleaved'] = meta_update(
-      functools.partial(step_fns.interleaved_step, **meta.keywords, tx1=tx1)
-    )
-  if label_source.num_aux:
-    fns['probe'] = jit(
-      functools.partial(
-        step_fns.cosine_step, problem=problem, label_source=label_source
-      )
-    )
+  # The same bound step functions as the library API's (`maxl_jax.api`).
+  bound = api.bind_steps(
+    problem=problem,
+    label_source=label_source,
+    tx1=tx1,
+    tx2=tx2,
+    alpha_schedule=alpha_schedule,
+    estimator=estimator,
+    on_nonfinite=on_nonfinite,
+    num_fine=num_fine,
+    meta_options=meta_options,
+  )
+  fns = {'primary': update(bound['primary']), 'eval': jit(bound['eval'])}
+  for name in ('meta', 'interleaved'):
+    if name in bound:
+      fns[name] = meta_update(bound[name])
+  if 'probe' in bound:
+    fns['probe'] = jit(bound['probe'])
   return fns

@@ -1,0 +1,418 @@
+"""The library API: MAXL's updates for your own model, data and loop.
+
+Each constructor returns a `Learner` of pure functions over a `MaxlState`
+(a pytree): jit them yourself, loop as you like.
+
+  learner = maxl_jax.maxl(f, g, psi, tx1, tx2, alpha=0.1)
+  state = learner.init(jax.random.key(0), (32, 32, 3))
+  state, m = learner.theta1_update(state, batch)   # m: this step's metrics
+  state, m = learner.theta2_update(state, batch)   # MAXL's meta step
+  sums = learner.evaluate(state, test_batch)       # correct, loss, count
+
+`f` is a Flax module called as `f(images, train)` returning (primary
+logits [N, P], auxiliary logits [N, K]) (`networks.models.MultiTaskNet`,
+or your own), `g` one returning auxiliary logits [N, K]
+(`networks.models.LabelGenerator`), `psi` [P] the auxiliary classes of
+each primary class (K = sum(psi)), `tx1`/`tx2` optax transforms of θ1/θ2.
+A batch is a dict of arrays: 'image' [N, H, W, C] float, 'label' [N] int
+(+ 'fine_label' for `human`; evaluation's optional 'mask' [N] marks real
+examples). `single`, `uniform`, `human` and `fixed_targets` train θ1 on
+fixed targets (no θ2 update).
+
+One implementation: every update is a step function of
+`training/step_fns.py`, bound by `bind_steps`, the same binding the runner
+jits (`training.assembly.make_step_fns`); the API only adds the read-out
+of the step's metrics from the running sums the runner accumulates.
+"""
+
+import dataclasses
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from maxl_jax import hierarchy, meta_grad
+from maxl_jax.labels.base import LabelSource
+from maxl_jax.labels.fixed import UniformSource, human_source
+from maxl_jax.labels.generated import GeneratedSource
+from maxl_jax.networks import models
+from maxl_jax.problem import MaxlProblem
+from maxl_jax.training import step_fns
+from maxl_jax.training.state import MaxlState, initial_state
+
+Batch = dict[str, jax.Array]
+
+__all__ = [
+  'Learner',
+  'MaxlState',
+  'bind_steps',
+  'fixed_targets',
+  'human',
+  'maxl',
+  'single',
+  'uniform',
+]
+
+
+class Learner(NamedTuple):
+  """Pure functions of one method (an optax-like bundle; jit them).
+
+  Attributes:
+    init: `(rng, image_shape) -> MaxlState`: θ1 from f, θ2 from g (rng
+      split in two, as the runner does), optimiser states, step 0.
+    theta1_update: `(state, batch) -> (state, metrics)`: one θ1 step on
+      L_pri + L_aux with the method's auxiliary targets. metrics:
+      loss_pri, loss_aux, accuracy (this batch), nonfinite (1: the step
+      was not applied because a loss or gradient was not finite).
+    theta2_update: `(state, batch, meta_batch=None) -> (state, metrics)`:
+      one θ2 step by the meta-gradient (None for fixed targets); θ1 stays
+      put. metrics: loss_before, loss_after (L_pri before/after the
+      lookahead), meta_loss (J), entropy, aux_usage, aux_entropy, aux_hist
+      [K], nonfinite (+ aux_weight with example weights). `meta_batch`:
+      the batch of the meta objective's primary loss (None: `batch`;
+      `implicit` needs a held-out one).
+    interleaved_update: `(state, batch, meta_batch=None) -> (state,
+      metrics)`: a θ1 and a θ2 step from one shared lookahead (both groups
+      of metrics; None for fixed targets).
+    evaluate: `(state, batch) -> {'correct', 'loss', 'count'}`: sums over
+      the batch's examples (those with mask 1 if it has a 'mask'), with
+      BatchNorm's running averages. accuracy = Σcorrect / Σcount.
+    problem: the `MaxlProblem` (apply functions, mask, γ, λ).
+    label_source: where the θ1 step's auxiliary targets come from.
+  """
+
+  init: Callable[..., MaxlState]
+  theta1_update: Callable[..., tuple[MaxlState, dict]]
+  theta2_update: Callable[..., tuple[MaxlState, dict]] | None
+  interleaved_update: Callable[..., tuple[MaxlState, dict]] | None
+  evaluate: Callable[..., dict]
+  problem: MaxlProblem
+  label_source: LabelSource
+
+
+def bind_steps(
+  *,
+  problem,
+  label_source,
+  tx1,
+  tx2,
+  alpha_schedule,
+  estimator,
+  on_nonfinite,
+  num_fine=0,
+  meta_options=None,
+) -> dict:
+  """The step functions of `step_fns` bound to their dependencies.
+
+  The runner jits these (`assembly.make_step_fns`), the API wraps them.
+  `meta_options`: more keyword arguments of `step_fns.meta_step` and
+  `interleaved_step` (MAXL's variants; None: the paper's defaults).
+
+  Returns:
+    {'primary', 'eval', ['meta', 'interleaved'] (an `estimator`),
+    ['probe'] (an auxiliary task: the gradient cosine)}, each
+    `(state, batch[, meta_batch]) -> ...`.
+  """
+  fns = {
+    'primary': functools.partial(
+      step_fns.primary_step,
+      problem=problem,
+      label_source=label_source,
+      tx1=tx1,
+      on_nonfinite=on_nonfinite,
+    ),
+    'eval': functools.partial(
+      step_fns.eval_step,
+      problem=problem,
+      label_source=label_source,
+      num_fine=num_fine,
+    ),
+  }
+  if estimator is not None:
+    meta = functools.partial(
+      step_fns.meta_step,
+      problem=problem,
+      estimator=estimator,
+      tx2=tx2,
+      alpha_schedule=alpha_schedule,
+      on_nonfinite=on_nonfinite,
+      **(meta_options or {}),
+    )
+    fns['meta'] = meta
+    fns['interleaved'] = functools.partial(
+      step_fns.interleaved_step, **meta.keywords, tx1=tx1
+    )
+  if label_source.num_aux:
+    fns['probe'] = functools.partial(
+      step_fns.cosine_step, problem=problem, label_source=label_source
+    )
+  return fns
+
+
+# ------------------------------------------------------------- read-out ---
+
+
+def _group(sums, group: str) -> dict:
+  """This step's values of `group` from sums that started at zero."""
+  prefix, out = f'{group}/', {}
+  for key, value in sums.items():
+    if key.startswith(prefix) and key != f'{group}/count':
+      out[key[len(prefix) :]] = value
+  return out
+
+
+def _with_metrics(step, groups: tuple[str, ...]):
+  """`step(state, ...) -> state` as `(state, ...) -> (state, metrics)`.
+
+  The step runs on zeroed sums, so its new sums are this step's values
+  (0 + v = v exactly); they are then added to the caller's sums, which
+  accumulate exactly as the runner's (sum + v, or sum when the guard
+  skipped the step).
+  """
+
+  def update(state, *batches):
+    zero = jax.tree.map(jnp.zeros_like, state.sums)
+    new = step(state.replace(sums=zero), *batches)
+    metrics = {}
+    for group in groups:
+      metrics.update(_group(new.sums, group))
+    metrics['nonfinite'] = new.guard['count'] - state.guard['count']
+    sums = jax.tree.map(jnp.add, state.sums, new.sums)
+    return new.replace(sums=sums), metrics
+
+  return update
+
+
+def _evaluate(eval_fn):
+  def evaluate(state, batch):
+    if 'mask' not in batch:
+      batch = {**batch, 'mask': jnp.ones(batch['label'].shape, jnp.float32)}
+    return eval_fn(state, batch)
+
+  return evaluate
+
+
+def _alpha_schedule(alpha):
+  if callable(alpha):
+    return alpha
+  return lambda step: jnp.asarray(alpha, jnp.float32)
+
+
+def _estimator(estimator, inverse):
+  if callable(estimator):
+    return estimator
+  fn = meta_grad.get_estimator(estimator)
+  if inverse is not None:
+    if estimator != 'implicit':
+      raise ValueError(f'inverse= is for estimator=implicit, not {estimator}')
+    fn = functools.partial(fn, inverse=inverse)
+  return fn
+
+
+def _learner(
+  f, g, source, tx1, tx2, *, alpha, estimator, problem, nonfinite, **options
+):
+  steps = bind_steps(
+    problem=problem,
+    label_source=source,
+    tx1=tx1,
+    tx2=tx2,
+    alpha_schedule=_alpha_schedule(alpha),
+    estimator=estimator,
+    on_nonfinite=nonfinite,
+    **options,
+  )
+  # The test-time label statistics are the runner's business: plain sums.
+  evaluate = functools.partial(step_fns.eval_step, problem=problem)
+  num_aux = source.num_aux
+
+  def init(rng, image_shape: Sequence[int]) -> MaxlState:
+    rng1, rng2 = jax.random.split(rng)
+    theta1, state1 = models.init_variables(f, rng1, image_shape)
+    theta2, state2 = {}, {}
+    if g is not None:
+      theta2, state2 = models.init_variables(g, rng2, image_shape)
+    return initial_state(
+      theta1,
+      state1,
+      theta2,
+      state2,
+      tx1,
+      tx2,
+      {},
+      num_aux,
+      problem.example_weights,
+    )
+
+  learns = 'meta' in steps
+  return Learner(
+    init=init,
+    theta1_update=_with_metrics(steps['primary'], ('train',)),
+    theta2_update=_with_metrics(steps['meta'], ('meta',)) if learns else None,
+    interleaved_update=(
+      _with_metrics(steps['interleaved'], ('train', 'meta')) if learns else None
+    ),
+    evaluate=_evaluate(evaluate),
+    problem=problem,
+    label_source=source,
+  )
+
+
+_NONFINITE = ('skip_step', 'stop')
+
+
+def _check(on_nonfinite):
+  if on_nonfinite not in _NONFINITE:
+    raise ValueError(f'on_nonfinite must be one of {_NONFINITE}')
+
+
+def maxl(
+  f,
+  g,
+  psi: Sequence[int],
+  tx1: optax.GradientTransformation,
+  tx2: optax.GradientTransformation,
+  *,
+  alpha: float | Callable[[jax.Array], jax.Array],
+  estimator: str | Callable = 'structured',
+  inverse=None,
+  gamma: float = 2.0,
+  lam: float = 0.2,
+  example_weights: bool = False,
+  label_smoothing: float = 0.0,
+  fd_eps: float = 0.01,
+  on_nonfinite: str = 'skip_step',
+  meta_options: dict | None = None,
+) -> Learner:
+  """MAXL: g(θ2) generates the auxiliary labels; θ2 learns by meta steps.
+
+  Args:
+    f: the multi-task network (θ1), `f(x, train) -> (primary, aux)`.
+    g: the label generator (θ2), `g(x, train) -> aux logits [N, K]` (with
+      `example_weights`: `(logits, weight logits [N])`).
+    psi: [P] positive ints, the auxiliary classes of each primary class.
+    tx1, tx2: optax transforms of θ1 and θ2.
+    alpha: the lookahead's step α: θ1's learning rate, a float or an optax
+      schedule of θ1's step count (pass the schedule you gave tx1).
+    estimator: the meta-gradient, a name of `meta_grad.ESTIMATORS`
+      (structured, unrolled, first_order, implicit) or an estimator.
+    inverse: implicit's inverse-HVP solver (`inverse_hvp.InverseHvp`);
+      None = AuxiLearn's default.
+    gamma: focal-loss exponent (0 = cross-entropy).
+    lam: weight λ of the entropy regulariser in J.
+    example_weights: g also weights each example's auxiliary loss.
+    label_smoothing: ε of θ1's primary targets.
+    fd_eps: finite-difference step numerator (first_order).
+    on_nonfinite: skip_step (a non-finite step is not applied, the next
+      ones are) | stop (it and every later step are not applied).
+    meta_options: more keyword arguments of the θ2 step
+      (`training.step_fns.meta_step`), e.g. MAXL's variants.
+  """
+  _check(on_nonfinite)
+  psi = hierarchy.validate_psi(psi)
+  problem = MaxlProblem(
+    f_apply=models.make_apply(f),
+    g_apply=models.make_apply(g),
+    mask=hierarchy.class_mask(psi),
+    gamma=gamma,
+    lam=lam,
+    fd_eps=fd_eps,
+    example_weights=example_weights,
+    label_smoothing=label_smoothing,
+  )
+  return _learner(
+    f,
+    g,
+    GeneratedSource(psi=psi),
+    tx1,
+    tx2,
+    alpha=alpha,
+    estimator=_estimator(estimator, inverse),
+    problem=problem,
+    nonfinite=on_nonfinite,
+    meta_options=meta_options,
+  )
+
+
+def _fixed(f, source, tx1, gamma, label_smoothing, on_nonfinite) -> Learner:
+  _check(on_nonfinite)
+  problem = MaxlProblem(
+    f_apply=models.make_apply(f),
+    mask=hierarchy.class_mask(source.psi) if source.num_aux else None,
+    gamma=gamma,
+    label_smoothing=label_smoothing,
+  )
+  return _learner(
+    f,
+    None,
+    source,
+    tx1,
+    optax.identity(),
+    alpha=0.0,
+    estimator=None,
+    problem=problem,
+    nonfinite=on_nonfinite,
+  )
+
+
+def single(
+  f, tx1, *, gamma=2.0, label_smoothing=0.0, on_nonfinite='skip_step'
+) -> Learner:
+  """Single: the primary task alone (`f` may have num_aux=0)."""
+  return _fixed(f, LabelSource(), tx1, gamma, label_smoothing, on_nonfinite)
+
+
+def uniform(
+  f, psi, tx1, *, gamma=2.0, label_smoothing=0.0, on_nonfinite='skip_step'
+) -> Learner:
+  """Uniform: targets uniform over the psi[y] classes of the label y."""
+  source = UniformSource(psi=hierarchy.validate_psi(psi))
+  return _fixed(f, source, tx1, gamma, label_smoothing, on_nonfinite)
+
+
+def human(
+  f,
+  fine_to_primary: Sequence[int],
+  tx1,
+  *,
+  gamma=2.0,
+  label_smoothing=0.0,
+  on_nonfinite='skip_step',
+) -> Learner:
+  """Human: a label hierarchy's fine labels as one-hot auxiliary targets.
+
+  `fine_to_primary` [F]: the primary class of each fine class; psi[c] =
+  the fine classes under c, K = F (ordered by primary class). Batches need
+  'fine_label' [N] in [0, F).
+  """
+  fine = np.asarray(fine_to_primary, np.int64)
+  source = human_source(fine, int(fine.max()) + 1)
+  return _fixed(f, source, tx1, gamma, label_smoothing, on_nonfinite)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _FunctionSource(LabelSource):
+  fn: Any = None
+
+  def targets(self, label_state, theta2, state2, batch, *, problem):
+    return self.fn(batch)
+
+
+def fixed_targets(
+  f,
+  psi,
+  targets: Callable[[Batch], jax.Array],
+  tx1,
+  *,
+  gamma=2.0,
+  label_smoothing=0.0,
+  on_nonfinite='skip_step',
+) -> Learner:
+  """Your own fixed auxiliary targets: `targets(batch) -> [N, K]`
+  (probabilities, K = sum(psi)), computed inside the jitted step."""
+  source = _FunctionSource(psi=hierarchy.validate_psi(psi), fn=targets)
+  return _fixed(f, source, tx1, gamma, label_smoothing, on_nonfinite)

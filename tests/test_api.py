@@ -1,0 +1,250 @@
+"""The library API (maxl_jax/api.py): pure updates for a user's own loop.
+
+Each update is checked against an independent computation (optax SGD on
+the loss written out here, the reference meta-gradient), and the API's
+steps against the runner's jitted steps, bitwise: one implementation.
+"""
+
+import dataclasses
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from problems import TOY_INFO, OneHead, TinyConvBN, TwoHeads, run_config
+
+import maxl_jax
+from maxl_jax import losses, meta_grad
+from maxl_jax.errors import UsageError
+from maxl_jax.training import assembly
+from maxl_jax.training import mesh as mesh_lib
+
+PSI = (2, 3)
+SHAPE = (5, 5, 2)
+LR1, LR2 = 0.1, 0.05
+
+
+@pytest.fixture(autouse=True, scope='module')
+def _fast_compiles():
+  """Tiny problems: XLA's optimisations cost more than they save."""
+  before = jax.config.values['jax_disable_most_optimizations']
+  jax.config.update('jax_disable_most_optimizations', True)
+  yield
+  jax.config.update('jax_disable_most_optimizations', before)
+
+
+def _nets():
+  k = sum(PSI)
+  return TwoHeads(TinyConvBN(), len(PSI), k), OneHead(TinyConvBN(), k)
+
+
+def _batch(seed=0, n=6):
+  rng = np.random.default_rng(seed)
+  return {
+    'image': jnp.asarray(rng.normal(size=(n, *SHAPE)), jnp.float32),
+    'label': jnp.asarray(rng.integers(0, len(PSI), n), jnp.int32),
+  }
+
+
+def _maxl(**kw):
+  f, g = _nets()
+  return maxl_jax.maxl(
+    f, g, PSI, optax.sgd(LR1), optax.sgd(LR2), alpha=LR1, **kw
+  )
+
+
+def _sgd(params, grads, lr):
+  return jax.tree.map(lambda p, g: p - lr * g, params, grads)
+
+
+def _close(a, b, tol=1e-5):
+  chex.assert_trees_all_close(a, b, atol=tol, rtol=tol)
+
+
+def test_init_is_flax_init_of_f_and_g_with_split_keys():
+  f, g = _nets()
+  learner = _maxl()
+  state = learner.init(jax.random.key(3), SHAPE)
+  k1, k2 = jax.random.split(jax.random.key(3))
+  x = jnp.zeros((1, *SHAPE))
+  chex.assert_trees_all_equal(state.theta1, f.init(k1, x, False)['params'])
+  chex.assert_trees_all_equal(state.theta2, g.init(k2, x, False)['params'])
+  assert int(state.step) == int(state.step1) == int(state.step2) == 0
+
+
+def test_theta1_update_is_sgd_on_the_multi_task_loss_with_g_labels():
+  learner, batch = _maxl(), _batch()
+  state = learner.init(jax.random.key(0), SHAPE)
+  new, m = jax.jit(learner.theta1_update)(state, batch)
+  mask = jnp.asarray([[1, 1, 0, 0, 0], [0, 0, 1, 1, 1]], bool)
+  aux_logits, _ = learner.problem.g_apply(
+    state.theta2, state.state2, batch['image'], True
+  )
+  targets = losses.mask_softmax(aux_logits, batch['label'], mask)
+
+  def loss(theta1):
+    (pri, aux), _ = learner.problem.f_apply(
+      theta1, state.state1, batch['image'], True
+    )
+    total, (lp, la) = losses.multi_task_loss(
+      pri, aux, batch['label'], targets, 2.0
+    )
+    return total, (lp, la)
+
+  (_, (lp, la)), grads = jax.value_and_grad(loss, has_aux=True)(state.theta1)
+  _close(new.theta1, _sgd(state.theta1, grads, LR1))
+  chex.assert_trees_all_equal(new.theta2, state.theta2)
+  np.testing.assert_allclose(m['loss_pri'], lp, rtol=1e-5)
+  np.testing.assert_allclose(m['loss_aux'], la, rtol=1e-5)
+  assert set(m) == {'loss_pri', 'loss_aux', 'accuracy', 'nonfinite'}
+  assert int(m['nonfinite']) == 0 and int(new.step1) == 1
+
+
+@pytest.mark.parametrize('estimator', ['structured', 'first_order'])
+def test_theta2_update_follows_the_meta_gradient(estimator):
+  learner, batch = _maxl(estimator=estimator), _batch(1)
+  state = learner.init(jax.random.key(1), SHAPE)
+  new, m = jax.jit(learner.theta2_update)(state, batch)
+  args = (state.theta1, state.state1)
+  objective = lambda t2: meta_grad.meta_objective(  # noqa: E731
+    learner.problem, *args, t2, state.state2, batch, LR1
+  )
+  j, grads2 = jax.value_and_grad(objective)(state.theta2)
+  tol = 1e-4 if estimator == 'structured' else 5e-2
+  _close(new.theta2, _sgd(state.theta2, grads2, LR2), tol)
+  chex.assert_trees_all_equal(new.theta1, state.theta1)
+  np.testing.assert_allclose(m['meta_loss'], j, rtol=1e-5)
+  assert m['aux_hist'].shape == (sum(PSI),)
+  assert int(new.step2) == 1 and int(new.step1) == 0
+
+
+def test_api_steps_are_the_runners_steps_bitwise():
+  config = run_config('maxl')
+  config.model.widths = (4, 4, 4, 4)
+  info = dataclasses.replace(TOY_INFO, image_shape=(16, 16, 1))
+  run = assembly.build_run(config, info)
+  learner = maxl_jax.maxl(
+    run.f,
+    run.g,
+    run.psi,
+    run.tx1,
+    run.tx2,
+    alpha=run.alpha_schedule,
+    estimator=config.maxl.meta_grad,
+    gamma=config.maxl.gamma,
+    lam=config.maxl.lam,
+    on_nonfinite=run.on_nonfinite,
+  )
+  state = learner.init(jax.random.key(config.seed), info.image_shape)
+  chex.assert_trees_all_equal(state, run.init_state({}))
+  mesh = mesh_lib.make_mesh()
+  steps = run.jit_steps(mesh)
+  rng = np.random.default_rng(0)
+  batch = {
+    'image': jnp.asarray(rng.normal(size=(16, 16, 16, 1)), jnp.float32),
+    'label': jnp.asarray(rng.integers(0, 4, 16), jnp.int32),
+    'mask': jnp.ones(16, jnp.float32),
+  }
+  runner = steps['meta'](steps['primary'](run.init_state({}), batch), batch)
+  ours, m1 = jax.jit(learner.theta1_update)(state, batch)
+  ours, m2 = jax.jit(learner.theta2_update)(ours, batch)
+  chex.assert_trees_all_equal(ours.theta1, runner.theta1)
+  chex.assert_trees_all_equal(ours.theta2, runner.theta2)
+  chex.assert_trees_all_equal(ours.sums, runner.sums)  # Same accumulation.
+  assert float(m1['loss_pri']) == float(runner.sums['train/loss_pri'])
+  assert float(m2['meta_loss']) == float(runner.sums['meta/meta_loss'])
+
+
+def test_uniform_human_and_single_use_their_fixed_targets():
+  f, _ = _nets()
+  batch = _batch(2)
+  fine = jnp.asarray([0, 1, 2, 3, 4, 0], jnp.int32)
+  batch_h = {**batch, 'fine_label': fine}
+  fine_to_primary = [0, 0, 1, 1, 1]
+  batch_h['label'] = jnp.asarray(fine_to_primary, jnp.int32)[fine]
+  mask = jnp.asarray([[1, 1, 0, 0, 0], [0, 0, 1, 1, 1]], jnp.float32)
+  cases = [
+    (maxl_jax.uniform(f, PSI, optax.sgd(LR1)), batch,
+     lambda b: mask[b['label']] / mask[b['label']].sum(-1, keepdims=True)),
+    (maxl_jax.human(f, fine_to_primary, optax.sgd(LR1)), batch_h,
+     lambda b: jax.nn.one_hot(b['fine_label'], 5)),
+  ]  # fmt: skip
+  for learner, b, targets in cases:
+    reference = maxl_jax.fixed_targets(f, PSI, targets, optax.sgd(LR1))
+    state = learner.init(jax.random.key(0), SHAPE)
+    ours, m = learner.theta1_update(state, b)
+    theirs, m_ref = reference.theta1_update(state, b)
+    _close(ours.theta1, theirs.theta1, 1e-6)
+    np.testing.assert_allclose(m['loss_aux'], m_ref['loss_aux'], rtol=1e-6)
+    assert float(m['loss_aux']) > 0
+    assert learner.theta2_update is None
+  # Single: the primary focal loss alone.
+  learner = maxl_jax.single(f, optax.sgd(LR1))
+  state = learner.init(jax.random.key(0), SHAPE)
+  _, m = learner.theta1_update(state, batch)
+  (pri, _), _ = learner.problem.f_apply(
+    state.theta1, state.state1, batch['image'], True
+  )
+  expected = losses.primary_loss(pri, batch['label'], 2.0)
+  np.testing.assert_allclose(m['loss_pri'], expected, rtol=1e-6)
+  assert float(m['loss_aux']) == 0.0
+
+
+def test_nonfinite_step_is_skipped_and_reported():
+  learner = _maxl()
+  state = learner.init(jax.random.key(0), SHAPE)
+  bad = _batch()
+  bad['image'] = bad['image'].at[0, 0, 0, 0].set(jnp.nan)
+  update = jax.jit(learner.theta1_update)
+  new, m = update(state, bad)
+  assert int(m['nonfinite']) == 1
+  chex.assert_trees_all_equal(new.theta1, state.theta1)
+  new, m = update(new, _batch())
+  assert int(m['nonfinite']) == 0  # skip_step: training goes on.
+  assert int(new.step1) == 1 and int(new.step) == 2
+
+
+def test_sums_accumulate_the_steps_metrics():
+  learner = _maxl()
+  state = learner.init(jax.random.key(0), SHAPE)
+  state, m1 = learner.theta1_update(state, _batch(0))
+  state, m2 = learner.theta1_update(state, _batch(1))
+  np.testing.assert_allclose(
+    state.sums['train/loss_pri'], m1['loss_pri'] + m2['loss_pri'], rtol=1e-6
+  )
+  assert float(state.sums['train/count']) == 2.0
+
+
+def test_evaluate_counts_masked_examples_and_accuracy():
+  learner = _maxl()
+  state = learner.init(jax.random.key(0), SHAPE)
+  batch = _batch(4)
+  (logits, _), _ = learner.problem.f_apply(
+    state.theta1, state.state1, batch['image'], False
+  )
+  correct = np.asarray(jnp.argmax(logits, -1) == batch['label'])
+  sums = learner.evaluate(state, batch)
+  assert float(sums['count']) == 6 and float(sums['correct']) == correct.sum()
+  mask = jnp.asarray([1, 1, 1, 0, 0, 0], jnp.float32)
+  sums = learner.evaluate(state, {**batch, 'mask': mask})
+  assert float(sums['count']) == 3
+  assert float(sums['correct']) == correct[:3].sum()
+
+
+def test_implicit_interleaved_with_a_held_out_batch():
+  learner = _maxl(estimator='implicit')
+  state = learner.init(jax.random.key(0), SHAPE)
+  new, m = jax.jit(learner.interleaved_update)(state, _batch(0), _batch(5))
+  assert int(new.step1) == 1 and int(new.step2) == 1
+  assert {'loss_pri', 'meta_loss', 'aux_hist'} <= set(m)
+  assert np.isfinite(float(m['meta_loss']))
+
+
+def test_bad_psi_and_estimator_are_clear_errors():
+  f, g = _nets()
+  with pytest.raises(UsageError, match=r'psi\[1\] = 0'):
+    maxl_jax.maxl(f, g, [2, 0], optax.sgd(1), optax.sgd(1), alpha=1.0)
+  with pytest.raises(UsageError, match='structured'):
+    _maxl(estimator='nope')
