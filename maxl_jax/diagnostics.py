@@ -44,6 +44,41 @@ def gradient_cosine(grads_a, grads_b, eps=1e-12):
   return jnp.mean(jnp.stack(per_layer))
 
 
+def gradient_parts_stats(meta, entropy, eps=1e-30) -> dict[str, jax.Array]:
+  """What trains g: the two parts of θ2's gradient (DESIGN §1-2).
+
+  Args:
+    meta: the meta part ∇θ2 L_pri(θ1⁺), a pytree.
+    entropy: the entropy part λ∇θ2 H, of the same structure.
+
+  Returns:
+    `grad_meta_norm`, `grad_entropy_norm` (global L2 norms),
+    `grad_parts_cosine` (of the two flattened parts) and `meta_share`
+    (‖meta‖ / (‖meta‖ + ‖entropy‖): 1/2 when both pull as hard).
+  """
+  meta, entropy = jax.tree.leaves(meta), jax.tree.leaves(entropy)
+  inner = lambda xs, ys: sum(  # noqa: E731
+    jnp.vdot(x, y).astype(jnp.float32) for x, y in zip(xs, ys, strict=True)
+  )
+  dot = inner(meta, entropy)
+  norm_m = jnp.sqrt(inner(meta, meta))
+  norm_e = jnp.sqrt(inner(entropy, entropy))
+  return {
+    'grad_meta_norm': norm_m,
+    'grad_entropy_norm': norm_e,
+    'grad_parts_cosine': dot / jnp.maximum(norm_m * norm_e, eps),
+    'meta_share': norm_m / jnp.maximum(norm_m + norm_e, eps),
+  }
+
+
+def label_drift(labels, initial, mask) -> dict[str, jax.Array]:
+  """Sums of the total variation `½ Σ_k |g_nk - g⁰_nk|` between the labels
+  now and at step 0, over a batch's real (mask 1) examples, and their count.
+  0: g's labels are where its initialisation put them; 1: disjoint."""
+  tv = 0.5 * jnp.sum(jnp.abs(labels - initial), axis=-1)
+  return {'drift': jnp.sum(mask * tv), 'count': jnp.sum(mask)}
+
+
 def label_usage(aux_probs):
   """Batch statistics of generated labels [N, K].
 

@@ -11,7 +11,11 @@ the signature
 loss is evaluated; None means `batch`, MAXL as published. `implicit`
 (AuxiLearn's IFT hypergradient) needs a held-out `meta_batch`. Each is
 registered by name in `ESTIMATORS`; a new one is one function, one entry and
-one agreement test.
+one agreement test. `entropy_only` is a control, not an estimator of ∇J:
+θ2 follows the entropy part alone. Every estimator also returns the entropy
+part λ∇θ2 H on its own (`MetaOutput.entropy_grads`), so that the two parts
+of θ2's gradient can be logged (`gradient_parts`) and balanced
+(`balanced_gradient`).
 
 With per-example weights (`problem.example_weights`) L_aux's targets are
 `t_nk = w_n g_nk` and H's argument stays `g_nk` (`GeneratedLabels`). L_aux is
@@ -19,6 +23,7 @@ still linear in t, so every non-unrolled estimator pulls back two cotangents
 through g: the mixed term's for t and λ∇H for g.
 """
 
+import dataclasses
 from typing import Any, NamedTuple
 
 import jax
@@ -50,6 +55,8 @@ class MetaOutput(NamedTuple):
     aux_probs: [N, K] generated auxiliary labels (mask softmax, unweighted).
     train_metrics: metrics of the L_train forward at θ1.
     aux_weights: [N] per-example auxiliary weights, or None without them.
+    entropy_grads: λ∇θ2 H, the entropy part of the returned gradient (its
+      meta part, ∇θ2 L_pri(θ1⁺), is the rest: `gradient_parts`).
   """
 
   meta_loss: jax.Array
@@ -62,9 +69,12 @@ class MetaOutput(NamedTuple):
   aux_probs: jax.Array
   train_metrics: dict[str, jax.Array]
   aux_weights: jax.Array | None = None
+  entropy_grads: Any = None
 
 
-def _meta_output(labels, new_state2, lookahead_out, loss_after, entropy, lam):
+def _meta_output(
+  labels, new_state2, lookahead_out, loss_after, entropy, lam, entropy_grads
+):
   """Assembles a MetaOutput from the pieces every estimator computes."""
   _, grads1, new_state1, metrics = lookahead_out
   return MetaOutput(
@@ -78,6 +88,7 @@ def _meta_output(labels, new_state2, lookahead_out, loss_after, entropy, lam):
     aux_probs=labels.probs,
     train_metrics=metrics,
     aux_weights=labels.weights,
+    entropy_grads=entropy_grads,
   )
 
 
@@ -88,10 +99,10 @@ def _meta_objective(
   meta_batch = batch if meta_batch is None else meta_batch
   labels, new_state2 = generated_labels(problem, theta2, state2, batch)
   ahead = lookahead(problem, theta1, state1, labels.targets, batch, alpha)
-  loss_after = primary_loss_at(problem, ahead[0], state1, meta_batch)
+  loss_after = meta_primary_loss(problem, ahead[0], state1, meta_batch)
   entropy = losses.entropy_regularizer(labels.probs)
   out = _meta_output(
-    labels, new_state2, ahead, loss_after, entropy, problem.lam
+    labels, new_state2, ahead, loss_after, entropy, problem.lam, None
   )
   return out.meta_loss, out
 
@@ -109,11 +120,39 @@ def meta_objective(
 def unrolled(
   problem, theta1, state1, theta2, state2, batch, alpha, meta_batch=None
 ):
-  """(a) `jax.grad` through the lookahead's own `jax.grad`: the reference."""
+  """(a) `jax.grad` through the lookahead's own `jax.grad`: the reference.
+
+  λ∇θ2 H (`MetaOutput.entropy_grads`) is differentiated on its own.
+  """
   grads2, out = jax.grad(_meta_objective, has_aux=True)(
     theta2, problem, theta1, state1, state2, batch, alpha, meta_batch
   )
-  return grads2, out
+  return grads2, out._replace(
+    entropy_grads=entropy_gradient(problem, theta2, state2, batch)
+  )
+
+
+def entropy_gradient(problem, theta2, state2, batch):
+  """`λ∇θ2 H(g(θ2))`, the entropy part of ∇θ2 J, on its own."""
+
+  def weighted_entropy(t2):
+    labels, _ = generated_labels(problem, t2, state2, batch)
+    return problem.lam * losses.entropy_regularizer(labels.probs)
+
+  return jax.grad(weighted_entropy)(theta2)
+
+
+def meta_primary_loss(problem, theta1, state1, meta_batch):
+  """The meta objective's `L_pri(θ1⁺)`: focal with `problem.meta_gamma`
+  (None: `problem.gamma`, MAXL as published; 0: cross-entropy)."""
+  if problem.meta_gamma is None:
+    return primary_loss_at(problem, theta1, state1, meta_batch)
+  return primary_loss_at(
+    dataclasses.replace(problem, gamma=problem.meta_gamma),
+    theta1,
+    state1,
+    meta_batch,
+  )
 
 
 def _labels_with_vjp(problem, theta2, state2, batch):
@@ -144,16 +183,29 @@ def _labels_and_outer(
   meta_batch = batch if meta_batch is None else meta_batch
   labels, g_vjp, new_state2 = _labels_with_vjp(problem, theta2, state2, batch)
   ahead = lookahead(problem, theta1, state1, labels.targets, batch, alpha)
-  loss_after, v = jax.value_and_grad(primary_loss_at, argnums=1)(
+  loss_after, v = jax.value_and_grad(meta_primary_loss, argnums=1)(
     problem, ahead[0], state1, meta_batch
   )
   entropy, entropy_grad = jax.value_and_grad(losses.entropy_regularizer)(
     labels.probs
   )
+  entropy_cot = problem.lam * entropy_grad
   out = _meta_output(
-    labels, new_state2, ahead, loss_after, entropy, problem.lam
+    labels,
+    new_state2,
+    ahead,
+    loss_after,
+    entropy,
+    problem.lam,
+    _entropy_part(g_vjp, entropy_cot),
   )
-  return g_vjp, v, problem.lam * entropy_grad, out
+  return g_vjp, v, entropy_cot, out
+
+
+def _entropy_part(g_vjp, entropy_cot):
+  """`λ∇θ2 H` through g's VJP: the labels' cotangent alone."""
+  (grads2,) = g_vjp((entropy_cot, jax.numpy.zeros_like(entropy_cot)))
+  return grads2
 
 
 def _mixed_grad(problem, theta1, state1, batch, g_vjp, w, scale, entropy_cot):
@@ -267,7 +319,7 @@ def implicit(
     theta1,
     has_aux=True,
   )
-  loss_held_out, g = jax.value_and_grad(primary_loss_at, argnums=1)(
+  loss_held_out, g = jax.value_and_grad(meta_primary_loss, argnums=1)(
     problem, theta1, state1, meta_batch
   )
   w = inverse.solve(hvp_fn, g)
@@ -280,9 +332,62 @@ def implicit(
   )
   train_out = (theta1, grads1, new_state1, metrics)
   out = _meta_output(
-    labels, new_state2, train_out, loss_held_out, entropy, problem.lam
+    labels,
+    new_state2,
+    train_out,
+    loss_held_out,
+    entropy,
+    problem.lam,
+    _entropy_part(g_vjp, entropy_cot),
   )
   return grads2, out
+
+
+def entropy_only(
+  problem, theta1, state1, theta2, state2, batch, alpha, meta_batch=None
+):
+  """The `entropy_only` control: θ2 follows λ∇θ2 H alone (no meta part).
+
+  J and the lookahead are still computed, so that the control logs the same
+  meta objective as MAXL (the one it does not optimise).
+  """
+  _, _, _, out = _labels_and_outer(
+    problem, theta1, state1, theta2, state2, batch, alpha, meta_batch
+  )
+  return out.entropy_grads, out
+
+
+def gradient_parts(grads2, out: MetaOutput):
+  """(meta part ∇θ2 L_pri(θ1⁺), entropy part λ∇θ2 H) of an estimator's
+  gradient: the entropy part as computed, the meta part the rest."""
+  entropy = out.entropy_grads
+  return jax.tree.map(lambda g, e: g - e, grads2, entropy), entropy
+
+
+# How θ2's gradient combines its two parts (config.maxl.balance).
+BALANCES = ('sum', 'normalized')
+
+
+def balanced_gradient(grads2, out: MetaOutput, balance: str, lam: float):
+  """θ2's gradient and its (meta, entropy) parts, as given to θ2's optimiser.
+
+  'sum': the estimator's ∇θ2 J itself (MAXL as published). 'normalized':
+  `m / ‖m‖ + λ e / ‖e‖`, each part scaled to unit norm and λ relative, so
+  that the meta part's share of the direction is 1 / (1 + λ) whatever the
+  two raw norms are.
+  """
+  meta, entropy = gradient_parts(grads2, out)
+  if balance == 'sum':
+    return grads2, (meta, entropy)
+  if balance != 'normalized':
+    raise UsageError(
+      f'config.maxl.balance = {balance!r} is not one of {list(BALANCES)}.'
+    )
+  unit = lambda tree, scale: jax.tree.map(  # noqa: E731
+    lambda x: x * (scale / (optax.global_norm(tree) + 1e-12)), tree
+  )
+  meta, entropy = unit(meta, 1.0), unit(entropy, lam)
+  return jax.tree.map(jax.numpy.add, meta, entropy), (meta, entropy)
 
 
 ESTIMATORS = {
@@ -290,6 +395,7 @@ ESTIMATORS = {
   'structured': structured,
   'first_order': first_order,
   'implicit': implicit,
+  'entropy_only': entropy_only,
 }
 
 

@@ -45,6 +45,14 @@ class MaxlProblem:
     label_smoothing: ε of the primary targets `(1 - ε) onehot + ε / P` in
       the θ1 step's L_train (and so in the lookahead); the meta objective's
       L_pri(θ1⁺) and evaluation use plain one-hot targets.
+    meta_gamma: focal exponent of the meta objective's L_pri(θ1⁺) (None:
+      `gamma`, as published; 0: cross-entropy, whose gradient does not
+      shrink as fast once f fits the batch).
+    lookahead_scale: the lookahead's step is `lookahead_scale * α` (1 as
+      published; `1 / (1 - μ)` is how far one gradient moves θ1 in the long
+      run under momentum μ).
+    balance: how θ2's gradient combines its meta and entropy parts,
+      `meta_grad.BALANCES` ('sum': ∇θ2 J, as published).
   """
 
   f_apply: Callable[..., Any]
@@ -55,6 +63,9 @@ class MaxlProblem:
   fd_eps: float = 0.01
   example_weights: bool = False
   label_smoothing: float = 0.0
+  meta_gamma: float | None = None
+  lookahead_scale: float = 1.0
+  balance: str = 'sum'
 
 
 class GeneratedLabels(NamedTuple):

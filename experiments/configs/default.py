@@ -13,7 +13,8 @@ def get_config():
   config = ml_collections.ConfigDict()
   # Seeds parameters, data order, augmentation, baselines.
   config.seed = 0
-  # single | maxl | uniform | random | kmeans | human (README, "Methods").
+  # single | maxl | uniform | random | kmeans | human, and the controls
+  # frozen | entropy_only | soft_human (README, "Methods").
   config.method = 'maxl'
 
   config.data = ml_collections.ConfigDict()
@@ -74,6 +75,11 @@ def get_config():
   # Channel widths of the trunk's stages; () = the architecture's own
   # (convnet4: 32, 64, 128, 256; resnet32: 16, 32, 64; vgg16: fixed).
   config.model.widths = ()
+  # Rematerialisation of the trunk's blocks (jax.checkpoint): none | blocks
+  # (keep each block's input, recompute the rest in the backward passes) |
+  # blocks_dots (also keep the convolutions' outputs). Same parameters and
+  # results; less memory, more time (benchmarks/README.md, "Remat").
+  config.model.remat = 'none'
 
   config.maxl = ml_collections.ConfigDict()
   # Balanced hierarchy: psi[c] for every class.
@@ -100,6 +106,16 @@ def get_config():
   # (sigmoid of one more unit, 0.9 at init), learnt by the same
   # meta-gradient; L_aux = mean_n w_n * focal(aux_n, g_n). H stays unweighted.
   config.maxl.example_weights = False
+  # Live variants of the meta-signal (docs/RESULTS.md, part 3); the defaults
+  # are the paper's. The meta objective's L_pri(theta1+): focal (gamma, as
+  # published) | ce (cross-entropy).
+  config.maxl.meta_loss = 'focal'
+  # The lookahead's step is lookahead_scale * alpha (1 / (1 - momentum) =
+  # how far one gradient moves theta1 in the long run under momentum).
+  config.maxl.lookahead_scale = 1.0
+  # theta2's gradient: sum (meta part + lam * grad H, as published) |
+  # normalized (each part at unit norm, the entropy part times lam).
+  config.maxl.balance = 'sum'
 
   # meta_grad = implicit (AuxiLearn's IFT hypergradient; needs
   # data.meta_fraction > 0): the inverse-Hessian-vector product.
@@ -128,6 +144,9 @@ def get_config():
 
   # theta2 (label-generation network) optimiser.
   config.label_opt = ml_collections.ConfigDict()
+  # sgd (with momentum, as PyTorch's) | adam (scale-free: b1 = 0.9, b2 =
+  # 0.999; momentum is then unused).
+  config.label_opt.name = 'sgd'
   config.label_opt.lr = 1e-3
   config.label_opt.momentum = 0.0
   config.label_opt.weight_decay = 5e-4
@@ -138,6 +157,8 @@ def get_config():
   config.baseline = ml_collections.ConfigDict()
   # random: total K (0 = psi_per_class * P).
   config.baseline.aux_classes = 0
+  # soft_human: eps of (1 - eps) * one-hot + eps / psi[y], in (0, 1].
+  config.baseline.soft_human_eps = 0.5
 
   # K-Means baseline: k-means within each class on a convolutional
   # autoencoder's codes (maxl_jax/labels/kmeans.py); K = psi_per_class * P.
@@ -196,6 +217,9 @@ def get_config():
   # start, progress, evaluation and result lines; <workdir>/log.txt has it
   # either way.
   config.log.verbose = False
+  # Test images on which g's label drift from step 0 is measured
+  # (test/label_drift, runs with a label generator).
+  config.log.drift_images = 1000
 
   # Comma-separated methods to run one after another into workdir/<method>,
   # printing their test accuracies side by side ('' = just config.method).

@@ -76,7 +76,8 @@ def psi_label(config: dict) -> str:
   method, data = config['method'], config['data']
   if method == 'single':
     return '—'
-  if method == 'human' or config['maxl'].get('psi') == 'hierarchy':
+  hierarchical = config['maxl'].get('psi') == 'hierarchy'
+  if method in ('human', 'soft_human') or hierarchical:
     name = data.get('hierarchy', '')
     if name:
       return 'ids' if ',' in name else name

@@ -12,7 +12,17 @@ import numpy as np
 
 from experiments.figures.runs import Group, Run, data_label, psi_label
 
-METHOD_ORDER = ('single', 'uniform', 'random', 'kmeans', 'human', 'maxl')
+METHOD_ORDER = (
+  'single',
+  'uniform',
+  'random',
+  'kmeans',
+  'human',
+  'soft_human',
+  'frozen',
+  'entropy_only',
+  'maxl',
+)
 # What the labels know: result.json key -> group_stats key.
 LABEL_SCORES = {
   'test_aux_information': 'information',

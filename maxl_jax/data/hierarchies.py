@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from maxl_jax.data import cifar100_hierarchy
+from maxl_jax.data import cifar100_hierarchy, synthetic
 from maxl_jax.errors import UsageError
 
 # dataset -> name -> groups of stored classes; coarse class c = groups[c].
@@ -48,6 +48,8 @@ NAMED = {
   },
 }
 NAMED['digits'] = NAMED['mnist']
+# The parity of a + b over the 25 pairs (a, b) of `synthetic.digit_pairs`.
+NAMED['digit_pairs'] = {'parity': synthetic.parity_groups()}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,6 +12,8 @@ load time:
 - fashion_mnist (IDX files at `local_dir`): 28x28x1, zero-padded.
 - digits (scikit-learn `load_digits`): 0..16 scaled to 0..255, each pixel
   repeated 4x4 (nearest upsampling 8x8 -> 32x32).
+- digit_pairs (`synthetic`): two of those digits side by side, a seeded
+  positive control for label hierarchies.
 
 Labels are int64; for cifar100 they are the fine labels (see
 `cifar100_hierarchy` for the coarser levels).
@@ -31,7 +33,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 from PIL import Image
 
-from maxl_jax.data import cifar100_hierarchy
+from maxl_jax.data import cifar100_hierarchy, synthetic
 from maxl_jax.errors import UsageError
 
 try:  # Keep TF off the accelerators: JAX owns them.
@@ -388,6 +390,7 @@ DATASETS = {
   'cinic10': (10, 3, 'folder'),
   'fashion_mnist': (10, 1, 'fashion_mnist'),
   'digits': (10, 1, 'digits'),
+  'digit_pairs': (synthetic.NUM_CLASSES, 1, 'digit_pairs'),
 }
 
 
@@ -413,6 +416,8 @@ def make_reader(data_config) -> Reader:
     return FolderReader(name, root=data_config.local_dir, **common)
   if kind == 'fashion_mnist':
     loader = functools.partial(load_fashion_mnist, data_config.local_dir)
+  elif kind == 'digit_pairs':
+    loader = synthetic.load_digit_pairs
   else:
     loader = load_digits
   return ArrayReader(name, loader=loader, **common)

@@ -3,8 +3,12 @@
   single   no auxiliary task.
   maxl     the label-generation network g(θ2) (`generated`), the only source
            whose parameters learn (by meta steps).
+  frozen   g at its initialisation, never trained (a null control).
+  entropy_only  g trained by the entropy term λ∇θ2 H alone (the control
+           that says what the meta-gradient adds).
   random   fixed random one-hot labels, a random balanced psi (`fixed`).
   human    the hierarchy's hidden fine labels (config.data.hierarchy; `fixed`).
+  soft_human  human smoothed towards uniform by baseline.soft_human_eps.
   uniform  uniform soft labels over each class's psi[y] classes (`fixed`).
   kmeans   k-means clusters of autoencoder codes (`kmeans`).
 
@@ -26,7 +30,19 @@ from maxl_jax.labels.base import LabelSource, TrainingImages
 from maxl_jax.labels.fixed import RandomSource, UniformSource, human_source
 from maxl_jax.labels.generated import GeneratedSource
 
-METHODS = ('single', 'maxl', 'random', 'kmeans', 'human', 'uniform')
+METHODS = (
+  'single',
+  'maxl',
+  'random',
+  'kmeans',
+  'human',
+  'uniform',
+  'frozen',
+  'entropy_only',
+  'soft_human',
+)
+# Methods whose targets come from g: maxl and its two controls.
+GENERATED = ('maxl', 'frozen', 'entropy_only')
 # config.maxl.psi: psi_per_class for every class, or the hierarchy's psi.
 PSI_CHOICES = ('balanced', 'hierarchy')
 
@@ -77,6 +93,7 @@ def make_label_source(
   random_aux_classes: int = 0,
   kmeans_config=None,
   steps_per_epoch: int = 1,
+  soft_human_eps: float = 0.0,
 ) -> LabelSource:
   """The label source of `method` for the dataset `info`.
 
@@ -93,6 +110,7 @@ def make_label_source(
     random_aux_classes: random's total K (0 = psi_per_class * P).
     kmeans_config: `config.kmeans` (method kmeans only).
     steps_per_epoch: θ1 steps per epoch (K-Means' default refresh period).
+    soft_human_eps: ε of soft_human, in (0, 1].
 
   Raises:
     UsageError: an unknown method or psi_choice, a hierarchy needed but
@@ -103,18 +121,24 @@ def make_label_source(
       f'unknown method {method!r}; choose one of {list(METHODS)}.'
     )
   check_psi_choice(psi_choice)
+  if method == 'soft_human' and not 0 < soft_human_eps <= 1:
+    raise UsageError(
+      f'config.baseline.soft_human_eps = {soft_human_eps!r} must be in '
+      '(0, 1] for method=soft_human (0 is human; 1 is uniform).'
+    )
   num_primary = info.num_classes
   if method == 'single':
     return LabelSource()
-  if method == 'human':
-    _hierarchy_psi(info, 'method=human')
-    return human_source(info.fine_to_primary, num_primary)
+  if method in ('human', 'soft_human'):
+    _hierarchy_psi(info, f'method={method}')
+    smoothing = soft_human_eps if method == 'soft_human' else 0.0
+    return human_source(info.fine_to_primary, num_primary, smoothing)
   if psi_choice == 'hierarchy':
     psi = _hierarchy_psi(info, f"config.maxl.psi='hierarchy' ({method})")
   else:
     psi = hierarchy.balanced_psi(num_primary, psi_per_class)
-  if method == 'maxl':
-    return GeneratedSource(psi=psi)
+  if method in GENERATED:
+    return GeneratedSource(psi=psi, learns=method != 'frozen')
   if method == 'uniform':
     return UniformSource(psi=psi)
   if method == 'random':

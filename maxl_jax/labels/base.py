@@ -39,10 +39,13 @@ class LabelSource:
   Attributes:
     psi: the hierarchy [P], or None without an auxiliary task.
     learns: True when θ2 exists and is trained by meta steps.
+    generates: True when the targets come from a label generator g(θ2)
+      (maxl and its controls; `frozen` generates but does not learn).
   """
 
   psi: np.ndarray | None = None
   learns: bool = False
+  generates: bool = False
 
   @property
   def num_aux(self) -> int:

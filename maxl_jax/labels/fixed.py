@@ -4,6 +4,8 @@ random   a fixed random auxiliary class per image inside its class's range,
          for a random well-balanced psi (DESIGN §4).
 human    the label hierarchy's hidden fine labels (config.data.hierarchy,
          e.g. CIFAR-100's levels or Fashion-MNIST's classes under pairs).
+soft_human  human smoothed: (1 - ε) onehot + ε / psi[y] (ε =
+         config.baseline.soft_human_eps).
 uniform  the uniform distribution over the psi[y] auxiliary classes of the
          primary label y: a label-smoothing-like task that learns nothing,
          the ablation that asks whether MAXL's generated labels beat
@@ -55,18 +57,39 @@ class HumanSource(LabelSource):
   """
 
   aux_index: np.ndarray | None = None
+  smoothing: float = 0.0
 
   def targets(self, label_state, theta2, state2, batch, *, problem):
     aux_class = jnp.asarray(self.aux_index)[batch['fine_label']]
-    return one_hot(aux_class, self.num_aux)
+    hard = one_hot(aux_class, self.num_aux)
+    if not self.smoothing:
+      return hard
+    return (1 - self.smoothing) * hard + self.smoothing * _uniform_rows(
+      self.psi, batch['label']
+    )
 
 
-def human_source(fine_to_primary: np.ndarray, num_primary: int) -> HumanSource:
-  """psi and the class index from the fine classes' primary classes."""
+def human_source(
+  fine_to_primary: np.ndarray, num_primary: int, smoothing: float = 0.0
+) -> HumanSource:
+  """psi and the class index from the fine classes' primary classes.
+
+  `smoothing` ε > 0 is `soft_human`: `(1 - ε) onehot + ε / psi[y]` over the
+  class's auxiliary classes, the true content at about the softness of
+  learnt labels (content and hardness apart).
+  """
   return HumanSource(
     psi=hierarchy.psi_from_label_map(fine_to_primary, num_primary),
     aux_index=hierarchy.child_to_aux_index(fine_to_primary),
+    smoothing=smoothing,
   )
+
+
+def _uniform_rows(psi, labels):
+  """[N, K]: 1 / psi[y] on the psi[y] auxiliary classes of each label y."""
+  mask = jnp.asarray(hierarchy.class_mask(psi), jnp.float32)
+  rows = mask[labels]
+  return rows / jnp.sum(rows, axis=-1, keepdims=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +97,4 @@ class UniformSource(LabelSource):
   """Uniform soft targets over the primary class's psi[y] auxiliary classes."""
 
   def targets(self, label_state, theta2, state2, batch, *, problem):
-    mask = jnp.asarray(hierarchy.class_mask(self.psi), jnp.float32)
-    rows = mask[batch['label']]
-    return rows / jnp.sum(rows, axis=-1, keepdims=True)
+    return _uniform_rows(self.psi, batch['label'])

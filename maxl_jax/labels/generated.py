@@ -14,9 +14,11 @@ class GeneratedSource(LabelSource):
   """Soft labels from g with the mask softmax; θ2 learns by meta steps.
 
   With per-example weights the targets are `w_n g_nk`, as in the lookahead.
+  `learns=False` is the `frozen` control: g stays at its initialisation.
   """
 
   learns: bool = True
+  generates: bool = True
 
   def targets(self, label_state, theta2, state2, batch, *, problem):
     labels, _ = generated_labels(problem, theta2, state2, batch)

@@ -27,8 +27,10 @@ step stops the run (`NonFiniteError`) before any checkpoint after it.
 import dataclasses
 import functools
 import hashlib
+import itertools
 import json
 import time
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -47,10 +49,12 @@ from maxl_jax.training import (
   console,
   metrics,
   runs,
+  step_fns,
 )
 from maxl_jax.training import workdir as workdir_lib
 from maxl_jax.training.mesh import (
   global_batch,
+  jit_step,
   make_mesh,
   replicated,
   to_host,
@@ -69,6 +73,7 @@ class LoopOptions:
   checkpoint_every_epochs: int
   keep_checkpoints: int
   progress_every_steps: int
+  drift_images: int = 1000
 
   @classmethod
   def from_config(cls, config) -> 'LoopOptions':
@@ -79,6 +84,7 @@ class LoopOptions:
       checkpoint_every_epochs=config.checkpoint.get('every_epochs', 1),
       keep_checkpoints=config.checkpoint.keep,
       progress_every_steps=config.log.progress_every_steps,
+      drift_images=config.log.get('drift_images', 1000),
     )
 
 
@@ -125,6 +131,51 @@ def evaluate(
   if 'label_sums' in totals:
     scores = diagnostics.label_scores(totals, psi, fine_to_primary)
     out.update({f'test/{k}': v for k, v in scores.items()})
+  return out
+
+
+class DriftProbe(NamedTuple):
+  """g's labels against step 0's on the first test images (DESIGN §1-2)."""
+
+  fn: Any  # Jitted `step_fns.drift_step`.
+  initial: Any  # The state at step 0 (θ2, its statistics), replicated.
+  batches: list  # The probe's test batches (host arrays).
+
+  @classmethod
+  def create(cls, run, state, eval_data, mesh, num_images: int):
+    """The probe of a run with a label generator; None without one."""
+    if getattr(run, 'g', None) is None or num_images < 1:
+      return None
+    fn = jit_step(
+      functools.partial(
+        step_fns.drift_step,
+        problem=run.problem,
+        label_source=run.label_source,
+      ),
+      mesh,
+    )
+    initial = jax.device_put(
+      run.init_state(state.label_state), replicated(mesh)
+    )
+    count = -(-num_images // eval_data.batch_size)
+    return cls(fn, initial, list(itertools.islice(eval_data, count)))
+
+  def measure(self, state, mesh) -> dict[str, float]:
+    """{'test/label_drift': mean total variation from step 0's labels}."""
+    totals = None
+    for batch in self.batches:
+      sums = self.fn((state, self.initial), global_batch(batch, mesh))
+      totals = sums if totals is None else _accumulate(totals, sums)
+    totals = to_host(totals)
+    drift = float(totals['drift']) / max(float(totals['count']), 1.0)
+    return {'test/label_drift': drift}
+
+
+def _evaluate_all(fns, state, eval_data, mesh, scoring, drift) -> dict:
+  """The test set's scores, and the label drift where there is a probe."""
+  out = evaluate(fns['eval'], state, eval_data, mesh, **scoring)
+  if drift is not None:
+    out.update(drift.measure(state, mesh))
   return out
 
 
@@ -219,7 +270,8 @@ def _initial(run, data, manager, mesh):
 def _evaluation_line(row: dict, epochs: int) -> str:
   """One terminal line per evaluation: the epoch's losses, the test set."""
   parts = [f'epoch {row["epoch"]}/{epochs}', f'step {row["step"]}']
-  parts.append(f'train loss {row.get("train/loss_pri", float("nan")):.4f}')
+  if 'train/loss_pri' in row:
+    parts.append(f'train loss {row["train/loss_pri"]:.4f}')
   if 'meta/meta_loss' in row:
     parts.append(f'meta loss {row["meta/meta_loss"]:.4f}')
   parts.append(f'test accuracy {100 * row["test/accuracy"]:.2f}%')
@@ -268,7 +320,8 @@ def _train(run, options, config_json, data, workdir, manager, watch) -> dict:
   if lead:
     workdir_lib.write_run_files(workdir, config_json, run.info)
     parameter_overview.log_parameter_overview(state.theta1)
-  writer = metrics.EpochWriter(workdir, step // per_epoch, lead)
+  # A run from scratch drops every row an earlier attempt wrote.
+  writer = metrics.EpochWriter(workdir, step // per_epoch if step else -1, lead)
   report = periodic_actions.ReportProgress(
     num_train_steps=total,
     writer=writer.scalars,
@@ -284,6 +337,16 @@ def _train(run, options, config_json, data, workdir, manager, watch) -> dict:
   tick = time.perf_counter()
   final = None  # The last evaluation of the test set.
   probed = {}  # The last probe's row entries.
+  drift = DriftProbe.create(run, state, eval_data, mesh, options.drift_images)
+  if step == 0:  # Every curve starts at the initial networks.
+    eval_s = time.perf_counter()
+    row = {'epoch': 0, 'step': 0}
+    row.update(_evaluate_all(fns, state, eval_data, mesh, scoring, drift))
+    seconds = {'train_s': 0.0, 'eval_s': time.perf_counter() - eval_s}
+    seconds['compile_s'] = compile_s + compilation.seconds()
+    writer.write(0, row, seconds)
+    console.say(_evaluation_line(row, options.epochs))
+    tick = time.perf_counter()
 
   def probe():
     if 'probe' not in fns:
@@ -342,7 +405,7 @@ def _train(run, options, config_json, data, workdir, manager, watch) -> dict:
         eval_s = time.perf_counter()
         if (epoch + 1) % options.eval_every_epochs == 0 or step == total:
           with report.timed('eval'):
-            final = evaluate(fns['eval'], state, eval_data, mesh, **scoring)
+            final = _evaluate_all(fns, state, eval_data, mesh, scoring, drift)
           row.update(final)
         eval_s = time.perf_counter() - eval_s
         zero = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), state.sums)
@@ -369,7 +432,7 @@ def _train(run, options, config_json, data, workdir, manager, watch) -> dict:
     writer.flush()
 
   if final is None:  # Resumed from the final checkpoint without a result.
-    final = evaluate(fns['eval'], state, eval_data, mesh, **scoring)
+    final = _evaluate_all(fns, state, eval_data, mesh, scoring, drift)
     probed = probe()
   sha, norms = params_digest(state.theta1, state.theta2)
   result = {

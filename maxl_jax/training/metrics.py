@@ -36,6 +36,13 @@ META = (  # Per θ2 step.
   'entropy',
   'aux_usage',
   'aux_entropy',
+  # What trains g: the norms of θ2's gradient's two parts as given to its
+  # optimiser (`meta_grad.balanced_gradient`), their cosine and the meta
+  # part's share of the two norms.
+  'grad_meta_norm',
+  'grad_entropy_norm',
+  'grad_parts_cosine',
+  'meta_share',
 )
 AUX_HIST = 'meta/aux_hist'
 AUX_WEIGHT = 'meta/aux_weight'
@@ -86,8 +93,9 @@ def add_train(sums: Sums, values: dict[str, jax.Array]) -> Sums:
   return add(sums, 'train', values)
 
 
-def add_meta(sums: Sums, out) -> Sums:
-  """Adds one θ2 step's values from its `meta_grad.MetaOutput`."""
+def add_meta(sums: Sums, out, parts) -> Sums:
+  """Adds one θ2 step's values from its `meta_grad.MetaOutput` and the
+  (meta, entropy) `parts` of the gradient given to θ2's optimiser."""
   usage = diagnostics.label_usage(out.aux_probs)
   values = {
     'loss_before': out.loss_pri_before,
@@ -95,6 +103,7 @@ def add_meta(sums: Sums, out) -> Sums:
     'meta_loss': out.meta_loss,
     'entropy': out.entropy,
     **usage,
+    **diagnostics.gradient_parts_stats(*parts),
   }
   if AUX_WEIGHT in sums:
     values['aux_weight'] = jnp.mean(out.aux_weights)

@@ -17,12 +17,16 @@ def lr_schedule(opt_config, steps_per_epoch: int) -> optax.Schedule:
   )
 
 
+# `opt_config.name` (θ2's `label_opt` may take Adam; θ1's is SGD).
+OPTIMIZERS = ('sgd', 'adam')
+
+
 def make_optimizer(opt_config, steps_per_epoch: int):
-  """SGD with coupled weight decay (as PyTorch's) and the step schedule."""
-  return optax.chain(
-    optax.add_decayed_weights(opt_config.weight_decay),
-    optax.sgd(
-      lr_schedule(opt_config, steps_per_epoch),
-      momentum=opt_config.momentum or None,
-    ),
-  )
+  """SGD (or Adam, `opt_config.name`) with coupled weight decay (as
+  PyTorch's) and the step schedule."""
+  schedule = lr_schedule(opt_config, steps_per_epoch)
+  if opt_config.get('name', 'sgd') == 'adam':
+    step = optax.adam(schedule)
+  else:
+    step = optax.sgd(schedule, momentum=opt_config.momentum or None)
+  return optax.chain(optax.add_decayed_weights(opt_config.weight_decay), step)

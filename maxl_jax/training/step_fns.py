@@ -17,7 +17,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from maxl_jax import combine_problem, diagnostics, inverse_hvp, losses
+from maxl_jax import (
+  combine_problem,
+  diagnostics,
+  inverse_hvp,
+  losses,
+  meta_grad,
+)
 from maxl_jax.problem import train_loss
 from maxl_jax.training import metrics
 
@@ -38,23 +44,31 @@ def _theta1_update(state, grads, new_state1, values, tx1):
   )
 
 
-def _theta2_update(state, grads2, out, tx2):
+def _theta2_update(state, grads2, out, tx2, problem):
+  """θ2's update by its gradient balanced per `problem.balance`
+  (`meta_grad.balanced_gradient`); the metrics log both parts."""
+  grads2, parts = meta_grad.balanced_gradient(
+    grads2, out, problem.balance, problem.lam
+  )
   theta2, opt_state2 = _update(state.theta2, grads2, state.opt_state2, tx2)
   return state.replace(
     theta2=theta2,
     state2=out.new_state2,
     opt_state2=opt_state2,
     step2=state.step2 + 1,
-    sums=metrics.add_meta(state.sums, out),
+    sums=metrics.add_meta(state.sums, out, parts),
   )
 
 
 def _meta_gradient(state, batch, meta_batch, problem, estimator, schedule):
-  """∇θ2 J at the state's θ1, θ2 with α = θ1's current learning rate.
+  """∇θ2 J at the state's θ1, θ2 with α = θ1's current learning rate
+  (times `problem.lookahead_scale`: 1 as published).
 
   `meta_batch`: the held-out batch of the meta objective (None: `batch`).
   """
   alpha = schedule(state.step1)
+  if problem.lookahead_scale != 1:
+    alpha = problem.lookahead_scale * alpha
   return estimator(
     problem,
     state.theta1,
@@ -112,7 +126,7 @@ def meta_step(
   grads2, out = _meta_gradient(
     state, batch, meta_batch, problem, estimator, alpha_schedule
   )
-  new = _theta2_update(state, grads2, out, tx2)
+  new = _theta2_update(state, grads2, out, tx2, problem)
   guarded = _meta_guarded(out, optax.global_norm(grads2))
   return metrics.guard_update(state, new, guarded, on_nonfinite)
 
@@ -140,7 +154,7 @@ def interleaved_step(
   new = _theta1_update(
     state, out.theta1_grads, out.new_state1, out.train_metrics, tx1
   )
-  new = _theta2_update(new, grads2, out, tx2)
+  new = _theta2_update(new, grads2, out, tx2, problem)
   norm = optax.global_norm(grads2) + optax.global_norm(out.theta1_grads)
   return metrics.guard_update(
     state, new, _meta_guarded(out, norm), on_nonfinite
@@ -188,6 +202,19 @@ def eval_step(state, batch, *, problem, label_source=None, num_fine=0):
       )
     )
   return out
+
+
+def drift_step(states, batch, *, problem, label_source):
+  """Sums of g's label drift from step 0 over a test batch's real examples
+  (`diagnostics.label_drift`); `states` is (state, the state at step 0)."""
+  state, initial = states
+  now, then = (
+    label_source.test_targets(
+      s.label_state, s.theta2, s.state2, batch, problem=problem
+    )
+    for s in (state, initial)
+  )
+  return diagnostics.label_drift(now, then, batch['mask'])
 
 
 def cosine_step(state, batch, *, problem, label_source):

@@ -1,0 +1,83 @@
+"""Does the meta-gradient train g? Controls, live variants, a positive control.
+
+COMMAND (every number of docs/RESULTS.md, part 3; skips finished runs,
+resumes interrupted ones, then writes the tables and figures):
+  python -m experiments.sweep --config=experiments/configs/controls.py \
+    --workdir=runs/controls --out=runs/controls/analysis
+
+`search()`: where do the true fine labels beat uniform soft ones? Human,
+Uniform and Single on scikit-learn's digits regrouped into two coarse
+classes (parity, halves: five digits per coarse class, so each coarse class
+is a union of five distinct shapes that its label does not name), at few
+training images, 3 seeds. `table()`: every control and live variant in the
+positive control found by the search and in the headroom study's parity 5%
+setting (Fashion-MNIST, experiments/configs/headroom.py), 3 seeds.
+"""
+
+from experiments.configs import default, headroom
+
+SEEDS = (0, 1, 2)
+# (name, overrides) of the search's digits settings: about 250 θ1 steps each.
+DIGITS = (
+  ('parity_frac10', {'data.hierarchy': 'parity', 'data.train_fraction': 0.1,
+                     'train.epochs': 100}),
+  ('parity_frac25', {'data.hierarchy': 'parity', 'data.train_fraction': 0.25,
+                     'train.epochs': 40}),
+  ('halves_frac10', {'data.hierarchy': 'halves', 'data.train_fraction': 0.1,
+                     'train.epochs': 100}),
+)  # fmt: skip
+
+
+def get_config():
+  """Digits at half-width ConvNet-4; the hierarchy's ψ for every source."""
+  config = default.get_config()
+  config.data.name = 'digits'
+  config.data.batch_size = 50
+  config.data.eval_batch_size = 360
+  config.data.augment = 'none'
+  config.data.hierarchy = 'parity'
+  config.model.name = 'convnet4'
+  config.model.widths = (16, 32, 64, 128)
+  config.model.head_hidden = 128
+  config.maxl.psi = 'hierarchy'
+  config.primary_opt.lr = 0.01
+  config.primary_opt.momentum = 0.9
+  config.train.epochs = 40
+  config.train.eval_every_epochs = 8
+  config.checkpoint.every_steps = 10_000  # Epoch ends only.
+  config.checkpoint.every_epochs = 8
+  config.log.progress_every_steps = 100
+  return config
+
+
+def _seeds(name, **overrides):
+  return [(f'{name}/seed{s}', {**overrides, 'seed': s}) for s in SEEDS]
+
+
+def _digits(size: str) -> dict:
+  overrides = dict(DIGITS)[size]
+  fifth = overrides['train.epochs'] // 5
+  return {**overrides, 'train.eval_every_epochs': fifth,
+          'checkpoint.every_epochs': fifth}  # fmt: skip
+
+
+def search():
+  """Human, Uniform and Single in each digits setting."""
+  runs = []
+  for size, _ in DIGITS:
+    for method in ('single', 'uniform', 'human'):
+      runs += _seeds(f'search/{size}/{method}', method=method, **_digits(size))
+  return runs
+
+
+def sweep():
+  """[(run name, {dotted config field: value})], in the order they run."""
+  return search()
+
+
+def analyses():
+  """(OUT subfolder, run-name prefixes, analysis options)."""
+  return [('search', ['search/'], {'tsne_images': 0})]
+
+
+del headroom  # Used by table() (below, once the controls exist).
