@@ -17,6 +17,18 @@ returned in the wider of float32 and the compute dtype.
 
 Other code calls networks only through `make_apply(module)`, with params and
 model state (non-param collections such as 'batch_stats') as plain pytrees.
+
+Rematerialisation (`remat`, one of `REMAT_MODES`, `config.model.remat`):
+'blocks' wraps each block of a trunk (a ConvNet-4 conv-BN-ReLU-pool, a VGG-16
+block of 2-3 convolutions and its pool, a ResNet basic block) in
+`jax.checkpoint` (flax `nn.remat`, function form, so the parameter tree is
+the same as with 'none' and checkpoints move between settings) with policy
+`nothing_saveable`: the backward passes keep only each block's input and
+recompute the rest. 'blocks_dots' saves the convolutions' matmul outputs
+(`dots_with_no_batch_dims_saveable`) and recomputes only the cheap
+elementwise work (BatchNorm, ReLU, pool, im2col copies). It applies to every
+forward of the trunk (θ1, meta and single steps); values are unchanged, up
+to float rounding order (exact in float64, tests/test_remat.py).
 """
 
 import functools
@@ -44,6 +56,22 @@ COMPUTE_DTYPES = {
   'bfloat16': jnp.bfloat16,
   'float64': jnp.float64,
 }
+# Trunk rematerialisation (module docstring): mode -> checkpoint policy.
+REMAT_MODES = {
+  'none': None,
+  'blocks': jax.checkpoint_policies.nothing_saveable,
+  'blocks_dots': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+def _remat_block(block: Callable, remat: str) -> Callable:
+  """`block(module, x) -> y`, checkpointed as `remat` says.
+
+  The function form of `nn.remat` creates the block's layers in the calling
+  module's scope, with the names they would have without it.
+  """
+  policy = _choice(REMAT_MODES, remat, 'remat')
+  return block if policy is None else nn.remat(block, policy=policy)
 
 
 def _batch_norm(train: bool, dtype: Dtype) -> nn.BatchNorm:
@@ -72,18 +100,25 @@ class ConvNet4(nn.Module):
     widths: output channels of the four convolutions.
     conv_impl: one of `layers.CONV_IMPLS`.
     dtype: compute dtype.
+    remat: one of `REMAT_MODES` (module docstring).
   """
 
   widths: Sequence[int] = (32, 64, 128, 256)
   conv_impl: str = 'auto'
   dtype: Dtype = jnp.float32
+  remat: str = 'none'
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     """[N, H, W, C] images -> [N, D] features."""
     for width in self.widths:
-      x = _conv_bn_relu(x, width, train, self.conv_impl, self.dtype)
-      x = layers.max_pool(x, (2, 2), conv_impl=self.conv_impl)
+
+      def block(mdl, x, width=width):
+        del mdl  # The layers are created in the caller's scope.
+        x = _conv_bn_relu(x, width, train, self.conv_impl, self.dtype)
+        return layers.max_pool(x, (2, 2), conv_impl=self.conv_impl)
+
+      x = _remat_block(block, self.remat)(self, x)
     return x.reshape(x.shape[0], -1)
 
 
@@ -97,6 +132,7 @@ class VGG16(nn.Module):
     blocks: (width, number of convolutions) of each block.
     conv_impl: one of `layers.CONV_IMPLS`.
     dtype: compute dtype.
+    remat: one of `REMAT_MODES` (module docstring).
   """
 
   blocks: Sequence[tuple[int, int]] = (
@@ -108,14 +144,20 @@ class VGG16(nn.Module):
   )
   conv_impl: str = 'auto'
   dtype: Dtype = jnp.float32
+  remat: str = 'none'
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     """[N, H, W, C] images -> [N, D] features."""
     for width, depth in self.blocks:
-      for _ in range(depth):
-        x = _conv_bn_relu(x, width, train, self.conv_impl, self.dtype)
-      x = layers.max_pool(x, (2, 2), conv_impl=self.conv_impl)
+
+      def block(mdl, x, width=width, depth=depth):
+        del mdl  # The layers are created in the caller's scope.
+        for _ in range(depth):
+          x = _conv_bn_relu(x, width, train, self.conv_impl, self.dtype)
+        return layers.max_pool(x, (2, 2), conv_impl=self.conv_impl)
+
+      x = _remat_block(block, self.remat)(self, x)
     return x.reshape(x.shape[0], -1)
 
 
@@ -162,12 +204,14 @@ class ResNet32(nn.Module):
     blocks_per_stage: basic blocks per stage (5 for ResNet-32).
     conv_impl: one of `layers.CONV_IMPLS`.
     dtype: compute dtype.
+    remat: one of `REMAT_MODES` (module docstring).
   """
 
   widths: Sequence[int] = (16, 32, 64)
   blocks_per_stage: int = 5
   conv_impl: str = 'auto'
   dtype: Dtype = jnp.float32
+  remat: str = 'none'
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -184,7 +228,12 @@ class ResNet32(nn.Module):
     for stage, width in enumerate(self.widths):
       for block in range(self.blocks_per_stage):
         stride = 2 if stage > 0 and block == 0 else 1
-        x = BasicBlock(width, stride, self.conv_impl, self.dtype)(x, train)
+
+        def basic(mdl, x, width=width, stride=stride):
+          del mdl  # BasicBlock_i is created in the caller's scope.
+          return BasicBlock(width, stride, self.conv_impl, self.dtype)(x, train)
+
+        x = _remat_block(basic, self.remat)(self, x)
     return jnp.mean(x, axis=(1, 2))
 
 
@@ -369,6 +418,10 @@ def build_trunk(model_config: Any) -> nn.Module:
         )
       )
     extra['widths'] = widths
+  remat = model_config.get('remat', 'none')
+  _choice(REMAT_MODES, remat, 'config.model.remat')  # Validates it early.
+  if remat != 'none':
+    extra['remat'] = remat
   return trunk_cls(conv_impl=model_config.conv_impl, dtype=dtype, **extra)
 
 
