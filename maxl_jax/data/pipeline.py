@@ -234,6 +234,21 @@ def _check_config(data_config, process_index, process_count, device_count):
     hierarchies.label_maps(data_config, readers.DATASETS[data_config.name][0])
 
 
+def label_maps(data_config, reader) -> hierarchies.LabelMaps:
+  """The hierarchy of `config.data.hierarchy`, or the one the data brought
+  (`reader.fine_to_primary`: an .npz's fine labels)."""
+  parents = getattr(reader, 'fine_to_primary', None)
+  if parents is None:
+    return hierarchies.label_maps(data_config, reader.num_classes)
+  if data_config.get('hierarchy', ''):
+    raise UsageError(
+      f'{data_config.name}: the data has fine labels (a label hierarchy) '
+      'and config.data.hierarchy is set too; give only one.'
+    )
+  fine = np.arange(len(parents), dtype=np.int64)
+  return hierarchies.LabelMaps(np.asarray(parents, np.int64), fine)
+
+
 def eval_batch_size(size: int, device_count: int, process_count: int) -> int:
   """`size` rounded up to a multiple of the devices and hosts.
 
@@ -312,7 +327,7 @@ def get_datasets(
     device_count = jax.device_count()
   _check_config(data_config, process_index, process_count, device_count)
   reader = readers.make_reader(data_config)
-  maps = hierarchies.label_maps(data_config, reader.num_classes)
+  maps = label_maps(data_config, reader)
   primary_of, fine_of = maps.primary_of, maps.fine_of
   fraction, per_class = data_config.train_fraction, data_config.per_class
   subset, held_out = None, None
@@ -407,7 +422,7 @@ def load_test_split(data_config) -> SplitArrays:
   For analysing a finished run: the training set is not read.
   """
   reader = readers.make_reader(data_config)
-  maps = hierarchies.label_maps(data_config, reader.num_classes)
+  maps = label_maps(data_config, reader)
   images, labels = reader.load('test')
   fine = None
   if maps.fine_of is not None:
