@@ -14,6 +14,12 @@ own. The child imports no TFDS/TensorFlow (the input pipeline does: +~570 MB
 RSS): `assembly` builds a run from a dataset description alone.
 Columns and ratios: benchmarks/README.md.
 
+Memory: XLA's compiled memory analysis of each step (temporaries, arguments,
+outputs, aliased = donated bytes; what a device allocator would need,
+deterministic), beside the peak RSS of its child process (the peer's too).
+`--memory_only` compiles each step without running it: the XLA numbers in
+seconds.
+
 Like `experiments.run`, the benchmark restarts itself under jemalloc when it
 can (`experiments/allocator.py`), so it times what training runs; children
 inherit it. MAXL_ALLOCATOR=system times the system allocator instead. The
@@ -23,6 +29,7 @@ authors run it).
 COMMAND:
   python benchmarks/bench_steps.py --peer --json=/tmp/bench_steps.json
   python benchmarks/bench_steps.py --quick            # ConvNet-4, < 2 min
+  python benchmarks/bench_steps.py --memory_only --remat=none,blocks
 """
 
 import importlib.util
@@ -43,7 +50,7 @@ from experiments import allocator
 from experiments.configs import default
 from maxl_jax import meta_grad
 from maxl_jax.data.info import DatasetInfo
-from maxl_jax.networks import layers
+from maxl_jax.networks import layers, models
 from maxl_jax.training import assembly
 from maxl_jax.training import mesh as mesh_lib
 
@@ -73,6 +80,12 @@ _WARMUP = flags.DEFINE_integer('warmup', None, 'Untimed steps (3; quick 1).')
 _QUICK = flags.DEFINE_bool('quick', False, 'ConvNet-4 only, few steps.')
 _BATCH = flags.DEFINE_integer('batch', 100, 'Batch size.')
 _CONV = flags.DEFINE_enum('conv_impl', 'auto', layers.CONV_IMPLS, '')
+_REMAT = flags.DEFINE_list(
+  'remat', ['none'], f'config.model.remat: some of {list(models.REMAT_MODES)}.'
+)
+_MEMORY_ONLY = flags.DEFINE_bool(
+  'memory_only', False, 'Compile only: XLA memory analysis, no timed steps.'
+)
 _JSON = flags.DEFINE_string('json', None, 'Write all results to this file.')
 _PEER = flags.DEFINE_bool('peer', False, 'Also run the PyTorch peer.')
 _PEER_SCRIPT = flags.DEFINE_string(
@@ -90,7 +103,7 @@ _CHILD = flags.DEFINE_string('child', None, 'Internal: backbone:kind.')
 
 
 def make_run(backbone, conv_impl='auto', single=False, batch_size=100,
-             meta_grad_name='structured'):  # fmt: skip
+             meta_grad_name='structured', remat='none'):  # fmt: skip
   """(run, initial state, batches): `assembly.build_run`, synthetic batches.
 
   The dataset description has 500 steps of `batch_size` per epoch (this only
@@ -102,7 +115,7 @@ def make_run(backbone, conv_impl='auto', single=False, batch_size=100,
   config = default.get_config()
   config.method = 'single' if single else 'maxl'
   config.model.name, config.model.head_hidden = backbone, hidden
-  config.model.conv_impl = conv_impl
+  config.model.conv_impl, config.model.remat = conv_impl, remat
   config.maxl.psi_per_class = psi_per_class
   config.data.batch_size = batch_size
   if meta_grad_name == 'implicit_cg':
@@ -135,12 +148,13 @@ STEP_OF_GROUP = {'single': 'primary', 'theta1': 'primary', 'meta': 'meta',
                  'interleaved': 'interleaved'}  # fmt: skip
 
 
-def build_step(backbone, kind, conv_impl, batch_size):
+def build_step(backbone, kind, conv_impl, batch_size, remat='none'):
   """(jitted step, state, batches), from `assembly.jit_steps` as training."""
   group, _, method = kind.partition('_')
   run, state, batches = make_run(
-    backbone, conv_impl, group == 'single', batch_size, method or 'structured'
-  )
+    backbone, conv_impl, group == 'single', batch_size,
+    method or 'structured', remat,
+  )  # fmt: skip
   if group in ('single', 'theta1'):
     batches = batches[:1]
   mesh = mesh_lib.make_mesh()
@@ -170,15 +184,78 @@ def _wait_quiet(max_s, threshold=0.15):
   return time.time() - start
 
 
+MB = 2**20
+
+
+def memory_analysis(compiled):
+  """XLA's buffer assignment of a compiled step, in MB (None if absent).
+
+  temp: the temporaries; argument/output: the inputs and results; alias:
+  the outputs that reuse donated inputs (`donate_argnums=0`: the state).
+  total = argument + output - alias + temp: what the device holds at the
+  step's peak (XLA's own `peak_memory_in_bytes` where it reports one).
+  """
+  stats = compiled.memory_analysis()
+  if stats is None:
+    return {}
+  out = {
+    f'xla_{name}_mb': getattr(stats, f'{name}_size_in_bytes') / MB
+    for name in ('temp', 'argument', 'output', 'alias')
+  }
+  out['xla_total_mb'] = (
+    out['xla_argument_mb'] + out['xla_output_mb'] - out['xla_alias_mb']
+    + out['xla_temp_mb']
+  )  # fmt: skip
+  peak = getattr(stats, 'peak_memory_in_bytes', 0)
+  out['xla_peak_mb'] = peak / MB if peak else None
+  return out
+
+
+def _rss_mb():
+  """Current resident set of this process, MB (VmRSS)."""
+  with open('/proc/self/status') as f:
+    for line in f:
+      if line.startswith('VmRSS:'):
+        return int(line.split()[1]) / 1024
+  return None
+
+
+def device_peak_mb():
+  """The device allocator's peak (GPU/TPU), MB; None on CPU."""
+  stats = jax.local_devices()[0].memory_stats() or {}
+  peak = stats.get('peak_bytes_in_use')
+  return peak and peak / MB
+
+
 def run_child(spec):
-  """Compiles and times one (backbone, kind); prints one RESULT line."""
-  backbone, kind = spec.split(':')
-  jitted, state, batches = build_step(backbone, kind, _CONV.value, _BATCH.value)
+  """Compiles and times one (backbone, kind[, remat]); prints a RESULT line."""
+  backbone, kind, *remat = spec.split(':')
+  remat = remat[0] if remat else 'none'
+  jitted, state, batches = build_step(
+    backbone, kind, _CONV.value, _BATCH.value, remat
+  )
   start = time.perf_counter()
   step = jitted.lower(state, *batches).compile()  # What jit would run.
   compile_s = time.perf_counter() - start
   cost = step.cost_analysis()  # XLA's estimate; a list on some versions.
   flops = ((cost[0] if isinstance(cost, list) else cost) or {}).get('flops')
+  base = {
+    'backbone': backbone,
+    'kind': kind,
+    'remat': remat,
+    'compile_s': compile_s,
+    'gflop': flops and flops / 1e9,
+    **memory_analysis(step),
+    # The process after compiling, before any step runs.
+    'rss_compiled_mb': _rss_mb(),
+    'peak_rss_compiled_mb': resource.getrusage(
+      resource.RUSAGE_SELF
+    ).ru_maxrss / 1024,
+  }  # fmt: skip
+  if _MEMORY_ONLY.value:
+    base['peak_rss_mb'] = base['peak_rss_compiled_mb']
+    print(RESULT + json.dumps(base), flush=True)
+    return
   for _ in range(_WARMUP.value):
     state = jax.block_until_ready(step(state, *batches))
   busy0, own0, wall0 = _busy_cpu_s(), time.process_time(), time.perf_counter()
@@ -192,15 +269,14 @@ def run_child(spec):
   usage = resource.getrusage(resource.RUSAGE_SELF)
   other = max(0.0, _busy_cpu_s() - busy0 - own) / (wall * os.cpu_count())
   result = {
-    'backbone': backbone,
-    'kind': kind,
+    **base,
     'median_ms': statistics.median(times),
     'min_ms': min(times),
     'max_ms': max(times),
     'n': len(times),
-    'compile_s': compile_s,
-    'gflop': flops and flops / 1e9,
     'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    'rss_after_mb': _rss_mb(),  # After the steps (jemalloc keeps pages).
+    'device_peak_mb': device_peak_mb(),
     'other_cpu': round(other, 3),
     # Page faults and kernel time of the timed steps (see "Allocator").
     'page_faults_per_step': (usage.ru_minflt - usage0.ru_minflt) / len(times),
@@ -212,13 +288,14 @@ def run_child(spec):
 
 
 def run_ours(jobs, steps_, warmup, quiet_wait):
-  """Each (backbone, kind) in a fresh interpreter; returns the results."""
+  """Each (backbone, kind, remat) in a fresh interpreter; the results."""
   results = []
-  for backbone, kind in jobs:
+  for backbone, kind, remat in jobs:
     waited = _wait_quiet(quiet_wait)
     cmd = [sys.executable, os.path.abspath(__file__), f'--steps={steps_}']
-    cmd += [f'--child={backbone}:{kind}', f'--warmup={warmup}']
+    cmd += [f'--child={backbone}:{kind}:{remat}', f'--warmup={warmup}']
     cmd += [f'--batch={_BATCH.value}', f'--conv_impl={_CONV.value}']
+    cmd += ['--memory_only'] * _MEMORY_ONLY.value
     start = time.time()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     lines = [s for s in proc.stdout.splitlines() if s.startswith(RESULT)]
@@ -226,10 +303,15 @@ def run_ours(jobs, steps_, warmup, quiet_wait):
       results.append(json.loads(lines[-1][len(RESULT) :]))
     else:
       error = f'rc={proc.returncode}: {proc.stderr[-600:]}'
-      results.append({'backbone': backbone, 'kind': kind, 'error': error})
+      results.append(
+        {'backbone': backbone, 'kind': kind, 'remat': remat, 'error': error}
+      )
     note = results[-1].get('error', '')[-300:]
     wait = f' (waited {waited:.0f}s for quiet)' if waited > 1 else ''
-    print(f'  {backbone} {kind}: {time.time() - start:.0f}s{wait} {note}')
+    print(
+      f'  {label(results[-1])} {kind}: {time.time() - start:.0f}s{wait} {note}',
+      flush=True,
+    )
   return results
 
 
@@ -258,20 +340,52 @@ def _fmt(value, spec):
   return '-' if value is None else format(value, spec)
 
 
+def label(result):
+  """'vgg16', or 'vgg16+blocks' with a remat setting other than none."""
+  remat = result.get('remat', 'none')
+  return result['backbone'] + ('' if remat == 'none' else f'+{remat}')
+
+
+def print_memory(results, peer):
+  """Markdown table: XLA's memory analysis, RSS, and the peer's RSS."""
+  peer_rss = {(r['backbone'], r['kind']): r.get('peak_rss_mb') for r in peer}
+  print("\nMemory (MB): XLA's buffer assignment and the process RSS\n")
+  print('| backbone | kind | XLA temp | XLA args | XLA out | XLA alias |'
+        ' XLA total | RSS compiled | peak RSS | device peak | peer RSS |'
+        ' XLA total / peer RSS | peak RSS / peer RSS |')  # fmt: skip
+  print('|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|')
+  for r in results:
+    if 'error' in r:
+      continue
+    p = peer_rss.get((r['backbone'], PEER_KINDS.get(r['kind'])))
+    total, rss = r.get('xla_total_mb'), r.get('peak_rss_mb')
+    cells = [r.get(f'xla_{n}_mb') for n in ('temp', 'argument', 'output')]
+    cells += [r.get('xla_alias_mb'), total, r.get('rss_compiled_mb'), rss]
+    cells += [r.get('device_peak_mb'), p]
+    print(
+      f'| {label(r)} | {r["kind"]} | '
+      + ' | '.join(_fmt(c, '.0f') for c in cells)
+      + f' | {_fmt(p and total and total / p, ".2f")}'
+      + f' | {_fmt(p and rss and rss / p, ".2f")} |'
+    )
+
+
 def print_table(results, title):
   """Markdown table: ms per step, x single, GFLOP, compile s, peak RSS."""
-  ms = {(r['backbone'], r['kind']): r.get('median_ms') for r in results}
+  ms = {(label(r), r['kind']): r.get('median_ms') for r in results}
   print(f'\n{title}\n')
   print('| backbone | kind | median ms | min ms | max ms | x single | GFLOP |'
         ' compile s | peak RSS MB | other_cpu |')  # fmt: skip
   print('|---|---|--:|--:|--:|--:|--:|--:|--:|--:|')
   for r in results:
     if 'error' in r:
-      print(f'| {r["backbone"]} | {r["kind"]} | ERROR {r["error"][-80:]!r} |')
+      print(f'| {label(r)} | {r["kind"]} | ERROR {r["error"][-80:]!r} |')
       continue
-    single = ms.get((r['backbone'], 'single'))
+    if r.get('median_ms') is None:  # --memory_only: compiled, not run.
+      continue
+    single = ms.get((label(r), 'single'))
     print(
-      f'| {r["backbone"]} | {r["kind"]} | {r["median_ms"]:.1f} | '
+      f'| {label(r)} | {r["kind"]} | {r["median_ms"]:.1f} | '
       f'{r["min_ms"]:.1f} | {r["max_ms"]:.1f} | '
       f'{_fmt(single and r["median_ms"] / single, ".2f")} | '
       f'{_fmt(r.get("gflop"), ".1f")} | '
@@ -282,17 +396,19 @@ def print_table(results, title):
 
 def print_ratios(results, peer):
   """Ratio lines per backbone (of medians), each with its target verdict."""
-  ms = {(r['backbone'], r['kind']): r['median_ms'] for r in results if 'n' in r}
+  ms = {(label(r), r['kind']): r['median_ms'] for r in results if 'n' in r}
   pms = {(r['backbone'], r['kind']): r['median_ms'] for r in peer if 'n' in r}
   print()
-  for bb in dict.fromkeys(r['backbone'] for r in results):
+  for bb in dict.fromkeys(label(r) for r in results):
     t = {k: v for (b, k), v in ms.items() if b == bb}
+    base = bb.split('+')[0]
 
-    def line(name, limit, pairs, at_most=True, bb=bb):
+    def line(name, limit, pairs, at_most=True, bb=bb, base=base):
       parts = []
       for key, value in pairs:
         ok = value <= limit if at_most else value >= limit
-        verdict = (' ok' if ok else ' MISS') if bb in TARGET_BACKBONES else ''
+        target = base in TARGET_BACKBONES
+        verdict = (' ok' if ok else ' MISS') if target else ''
         parts.append(f'{key} {value:.2f}x{verdict}')
       if parts:
         sign = '<=' if at_most else '>='
@@ -326,7 +442,9 @@ def print_ratios(results, peer):
             + ', '.join(f'{key} {value:.2f}x' for key, value in amortised)
           )
     p = {
-      k: pms[bb, v] for k, v in PEER_KINDS.items() if (bb, v) in pms and k in t
+      k: pms[base, v]
+      for k, v in PEER_KINDS.items()
+      if (base, v) in pms and k in t
     }
     line(
       'ours/peer',
@@ -375,12 +493,21 @@ def main(argv):
     )
   if _CONV.value == 'im2col_bf16':  # Differentiable once: no grad of grad.
     kinds = [k for k in kinds if not k.endswith('_unrolled')]
-  jobs = [(bb, kind) for bb in backbones for kind in kinds]
+  for remat in _REMAT.value:
+    if remat not in models.REMAT_MODES:
+      raise app.UsageError(f'unknown remat {remat!r}.')
+  jobs = [
+    (bb, kind, remat)
+    for bb in backbones
+    for remat in _REMAT.value
+    for kind in kinds
+  ]
   results = run_ours(jobs, steps_, warmup, quiet_wait)
   peer = run_peer(backbones, steps_, warmup) if _PEER.value else []
   print_table(results, f'maxl_jax (jax {jax.__version__})')
   if peer:
     print_table(peer, 'PyTorch peer (torch, same machine, same sitting)')
+  print_memory(results, peer)
   print_ratios(results, peer)
   if _JSON.value:
     with open(_JSON.value, 'w') as f:
