@@ -175,14 +175,14 @@ def test_a_run_writes_every_file_of_a_workdir(reference):
   assert result['steps'] == TOTAL_STEPS and result['method'] == 'combiner'
   assert result['form'] == 'linear' and result['tasks'] == ['random']
   rows = _rows(workdir)
-  assert [r['step'] for r in rows] == [3, 6]
+  assert [r['step'] for r in rows] == [0, 3, 6]
   for key in ('train/loss_random', 'meta/meta_loss', 'test/accuracy'):
     assert np.isfinite(rows[-1][key]), key
   assert result['weights'] == {'random': rows[-1]['weight/random']}
   timing = _rows(workdir, 'timing.jsonl')
   assert [set(t) for t in timing] == [
     {'epoch', 'step', 'train_s', 'eval_s', 'compile_s'}
-  ] * 2
+  ] * 3
   assert list(workdir.glob('events.out.tfevents.*'))
   assert ep.checkpoint_steps(workdir)[-1] == TOTAL_STEPS
   assert 'Training combiner on digits' in (workdir / 'log.txt').read_text()
@@ -237,5 +237,5 @@ def test_nonfinite_steps_honour_on_nonfinite(mode, tmp_path):
     assert not (workdir / 'result.json').exists()
   else:
     assert proc.returncode == 0, proc.stderr[-3000:]
-    (row,) = _rows(workdir)
+    _, row = _rows(workdir)
     assert row['nonfinite_steps'] == 2  # Steps 2 and 3, not applied.

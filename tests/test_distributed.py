@@ -177,7 +177,7 @@ def test_two_processes_train_and_agree(two_process_run, tmp_path):
   workdir, result = two_process_run
   assert result['steps'] == ep.TOTAL_STEPS
   rows = (workdir / 'metrics.jsonl').read_text().splitlines()
-  assert [json.loads(r)['epoch'] for r in rows] == [1, 2]  # Process 0 only.
+  assert [json.loads(r)['epoch'] for r in rows] == [0, 1, 2]  # Process 0 only.
   assert max(ep.checkpoint_steps(workdir)) == ep.TOTAL_STEPS
 
   # The same command again: both processes see a finished run.

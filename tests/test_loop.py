@@ -25,10 +25,70 @@ def test_implicit_every_k_steps_trains_with_a_held_out_split(tmp_path):
   finally:
     jax.config.update('jax_disable_most_optimizations', False)
   assert result['steps'] == 4
-  (row,) = [json.loads(x) for x in (tmp_path / 'metrics.jsonl').open()]
+  _, row = [json.loads(x) for x in (tmp_path / 'metrics.jsonl').open()]
   assert row['nonfinite_steps'] == 0 and np.isfinite(row['meta/meta_loss'])
   info = json.loads((tmp_path / 'dataset.json').read_text())
   assert info['num_meta'] == round(0.2 * 1437)
   assert info['num_train'] == 1437 - info['num_meta']
   restored = restore.restore_run(str(tmp_path))
   assert int(restored.state.step1) == 4 and int(restored.state.step2) == 2
+
+
+def _rows(workdir) -> list[dict]:
+  return [json.loads(x) for x in (workdir / 'metrics.jsonl').open()]
+
+
+def _smoke_run(tmp_path, method, **config_updates):
+  config = smoke.get_config()
+  config.method = method
+  config.train.epochs, config.train.steps_per_epoch = 1, 3
+  for dotted, value in config_updates.items():
+    group, field = dotted.split('.')
+    config[group][field] = value
+  result = loop.train_and_evaluate(config, str(tmp_path))
+  return result, _rows(tmp_path)
+
+
+def test_every_run_starts_with_an_evaluation_at_step_0(tmp_path):
+  """Row 0 scores the initial networks: f at chance, g's labels undrifted."""
+  result, rows = _smoke_run(tmp_path, 'maxl')
+  first, last = rows
+  assert (first['epoch'], first['step']) == (0, 0)
+  assert first['test/label_drift'] == 0.0
+  assert not any(k.startswith(('train/', 'meta/')) for k in first)
+  assert last['test/label_drift'] > 0 and result['test_label_drift'] > 0
+  # What trains g, per θ2 update, for the published MAXL.
+  assert last['meta/grad_meta_norm'] > 0 and last['meta/grad_entropy_norm'] > 0
+  assert 0 < last['meta/meta_share'] < 1
+  assert -1 <= last['meta/grad_parts_cosine'] <= 1
+
+
+def test_frozen_generator_never_moves(tmp_path):
+  """`frozen`: g's labels train f, θ2 stays at its initialisation."""
+  result, rows = _smoke_run(tmp_path, 'frozen')
+  assert rows[-1]['test/label_drift'] == 0.0
+  assert rows[-1]['train/loss_aux'] > 0  # g's labels do train f.
+  restored = restore.restore_run(str(tmp_path))
+  initial = restored.run.init_state(restored.state.label_state)
+  same = jax.tree.map(
+    lambda a, b: bool(np.array_equal(a, b)), restored.state.theta2,
+    initial.theta2,
+  )  # fmt: skip
+  assert all(jax.tree.leaves(same)) and int(restored.state.step2) == 0
+
+
+def test_entropy_only_has_no_meta_part(tmp_path):
+  """`entropy_only`: θ2 moves, by the entropy part alone; J is still logged."""
+  result, rows = _smoke_run(tmp_path, 'entropy_only')
+  last = rows[-1]
+  assert last['meta/grad_meta_norm'] == 0.0 and last['meta/meta_share'] == 0
+  assert last['meta/grad_entropy_norm'] > 0 and last['test/label_drift'] > 0
+  assert np.isfinite(last['meta/loss_after'])
+
+
+def test_soft_human_runs_on_a_hierarchy(tmp_path):
+  result, rows = _smoke_run(
+    tmp_path, 'soft_human', **{'data.hierarchy': 'parity'}
+  )
+  assert rows[-1]['train/loss_aux'] > 0 and 'test/label_drift' not in rows[-1]
+  assert 0 <= result['test_aux_recovery_nmi'] <= 1

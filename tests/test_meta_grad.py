@@ -580,15 +580,17 @@ def test_label_generator_weights_start_at_init_weight():
 def test_mean_weight_metric():
   """`meta/aux_weight` is the mean weight; runs without weights keep their
   metric set (and checkpoint layout)."""
-  _, out = estimate('structured', make_problem(example_weights=True), 0.1)
-  sums = metrics.add_meta(metrics.zero_sums(5, aux_weight=True), out)
+  grads2, out = estimate('structured', make_problem(example_weights=True), 0.1)
+  parts = meta_grad.gradient_parts(grads2, out)
+  sums = metrics.add_meta(metrics.zero_sums(5, aux_weight=True), out, parts)
   means = metrics.epoch_means(jax.tree.map(np.asarray, sums))
   # A float32 mean of 6 values in (0, 1): error <= 8u (u = 2^-24) = 4.8e-7.
   np.testing.assert_allclose(
     means['meta/aux_weight'], np.mean(out.aux_weights), rtol=1e-6
   )
-  _, out = estimate('structured', make_problem(), 0.1)
-  sums = metrics.add_meta(metrics.zero_sums(5), out)
+  grads2, out = estimate('structured', make_problem(), 0.1)
+  parts = meta_grad.gradient_parts(grads2, out)
+  sums = metrics.add_meta(metrics.zero_sums(5), out, parts)
   assert 'meta/aux_weight' not in metrics.epoch_means(sums)
   assert set(sums) == set(metrics.zero_sums(5, aux_weight=True)) - {
     'meta/aux_weight'

@@ -37,10 +37,13 @@ def test_epoch_means_write_the_label_usage_histogram():
   for probs in ([[1.0, 0, 0], [0, 1.0, 0]], [[0, 0, 1.0], [0, 0, 1.0]]):
     out = Out()
     out.aux_probs = jnp.asarray(probs)
-    sums = metrics.add_meta(sums, out)
+    parts = ({'w': jnp.array([3.0, 0.0])}, {'w': jnp.array([0.0, 1.0])})
+    sums = metrics.add_meta(sums, out, parts)
   means = metrics.epoch_means(jax.tree.map(np.asarray, sums))
   np.testing.assert_allclose(means[metrics.AUX_HIST], [0.25, 0.25, 0.5])
   assert means['meta/loss_after'] == 0.5
+  assert means['meta/grad_meta_norm'] == 3 and means['meta/meta_share'] == 0.75
+  assert means['meta/grad_parts_cosine'] == 0  # Orthogonal parts.
   assert means['meta/aux_usage'] == pytest.approx((2 / 3 + 1 / 3) / 2)
 
 

@@ -75,8 +75,8 @@ def test_metrics_rows_carry_the_label_usage_histogram(finished):
 
   text = (workdir / 'metrics.jsonl').read_text()
   rows = [json.loads(line) for line in text.splitlines()]
-  assert [r['epoch'] for r in rows] == [1, 2]
-  for row in rows:
+  assert [r['epoch'] for r in rows] == [0, 1, 2]
+  for row in rows[1:]:  # Row 0, at step 0, has no training metrics.
     hist = np.asarray(row['meta/aux_hist'])
     assert hist.shape == (30,)  # K = 10 classes x psi 3.
     np.testing.assert_allclose(hist.sum(), 1.0, rtol=1e-5)

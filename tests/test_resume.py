@@ -37,7 +37,7 @@ def reference(tmp_path_factory):
   result = _result(workdir)
   assert result['steps'] == ep.TOTAL_STEPS
   assert ep.sha_printed(proc.stdout) == result['params_sha256']
-  assert [r['epoch'] for r in _metrics(workdir)] == [1, 2]
+  assert [r['epoch'] for r in _metrics(workdir)] == [0, 1, 2]
   return workdir, result, _metrics(workdir)
 
 

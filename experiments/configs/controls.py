@@ -70,9 +70,45 @@ def search():
   return runs
 
 
+# The positive control: pairs of digits, primary = parity of their sum.
+PAIRS = {
+  'data.name': 'digit_pairs',
+  'data.hierarchy': 'parity',
+  'data.train_fraction': 0.1,  # 250 images, 10 per pair.
+  'data.eval_batch_size': 500,
+  'train.epochs': 60,  # 300 θ1 steps.
+  'train.eval_every_epochs': 12,
+  'checkpoint.every_epochs': 12,
+}
+HELD_OUT = {'data.meta_fraction': 0.1, 'data.meta_batch_size': 25}
+# Live variants of the meta-signal (config.maxl, label_opt); each with the
+# held-out split, so that its meta objective on held-out data is logged.
+VARIANTS = {
+  'normalized': {'maxl.balance': 'normalized'},
+  'normalized_adam': {'maxl.balance': 'normalized', 'label_opt.name': 'adam'},
+  'adam': {'label_opt.name': 'adam'},
+  'scale10': {'maxl.lookahead_scale': 10.0},
+  'ce_normalized_adam': {'maxl.meta_loss': 'ce', 'maxl.balance': 'normalized',
+                         'label_opt.name': 'adam'},
+}  # fmt: skip
+
+
+def explore():
+  """Seed 0 in the positive control: which variant moves g?"""
+  methods = {
+    'maxl': {'method': 'maxl'},
+    'entropy_only': {'method': 'entropy_only'},
+    **{name: {'method': 'maxl', **o} for name, o in VARIANTS.items()},
+  }
+  return [
+    (f'explore/{name}/seed0', {**PAIRS, **HELD_OUT, **o, 'seed': 0})
+    for name, o in methods.items()
+  ]
+
+
 def sweep():
   """[(run name, {dotted config field: value})], in the order they run."""
-  return search()
+  return search() + explore()
 
 
 def analyses():

@@ -20,6 +20,7 @@ from experiments.figures import (
   invented,
   knowledge,
   report,
+  signal,
   table,
   tsne,
   usage,
@@ -186,6 +187,7 @@ def analyze(
     curves.write_time_to_accuracy(groups, out),
     curves.write_cosine(runs, out),
     knowledge.write_label_knowledge(groups, out),
+    signal.write_signal(groups, out),
     usage.write_usage_curves(runs, out),
   ]
   saved = [s for s in saved if s is not None]

@@ -10,6 +10,7 @@ classes (NMI, ARI), mean ± std over the seeds that logged them.
 
 import numpy as np
 
+from experiments.figures import signal
 from experiments.figures.runs import Group, Run, data_label, psi_label
 
 METHOD_ORDER = (
@@ -213,7 +214,9 @@ def paired_rows(groups: list[Group], reference: str) -> list[dict]:
 
   Returns:
     [{'label', 'reference', 'n' (pairs), 'diff' (mean, pp), 'sd' (of the
-    differences), 't', 'p'}] for groups with >= 2 seeds paired.
+    differences), 'ci95' (half-width of the t interval of the mean
+    difference, sd / √n · t_{0.975, n-1}), 't', 'p'}] for groups with >= 2
+    seeds paired.
   """
   from scipy import stats  # Slow import: only here.
 
@@ -251,6 +254,11 @@ def paired_rows(groups: list[Group], reference: str) -> list[dict]:
         'n': len(pairs),
         'diff': float(np.mean(a - b)),
         'sd': float(np.std(a - b, ddof=1)),
+        'ci95': float(
+          np.std(a - b, ddof=1)
+          / np.sqrt(len(pairs))
+          * stats.t.ppf(0.975, len(pairs) - 1)
+        ),
         't': float(test.statistic),
         'p': float(test.pvalue),
       }
@@ -261,32 +269,37 @@ def paired_rows(groups: list[Group], reference: str) -> list[dict]:
 def paired_markdown(groups: list[Group]) -> str:
   """Paired comparisons against Single and against Uniform."""
   lines = [
-    '| Group | Against | Pairs | Mean difference (pp) | SD of differences '
-    '| t | p (two-sided) |',
-    '|---|---|---:|---:|---:|---:|---:|',
+    '| Group | Against | Pairs | Mean difference (pp) | 95% CI (pp) '
+    '| SD of differences | t | p (two-sided) |',
+    '|---|---|---:|---:|---:|---:|---:|---:|',
   ]
   for reference in ('single', 'uniform'):
     for row in paired_rows(groups, reference):
+      low, high = row['diff'] - row['ci95'], row['diff'] + row['ci95']
       lines.append(
         f'| {row["label"]} | {reference} | {row["n"]} | {row["diff"]:+.2f} '
-        f'| {row["sd"]:.2f} | {row["t"]:.2f} | {row["p"]:.3f} |'
+        f'| [{low:+.2f}, {high:+.2f}] | {row["sd"]:.2f} | {row["t"]:.2f} '
+        f'| {row["p"]:.3f} |'
       )
   return '\n'.join(lines)
 
 
 PAIRED_NOTE = (
   'Paired by seed (a seed fixes the training subset, the data order and the '
-  'initial weights); paired t-test on the final test accuracies. With 3 '
-  'pairs, p < 0.05 needs a large, consistent difference: read p as a '
-  'screen, not a verdict.'
+  'initial weights); paired t-test on the final test accuracies; 95% CI: '
+  'the t interval of the mean difference. With 3 pairs, p < 0.05 needs a '
+  'large, consistent difference: read p as a screen, not a verdict.'
 )
 
 
 def results_markdown(groups: list[Group], runs: list[Run]) -> str:
   """The whole results.md."""
   paired = paired_markdown(groups)
+  trains_g = signal.signal_markdown(groups)
+  if trains_g:
+    trains_g = f'## What trains g\n\n{trains_g}\n\n{signal.SIGNAL_NOTE}\n\n'
   return (
     f'# Results\n\n{markdown_table(table_rows(groups))}\n\n{TABLE_NOTE}\n\n'
     f'## Paired comparisons\n\n{paired}\n\n{PAIRED_NOTE}\n\n'
-    f'## Runs\n\n{runs_table(runs)}\n'
+    f'{trains_g}## Runs\n\n{runs_table(runs)}\n'
   )
