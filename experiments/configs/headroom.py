@@ -45,7 +45,7 @@ def get_config():
   return config
 
 
-def _setting(hierarchy: str, size: str) -> dict:
+def run_setting(hierarchy: str, size: str) -> dict:
   sizes = dict(SIZES)
   epochs = sizes[size]['train.epochs']
   return {
@@ -65,7 +65,7 @@ def scan():
   runs = []
   for size, _ in SIZES:
     for hierarchy in HIERARCHIES:
-      setting = _setting(hierarchy, size)
+      setting = run_setting(hierarchy, size)
       for method in ('human', 'uniform'):
         runs += _seeds(f'scan/{hierarchy}_{size}/{method}', method=method,
                        **setting)  # fmt: skip
@@ -74,7 +74,7 @@ def scan():
 
 def capture():
   """Every label source and control where Human beats Uniform the most."""
-  setting = _setting(*CAPTURE)
+  setting = run_setting(*CAPTURE)
   held_out = {'data.meta_fraction': 0.1}
   implicit = {
     **held_out,
@@ -103,7 +103,7 @@ def investigation():
   """MAXL's knobs in the capture setting, seed 0: what moves recovery, what
   moves accuracy? A 10x faster generator; no entropy regulariser (λ = 0).
   (Two knobs only: the CPU budget of this study.)"""
-  setting = _setting(*CAPTURE)
+  setting = run_setting(*CAPTURE)
   variants = {
     'glr10x': {'label_opt.lr': 1e-2},
     'lam0': {'maxl.lam': 0.0},
