@@ -1,4 +1,4 @@
-"""When do learned labels matter? Planted hierarchies, a Human ceiling.
+"""When do learned labels matter? Planted hierarchies, a Human reference.
 
 COMMAND (the scan, then the capture study in the setting with the most
 headroom; skips finished runs, resumes interrupted ones, then writes the

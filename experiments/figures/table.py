@@ -109,7 +109,7 @@ def table_rows(groups: list[Group]) -> list[dict]:
   'delta': the mean minus Single's on the same dataset and training data;
   'delta_uniform': minus Uniform's (of the same ψ where there are
   several); 'headroom_share': (method - Uniform) / (Human - Uniform), the
-  share of the Human ceiling's gain over Uniform, when that headroom is
+  share of the Human reference's gain over Uniform, when that headroom is
   at least MIN_HEADROOM. Each is None where its reference is missing or
   ambiguous.
   """
@@ -191,7 +191,7 @@ TABLE_NOTE = (
   'difference of the mean to Single (Uniform) on the same dataset and '
   'training data (and ψ), in percentage points. Share of headroom: '
   '(method − Uniform) / (Human − Uniform), the share of the Human '
-  "ceiling's gain over Uniform a method reaches; only where that "
+  "reference's gain over Uniform a method reaches; only where that "
   f'headroom is at least {MIN_HEADROOM} pp. Information: I(aux; x | y) '
   'of the final auxiliary '
   'labels of the test images, H(mean label of a class) − mean H(label), '
