@@ -19,7 +19,8 @@ def get_config():
 
   config.data = ml_collections.ConfigDict()
   # mnist | svhn_cropped | cifar10 | cifar100 | imagenet_resized/32x32 |
-  # ucf101 | cinic10 | fashion_mnist | digits.
+  # ucf101 | cinic10 | fashion_mnist | digits; your own: arrays | folder
+  # (at data.path) | tfds:NAME (any TFDS image classification dataset).
   config.data.name = 'cifar100'
   # TFDS data_dir; '' = TFDS default (~/tensorflow_datasets).
   config.data.data_dir = ''
@@ -57,6 +58,16 @@ def get_config():
   config.data.download = True
   # ucf101: frames per clip (1 = the middle one).
   config.data.video_frames = 1
+  # Your own data: data.name=arrays (an .npz file: x_train, y_train,
+  # x_test, y_test; optional fine_train, fine_test, class_names) or folder
+  # (a directory of one sub-folder of images per class, under train/ and
+  # test/ or split by test_fraction) at this path.
+  config.data.path = ''
+  # data.name=folder without train/ and test/: the fraction of each class
+  # held out for testing (a fixed split, the same for every seed).
+  config.data.test_fraction = 0.2
+  # data.name=tfds:NAME: the ClassLabel feature that holds the labels.
+  config.data.label_key = 'label'
 
   config.model = ml_collections.ConfigDict()
   # convnet4 | vgg16 | resnet32.
@@ -86,7 +97,9 @@ def get_config():
   config.maxl.psi_per_class = 5
   # psi of maxl, uniform, random, kmeans: balanced (psi_per_class for every
   # class) | hierarchy (data.hierarchy's: psi[c] = fine classes under c;
-  # random then ignores baseline.aux_classes). human always uses the latter.
+  # random then ignores baseline.aux_classes) | P comma-separated positive
+  # ints, one per primary class: '5,15,5,...'. human always uses the
+  # hierarchy's.
   config.maxl.psi = 'balanced'
   # Weight of the entropy regulariser in J.
   config.maxl.lam = 0.2

@@ -43,7 +43,8 @@ METHODS = (
 )
 # Methods whose targets come from g: maxl and its two controls.
 GENERATED = ('maxl', 'frozen', 'entropy_only')
-# config.maxl.psi: psi_per_class for every class, or the hierarchy's psi.
+# config.maxl.psi: psi_per_class for every class, or the hierarchy's psi
+# (or P comma-separated positive ints, `parse_psi`).
 PSI_CHOICES = ('balanced', 'hierarchy')
 
 __all__ = [
@@ -51,18 +52,35 @@ __all__ = [
   'PSI_CHOICES',
   'LabelSource',
   'check_psi_choice',
+  'parse_psi',
   'TrainingImages',
   'make_label_source',
 ]
 
 
-def check_psi_choice(psi_choice: str):
-  """Raises UsageError unless `psi_choice` (config.maxl.psi) is known."""
-  if psi_choice not in PSI_CHOICES:
+def parse_psi(psi_choice) -> np.ndarray | None:
+  """config.maxl.psi as a list of ints ('5,15,5,...', or a sequence), or
+  None for a name of PSI_CHOICES. Raises UsageError for anything else."""
+  if isinstance(psi_choice, str) and psi_choice in PSI_CHOICES:
+    return None
+  tokens = psi_choice.split(',') if isinstance(psi_choice, str) else psi_choice
+  try:
+    values = [int(str(t).strip()) for t in tokens]
+  except (TypeError, ValueError):
+    values = None
+  if not values or any(v < 1 for v in values):
     raise UsageError(
-      f'config.maxl.psi = {psi_choice!r} is not one of {list(PSI_CHOICES)}; '
-      'set --config.maxl.psi=<one of them>.'
+      f'config.maxl.psi = {psi_choice!r} is not one of {list(PSI_CHOICES)} '
+      'nor a comma-separated list of positive ints, one per primary class '
+      '(e.g. --config.maxl.psi=5,15,5).'
     )
+  return np.asarray(values, np.int64)
+
+
+def check_psi_choice(psi_choice: str):
+  """Raises UsageError unless `psi_choice` (config.maxl.psi) is known:
+  a name of PSI_CHOICES or a list of positive ints (`parse_psi`)."""
+  parse_psi(psi_choice)
 
 
 def _hierarchy_psi(info, why: str) -> np.ndarray:
@@ -104,9 +122,10 @@ def make_label_source(
       random's default total).
     seed: the run seed (random labels, K-Means).
     psi_choice: psi of maxl, uniform, random and kmeans (config.maxl.psi):
-      'balanced' (psi_per_class each; random: a random balanced psi) or
+      'balanced' (psi_per_class each; random: a random balanced psi),
       'hierarchy' (the dataset hierarchy's psi, unbalanced in general;
-      random_aux_classes is then unused). human always uses the hierarchy's.
+      random_aux_classes is then unused) or P comma-separated positive
+      ints ('5,15,5,...', likewise). human always uses the hierarchy's.
     random_aux_classes: random's total K (0 = psi_per_class * P).
     kmeans_config: `config.kmeans` (method kmeans only).
     steps_per_epoch: θ1 steps per epoch (K-Means' default refresh period).
@@ -133,7 +152,16 @@ def make_label_source(
     _hierarchy_psi(info, f'method={method}')
     smoothing = soft_human_eps if method == 'soft_human' else 0.0
     return human_source(info.fine_to_primary, num_primary, smoothing)
-  if psi_choice == 'hierarchy':
+  given = parse_psi(psi_choice)
+  if given is not None:
+    if given.size != num_primary:
+      raise UsageError(
+        f'config.maxl.psi gives {given.size} values, but {info.name} has '
+        f'{num_primary} primary classes; give one positive int per class '
+        f'(--config.maxl.psi=' + ','.join(['5'] * num_primary) + ').'
+      )
+    psi = given
+  elif psi_choice == 'hierarchy':
     psi = _hierarchy_psi(info, f"config.maxl.psi='hierarchy' ({method})")
   else:
     psi = hierarchy.balanced_psi(num_primary, psi_per_class)
