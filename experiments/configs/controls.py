@@ -61,12 +61,31 @@ def _digits(size: str) -> dict:
           'checkpoint.every_epochs': fifth}  # fmt: skip
 
 
+# digit_pairs at other sizes, seed 0: how the positive control's size was
+# chosen (the table's 10% is in between).
+PAIR_SIZES = (
+  ('pairs_frac6', {'data.train_fraction': 0.06, 'train.epochs': 100,
+                   'train.eval_every_epochs': 20,
+                   'checkpoint.every_epochs': 20}),
+  ('pairs_frac40', {'data.train_fraction': 0.4, 'train.epochs': 25,
+                    'train.eval_every_epochs': 5,
+                    'checkpoint.every_epochs': 5}),
+)  # fmt: skip
+
+
 def search():
-  """Human, Uniform and Single in each digits setting."""
+  """Human, Uniform and Single in each digits setting (3 seeds) and in
+  digit_pairs at 6% and 40% (seed 0)."""
   runs = []
   for size, _ in DIGITS:
     for method in ('single', 'uniform', 'human'):
       runs += _seeds(f'search/{size}/{method}', method=method, **_digits(size))
+  for size, overrides in PAIR_SIZES:
+    for method in ('single', 'uniform', 'human'):
+      runs.append((
+        f'search/{size}/{method}/seed0',
+        {**PAIRS, **overrides, 'method': method, 'seed': 0},
+      ))  # fmt: skip
   return runs
 
 
@@ -147,6 +166,7 @@ ROWS = (
   ('normalized_heldout_weights', {'method': 'maxl', **HELD_OUT,
                                   **VARIANTS['normalized'],
                                   'maxl.example_weights': True}),
+  ('adam_heldout', {'method': 'maxl', **HELD_OUT, **VARIANTS['adam']}),
 )  # fmt: skip
 
 
