@@ -104,13 +104,10 @@ def bind_steps(
   estimator,
   on_nonfinite,
   num_fine=0,
-  meta_options=None,
 ) -> dict:
   """The step functions of `step_fns` bound to their dependencies.
 
   The runner jits these (`assembly.make_step_fns`), the API wraps them.
-  `meta_options`: more keyword arguments of `step_fns.meta_step` and
-  `interleaved_step` (MAXL's variants; None: the paper's defaults).
 
   Returns:
     {'primary', 'eval', ['meta', 'interleaved'] (an `estimator`),
@@ -140,7 +137,6 @@ def bind_steps(
       tx2=tx2,
       alpha_schedule=alpha_schedule,
       on_nonfinite=on_nonfinite,
-      **(meta_options or {}),
     )
     fns['meta'] = meta
     fns['interleaved'] = functools.partial(
@@ -213,9 +209,7 @@ def _estimator(estimator, inverse):
   return fn
 
 
-def _learner(
-  f, g, source, tx1, tx2, *, alpha, estimator, problem, nonfinite, **options
-):
+def _learner(f, g, source, tx1, tx2, *, alpha, estimator, problem, nonfinite):
   steps = bind_steps(
     problem=problem,
     label_source=source,
@@ -224,7 +218,6 @@ def _learner(
     alpha_schedule=_alpha_schedule(alpha),
     estimator=estimator,
     on_nonfinite=nonfinite,
-    **options,
   )
   # The test-time label statistics are the runner's business: plain sums.
   evaluate = functools.partial(step_fns.eval_step, problem=problem)
@@ -263,11 +256,25 @@ def _learner(
 
 
 _NONFINITE = ('skip_step', 'stop')
+# The meta objective's primary loss (`config.maxl.meta_loss`).
+META_LOSSES = ('focal', 'ce')
 
 
 def _check(on_nonfinite):
-  if on_nonfinite not in _NONFINITE:
-    raise ValueError(f'on_nonfinite must be one of {_NONFINITE}')
+  _choice('on_nonfinite', on_nonfinite, _NONFINITE)
+
+
+def _choice(name: str, value, allowed):
+  """`value`, or a ValueError that lists `allowed`."""
+  if value not in allowed:
+    raise ValueError(f'{name} must be one of {list(allowed)}, got {value!r}')
+  return value
+
+
+def meta_gamma(meta_loss: str):
+  """`MaxlProblem.meta_gamma` of `meta_loss` ('focal': None, 'ce': 0)."""
+  _choice('meta_loss', meta_loss, META_LOSSES)
+  return None if meta_loss == 'focal' else 0.0
 
 
 def maxl(
@@ -286,7 +293,9 @@ def maxl(
   label_smoothing: float = 0.0,
   fd_eps: float = 0.01,
   on_nonfinite: str = 'skip_step',
-  meta_options: dict | None = None,
+  meta_loss: str = 'focal',
+  lookahead_scale: float = 1.0,
+  balance: str = 'sum',
 ) -> Learner:
   """MAXL: g(θ2) generates the auxiliary labels; θ2 learns by meta steps.
 
@@ -309,8 +318,11 @@ def maxl(
     fd_eps: finite-difference step numerator (first_order).
     on_nonfinite: skip_step (a non-finite step is not applied, the next
       ones are) | stop (it and every later step are not applied).
-    meta_options: more keyword arguments of the θ2 step
-      (`training.step_fns.meta_step`), e.g. MAXL's variants.
+    meta_loss, lookahead_scale, balance: variants of the meta-signal
+      (DESIGN §2g; the defaults are the paper's): 'focal' | 'ce' for the
+      meta objective's primary loss, the lookahead's step as a multiple of
+      α, 'sum' | 'normalized' for how θ2's gradient combines its meta and
+      entropy parts.
   """
   _check(on_nonfinite)
   psi = hierarchy.validate_psi(psi)
@@ -323,6 +335,9 @@ def maxl(
     fd_eps=fd_eps,
     example_weights=example_weights,
     label_smoothing=label_smoothing,
+    meta_gamma=meta_gamma(meta_loss),
+    lookahead_scale=lookahead_scale,
+    balance=_choice('balance', balance, meta_grad.BALANCES),
   )
   return _learner(
     f,
@@ -334,7 +349,6 @@ def maxl(
     estimator=_estimator(estimator, inverse),
     problem=problem,
     nonfinite=on_nonfinite,
-    meta_options=meta_options,
   )
 
 

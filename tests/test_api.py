@@ -257,3 +257,23 @@ def test_bad_psi_and_estimator_are_clear_errors():
     maxl_jax.maxl(f, g, [2, 0], optax.sgd(1), optax.sgd(1), alpha=1.0)
   with pytest.raises(UsageError, match='structured'):
     _maxl(estimator='nope')
+
+
+def test_variants_of_the_meta_signal_reach_the_problem_and_the_metrics():
+  f, g = _nets()
+  learner = maxl_jax.maxl(
+    f, g, PSI, optax.sgd(LR1), optax.sgd(LR2), alpha=LR1,
+    meta_loss='ce', lookahead_scale=10.0, balance='normalized',
+  )  # fmt: skip
+  problem = learner.problem
+  assert (problem.meta_gamma, problem.lookahead_scale, problem.balance) == (
+    0.0, 10.0, 'normalized',
+  )  # fmt: skip
+  state = learner.init(jax.random.key(0), SHAPE)
+  _, values = jax.jit(learner.theta2_update)(state, _batch())
+  # Normalized: unit meta part, λ = 0.2 entropy part, share 1 / 1.2.
+  np.testing.assert_allclose(values['grad_meta_norm'], 1.0, rtol=1e-4)
+  np.testing.assert_allclose(values['meta_share'], 1 / 1.2, rtol=1e-4)
+  with pytest.raises(ValueError, match='balance'):
+    maxl_jax.maxl(f, g, PSI, optax.sgd(LR1), optax.sgd(LR2), alpha=LR1,
+                  balance='max')  # fmt: skip

@@ -40,7 +40,7 @@ CHOICES = {
   'method': labels.METHODS,
   'maxl.schedule': schedule.NAMES,
   'maxl.meta_grad': tuple(meta_grad.ESTIMATORS),
-  'maxl.meta_loss': ('focal', 'ce'),
+  'maxl.meta_loss': api.META_LOSSES,
   'maxl.balance': meta_grad.BALANCES,
   'label_opt.name': optim.OPTIMIZERS,
   **LOOP_CHOICES,
@@ -254,7 +254,7 @@ def build_run(config, info: DatasetInfo) -> Run:
     fd_eps=config.maxl.fd_eps,
     example_weights=example_weights,
     label_smoothing=float(config.train.get('label_smoothing', 0.0)),
-    meta_gamma=0.0 if config.maxl.get('meta_loss', 'focal') == 'ce' else None,
+    meta_gamma=api.meta_gamma(config.maxl.get('meta_loss', 'focal')),
     lookahead_scale=float(config.maxl.get('lookahead_scale', 1.0)),
     balance=config.maxl.get('balance', 'sum'),
   )
@@ -347,7 +347,6 @@ def make_step_fns(
   on_nonfinite,
   held_out=False,
   num_fine=0,
-  meta_options=None,
 ) -> dict:
   """`steps`' functions bound to their dependencies and jitted on `mesh`.
 
@@ -355,7 +354,6 @@ def make_step_fns(
   `held_out`, 'meta' and 'interleaved' take a third argument: the held-out
   batch of the meta objective. 'eval' also sums the statistics of what the
   labels know (DESIGN §6), with label recovery when `num_fine` > 0.
-  `meta_options`: more keyword arguments of the θ2 steps (`api.bind_steps`).
   """
 
   jit = functools.partial(jit_step, mesh=mesh)
@@ -371,7 +369,6 @@ def make_step_fns(
     estimator=estimator,
     on_nonfinite=on_nonfinite,
     num_fine=num_fine,
-    meta_options=meta_options,
   )
   fns = {'primary': update(bound['primary']), 'eval': jit(bound['eval'])}
   for name in ('meta', 'interleaved'):
