@@ -28,6 +28,7 @@ COMMAND:
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -40,14 +41,22 @@ BENCH = os.path.join(REPO, 'benchmarks', 'bench_steps.py')
 PAPER = {'epochs': 200, 'train': 50_000, 'test': 10_000, 'batch': 100}
 PRIMARY, PSI = 20, 5  # CIFAR-100's 20 superclasses, 5 auxiliary each.
 
-# (backbone, kinds, remat) of the step benchmarks, in order of priority.
+# (backbone, kind, remat) of the step benchmarks, in order of priority; each
+# is one bench_steps.py process (a compile of tens of seconds on a GPU).
 FULL_BENCH = [
-  ('vgg16', 'single,theta1,meta_structured,meta_unrolled', 'none'),
+  ('vgg16', 'single', 'none'),
+  ('vgg16', 'meta_structured', 'none'),
   ('vgg16', 'meta_structured', 'blocks'),
-  ('convnet4', 'single,theta1,meta_structured', 'none'),
-  ('resnet32', 'single,meta_structured', 'none'),
+  ('convnet4', 'meta_structured', 'none'),
+  ('resnet32', 'meta_structured', 'none'),
+  ('vgg16', 'theta1', 'none'),
+  ('vgg16', 'meta_unrolled', 'none'),
+  ('convnet4', 'single', 'none'),
+  ('resnet32', 'single', 'none'),
 ]
 TINY_BENCH = [('convnet4', 'single', 'none')]
+MAXL_RESERVE_S = 200  # Kept for the MAXL run (compiles 3 programs).
+MAX_BENCH_S = 120  # At most this per step benchmark.
 
 
 def parse_args(argv):
@@ -97,42 +106,63 @@ def environment():
   return line, env
 
 
+def _run(cmd, timeout):
+  """(returncode, stdout, stderr) of cmd in its own process group, which is
+  killed whole (bench_steps' children too) after `timeout` seconds.
+
+  Raises:
+    subprocess.TimeoutExpired: after killing it.
+  """
+  proc = subprocess.Popen(
+    cmd,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+    cwd=REPO,
+    start_new_session=True,
+  )
+  try:
+    out, err = proc.communicate(timeout=timeout)
+  except subprocess.TimeoutExpired:
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    raise
+  return proc.returncode, out, err
+
+
 def run_bench(args, deadline, log):
   """The step benchmarks: a list of bench_steps.py result dicts."""
   results = []
   jobs = TINY_BENCH if args.tiny else FULL_BENCH
-  for i, (backbone, kinds, remat) in enumerate(jobs):
-    # Keep ~half of what is left for the MAXL run, the rest shared.
-    share = (deadline.left() * 0.55) / (len(jobs) - i)
-    path = os.path.join(args.out, f'bench_{backbone}_{remat}.json')
-    cmd = [sys.executable, BENCH, f'--backbones={backbone}', f'--kinds={kinds}']
+  reserve = min(MAXL_RESERVE_S, 0.4 * deadline.left())
+  for backbone, kind, remat in jobs:
+    share = min(MAX_BENCH_S, deadline.left() - reserve)
+    path = os.path.join(args.out, f'bench_{backbone}_{kind}_{remat}.json')
+    cmd = [sys.executable, BENCH, f'--backbones={backbone}', f'--kinds={kind}']
     cmd += [f'--remat={remat}', f'--steps={args.steps}', f'--json={path}']
     cmd += [f'--batch={args.batch}', '--quiet_wait=0']
     cmd += ['--warmup=0' if args.tiny else '--warmup=2']
     if share < 20:
-      log(f'bench {backbone} {kinds} {remat}: skipped (out of time).')
-      results += [
-        {'backbone': backbone, 'kind': k, 'remat': remat, 'error': 'no time'}
-        for k in kinds.split(',')
-      ]
+      log(f'bench {backbone} {kind} {remat}: skipped (out of time).')
+      results.append(
+        {'backbone': backbone, 'kind': kind, 'remat': remat, 'error': 'no time'}
+      )
       continue
     start = time.time()
     try:
-      proc = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=share, cwd=REPO
-      )
-      error = None if proc.returncode == 0 else proc.stderr[-400:]
+      rc, _, err = _run(cmd, share)
+      error = None if rc == 0 else err[-400:]
     except subprocess.TimeoutExpired:
       error = f'timed out after {share:.0f} s'
-    log(f'bench {backbone} {kinds} remat={remat}: {time.time() - start:.0f} s')
+    log(f'bench {backbone} {kind} remat={remat}: {time.time() - start:.0f} s')
     if os.path.exists(path):
       with open(path) as f:
         results += json.load(f)['results']
-    elif error:
-      results += [
-        {'backbone': backbone, 'kind': k, 'remat': remat, 'error': error}
-        for k in kinds.split(',')
-      ]
+    else:
+      error = error or 'no result'
+      results.append(
+        {'backbone': backbone, 'kind': kind, 'remat': remat, 'error': error}
+      )
   return results
 
 
@@ -178,17 +208,15 @@ def run_maxl(args, deadline, log):
     return {'error': 'no time left'}
   start = time.time()
   try:
-    proc = subprocess.run(
-      cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO
-    )
+    rc, out, err = _run(cmd, timeout)
   except subprocess.TimeoutExpired:
     return {'error': f'timed out after {timeout:.0f} s'}
   wall = time.time() - start
-  log(f'maxl run: {wall:.0f} s, rc {proc.returncode}')
+  log(f'maxl run: {wall:.0f} s, rc {rc}')
   with open(os.path.join(args.out, 'maxl_run.log'), 'w') as f:
-    f.write(proc.stdout + proc.stderr)
-  if proc.returncode:
-    return {'error': (proc.stderr or proc.stdout)[-400:]}
+    f.write(out + err)
+  if rc:
+    return {'error': (err or out)[-400:]}
   return summarize_run(workdir, wall, args)
 
 

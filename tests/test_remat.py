@@ -1,4 +1,5 @@
-"""`config.model.remat`: the same parameters and meta-gradients, less memory."""
+"""`config.model.remat` and `conv_impl='im2col_tiled'`: the same parameters
+and meta-gradients, less memory."""
 
 import functools
 
@@ -11,7 +12,7 @@ from jax.flatten_util import ravel_pytree
 from experiments.configs import default
 from maxl_jax import hierarchy, meta_grad
 from maxl_jax.errors import UsageError
-from maxl_jax.networks import models
+from maxl_jax.networks import layers, models
 from maxl_jax.problem import MaxlProblem
 
 # Small trunks of each architecture: (trunk class, its kwargs, image shape).
@@ -32,7 +33,7 @@ def rel_err(a, b):
   return float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
 
 
-def _problem(name, remats, n=4, seed=0):
+def _problem(name, remats, n=4, seed=0, conv_impl='im2col'):
   """{remat: (problem, θ1, state1, θ2, state2, batch)} in float64.
 
   Every remat setting shares the variables of 'none' (the same tree and
@@ -44,7 +45,7 @@ def _problem(name, remats, n=4, seed=0):
   problems, variables = {}, None
   for remat in remats:
     trunk = functools.partial(
-      cls, conv_impl='im2col', dtype=jnp.float64, remat=remat, **kwargs
+      cls, conv_impl=conv_impl, dtype=jnp.float64, remat=remat, **kwargs
     )
     f = models.MultiTaskNet(trunk(), num_primary, num_aux, 5, jnp.float64)
     g = models.LabelGenerator(trunk(), num_aux, 5, jnp.float64)
@@ -143,6 +144,37 @@ def test_meta_gradient_is_the_same_with_remat_float64(name, estimator, remats):
       assert rel_err(out.theta1_grads, out_plain.theta1_grads) < 1e-10
       assert rel_err(out.new_state1, out_plain.new_state1) < 1e-12
       np.testing.assert_allclose(out.meta_loss, out_plain.meta_loss, 1e-12)
+
+
+@pytest.mark.parametrize(
+  'estimator', ['structured', pytest.param('unrolled', marks=pytest.mark.slow)]
+)
+def test_tiled_im2col_gives_the_same_meta_gradient_float64(
+  estimator, monkeypatch
+):
+  """conv_impl='im2col_tiled' (patches rebuilt per batch tile) against
+  'im2col', with tiles small enough that every layer is tiled."""
+  monkeypatch.setattr(layers, 'PATCH_TILE_BYTES', 2000)
+  with jax.enable_x64(True):
+    plain, out_plain, _ = _estimate(
+      estimator, _problem('convnet4', ('none',))['none']
+    )
+    args = _problem('convnet4', ('none',), conv_impl='im2col_tiled')['none']
+    grads, out, regions = _estimate(estimator, args)
+    assert regions >= 2 * 4  # Every tile of every conv of f and g.
+  assert rel_err(grads, plain) < 1e-10
+  assert rel_err(out.theta1_grads, out_plain.theta1_grads) < 1e-10
+  np.testing.assert_allclose(out.meta_loss, out_plain.meta_loss, 1e-12)
+
+
+def test_batch_tiles_bound_the_patch_bytes():
+  x = jnp.zeros((100, 32, 32, 64))
+  w = jnp.zeros((3, 3, 64, 64))
+  pads = ((1, 1), (1, 1))
+  per_example = 32 * 32 * 9 * 64 * 4  # 2.25 MiB of float32 patches.
+  assert layers._batch_tiles(x, w, (1, 1), pads, 100 * per_example) == 1
+  assert layers._batch_tiles(x, w, (1, 1), pads, 32 * 2**20) == 10
+  assert layers._batch_tiles(x, w, (1, 1), pads, per_example - 1) == 100
 
 
 def test_unknown_remat_is_a_usage_error():

@@ -18,6 +18,14 @@ are the same whatever the choice, so a checkpoint moves between them:
   precision in deep BatchNorm nets (README, Benchmarks). Differentiable
   once in reverse mode and in forward mode (jvp): enough for the
   `structured` and `first_order` meta-gradients, not for `unrolled`.
+- 'im2col_tiled': 'im2col' with the patches of each convolution built and
+  multiplied one batch tile at a time (`lax.map`), each tile under
+  `jax.checkpoint`: the backward passes keep the layer's input, not its
+  kh*kw-times larger patches, and rebuild one tile's patches at a time.
+  Tiles hold at most `PATCH_TILE_BYTES` of patches (layers whose patches
+  fit stay one matmul). The same values as 'im2col' up to the summation
+  order of the kernel gradient over tiles; on VGG-16 it cuts XLA's
+  temporaries of a meta step several-fold (benchmarks/README.md, "Remat").
 - 'auto': 'im2col' when `jax.default_backend() == 'cpu'`, else 'xla'. Never
   'im2col_bf16': rounding is a choice, not a hardware default.
 
@@ -41,7 +49,9 @@ from jax.custom_derivatives import SymbolicZero, linear_call
 
 from maxl_jax.errors import UsageError
 
-CONV_IMPLS = ('xla', 'im2col', 'im2col_bf16', 'auto')
+CONV_IMPLS = ('xla', 'im2col', 'im2col_bf16', 'im2col_tiled', 'auto')
+# 'im2col_tiled': the most bytes of patches one batch tile builds.
+PATCH_TILE_BYTES = 32 * 2**20
 
 _NHWC_SPECS = ('NHWC', 'HWIO', 'NHWC')
 
@@ -125,6 +135,7 @@ def im2col_conv_general_dilated(
   preferred_element_type: Any = None,
   *,
   bf16_operands: bool = False,
+  tile_bytes: int = 0,
 ) -> jax.Array:
   """Drop-in for `lax.conv_general_dilated`: 2-D convolution as one matmul.
 
@@ -146,6 +157,8 @@ def im2col_conv_general_dilated(
     preferred_element_type: accumulation/output type of the matmul.
     bf16_operands: round the patches and kernel to bfloat16 and multiply
       them with `bf16_matmul` (float32 accumulation, output in lhs.dtype).
+    tile_bytes: > 0: batch tiles of at most this many bytes of patches,
+      each rematerialised (the module docstring's 'im2col_tiled').
 
   Returns:
     [N, Ho, Wo, Cout] output, equal to `lax.conv_general_dilated`'s.
@@ -178,6 +191,22 @@ def im2col_conv_general_dilated(
   sh, sw = window_strides
   if isinstance(padding, str):
     padding = lax.padtype_to_pads((h, w), (kh, kw), (sh, sw), padding)
+  if tile_bytes:
+    tiles = _batch_tiles(lhs, rhs, window_strides, padding, tile_bytes)
+    if tiles > 1:
+      one = functools.partial(
+        im2col_conv_general_dilated,
+        rhs=rhs,
+        window_strides=window_strides,
+        padding=padding,
+        dimension_numbers=_NHWC_SPECS,
+        precision=precision,
+        preferred_element_type=preferred_element_type,
+        bf16_operands=bf16_operands,
+      )
+      one = jax.checkpoint(one, policy=jax.checkpoint_policies.nothing_saveable)
+      out = lax.map(one, lhs.reshape(tiles, n // tiles, h, w, cin))
+      return out.reshape(n, *out.shape[2:])
   (pt, pb), (pl, pr) = padding
   # Patches stay float32 even for bf16 operands: XLA:CPU runs bfloat16
   # slicing, concatenation and col2im ~2x slower than float32's, and it
@@ -206,6 +235,20 @@ def im2col_conv_general_dilated(
   )
 
 
+def _batch_tiles(lhs, rhs, window_strides, padding, tile_bytes) -> int:
+  """The fewest batch tiles (a divisor of N) with <= tile_bytes of patches."""
+  n, h, w, cin = lhs.shape
+  kh, kw = rhs.shape[:2]
+  (pt, pb), (pl, pr) = padding
+  ho = (h + pt + pb - kh) // window_strides[0] + 1
+  wo = (w + pl + pr - kw) // window_strides[1] + 1
+  per_example = ho * wo * kh * kw * cin * lhs.dtype.itemsize
+  for tiles in range(1, n + 1):
+    if n % tiles == 0 and (n // tiles) * per_example <= tile_bytes:
+      return tiles
+  return n
+
+
 def conv(
   features: int,
   kernel_size: Sequence[int] = (3, 3),
@@ -232,7 +275,9 @@ def conv(
   impl = resolve_impl(conv_impl)
   if impl != 'xla':
     kwargs['conv_general_dilated'] = functools.partial(
-      im2col_conv_general_dilated, bf16_operands=impl == 'im2col_bf16'
+      im2col_conv_general_dilated,
+      bf16_operands=impl == 'im2col_bf16',
+      tile_bytes=PATCH_TILE_BYTES if impl == 'im2col_tiled' else 0,
     )
   return nn.Conv(features, tuple(kernel_size), **kwargs)
 
@@ -247,7 +292,7 @@ def max_pool(
 ) -> jax.Array:
   """Max-pool of [N, H, W, C] inputs, as `nn.max_pool`.
 
-  With 'im2col' or 'im2col_bf16' and non-overlapping windows (strides ==
+  With an 'im2col' kind of conv_impl and non-overlapping windows (strides ==
   window_shape, VALID padding: trailing rows/columns that do not fill a
   window are dropped) it is a reshape to [N, H/kh, kh, W/kw, kw, C] and a
   max; other settings use `nn.max_pool`. See the module docstring for
