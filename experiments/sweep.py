@@ -95,7 +95,7 @@ def finished(workdir: str, config) -> dict | None:
 
 def main(argv):
   del argv
-  from maxl_jax.errors import UsageError
+  from maxl_jax.errors import NonFiniteError, Preempted, UsageError
   from maxl_jax.training import compilation, console, loop
 
   # Each run's start, evaluation and result lines; its whole log in its
@@ -121,6 +121,14 @@ def main(argv):
       result = result or loop.train_and_evaluate(config, workdir)
     except UsageError as e:
       cli.fail(f'{name}: {e}')
+    except NonFiniteError as e:
+      cli.fail(f'{name}: {e}', status=1)
+    except Preempted as e:
+      print(
+        f'preempted: {name}: {e}; rerun the same command to resume.',
+        file=sys.stderr,
+      )
+      sys.exit(143)
     print(
       f'[{i + 1}/{len(runs)}, {time.time() - start:.0f} s] {name}: '
       f'{100 * result["test_accuracy"]:.2f}%',
