@@ -196,5 +196,8 @@ def sweep():
 
 def analyses():
   """(OUT subfolder, run-name prefixes, analysis options)."""
-  return [('search', ['search/'], {'tsne_images': 0})]
+  return [
+    (name, [f'{name}/'], {'tsne_images': 0})
+    for name in ('search', 'explore', 'pairs', 'parity')
+  ]
 
