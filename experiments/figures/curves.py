@@ -48,6 +48,43 @@ def mean_with_band(ax, x, mean, std, label: str, n: int, color=None):
     )
 
 
+def metric_panels(fig, panels, curves: dict, colors: dict, hline=None):
+  """One axis per (metric, y label, title) of `panels`, each group's
+  `seed_mean` curve of that metric in `curves[metric]` drawn in its colour
+  of `colors` (so that a group keeps it across panels); `hline`: a
+  {metric: y} reference line. Returns the axes."""
+  axes = np.atleast_1d(fig.subplots(1, len(panels)))
+  for ax, (key, ylabel, title) in zip(axes, panels, strict=True):
+    for curve in curves[key]:
+      mean_with_band(
+        ax,
+        np.asarray(curve['epoch']),
+        np.asarray(curve['mean']),
+        np.asarray(curve['std']),
+        curve['label'],
+        max(curve['n']),
+        colors.get(curve['label']),
+      )
+    if hline and key in hline:
+      ax.axhline(hline[key], color='black', linewidth=0.8, linestyle=':')
+    plots.epoch_axes(ax, ylabel, title, fontsize='medium')
+  return axes
+
+
+def write_metric_panels_csv(path: pathlib.Path, panels, curves: dict):
+  """The curves of `metric_panels` as CSV rows (metric, series, runs,
+  epoch, mean, std, n)."""
+  rows = (
+    (key, c['label'], ';'.join(c['runs']), e, m, s, n)
+    for key, _, _ in panels
+    for c in curves[key]
+    for e, m, s, n in zip(c['epoch'], c['mean'], c['std'], c['n'], strict=True)
+  )
+  return plots.write_csv(
+    path, ('metric', 'series', 'runs', 'epoch', 'mean', 'std', 'n'), rows
+  )
+
+
 def write_learning_curves(groups: list[Group], out: pathlib.Path):
   """learning_curves.png/.csv: test accuracy (%) per epoch, each group."""
   curves = [seed_mean(g, ACCURACY, 100.0) for g in groups]

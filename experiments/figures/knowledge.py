@@ -10,10 +10,12 @@ learning curves.
 
 import pathlib
 
-import numpy as np
-
 from experiments.figures import plots
-from experiments.figures.curves import mean_with_band, seed_mean
+from experiments.figures.curves import (
+  metric_panels,
+  seed_mean,
+  write_metric_panels_csv,
+)
 from experiments.figures.runs import Group
 
 INFORMATION = 'test/aux_information'
@@ -42,36 +44,15 @@ def write_label_knowledge(groups: list[Group], out: pathlib.Path):
     return None
   panels = [p for p in PANELS if p[0] in curves]
   fig = plots.new_figure(4.5 * len(panels) + 1.0, 4.0)
-  axes = np.atleast_1d(fig.subplots(1, len(panels)))
   # A group keeps its colour in every panel (not all log recovery).
   colors = {c['label']: f'C{i % 10}' for i, c in enumerate(curves[INFORMATION])}
-  for ax, (key, ylabel, title) in zip(axes, panels, strict=True):
-    for curve in curves[key]:
-      mean_with_band(
-        ax,
-        np.asarray(curve['epoch']),
-        np.asarray(curve['mean']),
-        np.asarray(curve['std']),
-        curve['label'],
-        max(curve['n']),
-        colors.get(curve['label']),
-      )
+  axes = metric_panels(fig, panels, curves, colors)
+  for ax in axes:
     ax.axhline(0.0, color='black', linewidth=0.8)
-    plots.epoch_axes(ax, ylabel, title, fontsize='medium')
   # One legend: the information panel has every group with a label source.
   plots.legend_below(fig, axes[0], len(curves[INFORMATION]))
   png = plots.save_png(fig, out / 'label_knowledge.png')
-  rows = (
-    (key, c['label'], ';'.join(c['runs']), e, m, s, n)
-    for key, _, _ in panels
-    for c in curves[key]
-    for e, m, s, n in zip(c['epoch'], c['mean'], c['std'], c['n'], strict=True)
-  )
-  data = plots.write_csv(
-    out / 'label_knowledge.csv',
-    ('metric', 'series', 'runs', 'epoch', 'mean', 'std', 'n'),
-    rows,
-  )
+  data = write_metric_panels_csv(out / 'label_knowledge.csv', panels, curves)
   return plots.Saved(
     'What the labels know',
     png,

@@ -14,7 +14,11 @@ import pathlib
 import numpy as np
 
 from experiments.figures import plots
-from experiments.figures.curves import mean_with_band, seed_mean
+from experiments.figures.curves import (
+  metric_panels,
+  seed_mean,
+  write_metric_panels_csv,
+)
 from experiments.figures.runs import Group, series
 
 SHARE, DRIFT = 'meta/meta_share', 'test/label_drift'
@@ -119,34 +123,11 @@ def write_signal(groups: list[Group], out: pathlib.Path):
   if not curves[DRIFT]:
     return None
   fig = plots.new_figure(10.0, 4.0)
-  axes = fig.subplots(1, len(PANELS))
   colors = {c['label']: f'C{i % 10}' for i, c in enumerate(curves[DRIFT])}
-  for ax, (key, ylabel, title) in zip(axes, PANELS, strict=True):
-    for curve in curves[key]:
-      mean_with_band(
-        ax,
-        np.asarray(curve['epoch']),
-        np.asarray(curve['mean']),
-        np.asarray(curve['std']),
-        curve['label'],
-        max(curve['n']),
-        colors.get(curve['label']),
-      )
-    plots.epoch_axes(ax, ylabel, title, fontsize='medium')
-  axes[1].axhline(0.5, color='black', linewidth=0.8, linestyle=':')
+  axes = metric_panels(fig, PANELS, curves, colors, hline={SHARE: 0.5})
   plots.legend_below(fig, axes[0], len(curves[DRIFT]))
   png = plots.save_png(fig, out / 'meta_signal.png')
-  rows = (
-    (key, c['label'], ';'.join(c['runs']), e, m, s, n)
-    for key, _, _ in PANELS
-    for c in curves[key]
-    for e, m, s, n in zip(c['epoch'], c['mean'], c['std'], c['n'], strict=True)
-  )
-  data = plots.write_csv(
-    out / 'meta_signal.csv',
-    ('metric', 'series', 'runs', 'epoch', 'mean', 'std', 'n'),
-    rows,
-  )
+  data = write_metric_panels_csv(out / 'meta_signal.csv', PANELS, curves)
   return plots.Saved(
     'What trains g',
     png,
