@@ -14,7 +14,7 @@ positive control found by the search and in the headroom study's parity 5%
 setting (Fashion-MNIST, experiments/configs/headroom.py), 3 seeds.
 """
 
-from experiments.configs import default, headroom
+from experiments.configs import headroom, quickstart
 
 SEEDS = (0, 1, 2)
 # (name, overrides) of the search's digits settings: about 250 θ1 steps each.
@@ -29,19 +29,15 @@ DIGITS = (
 
 
 def get_config():
-  """Digits at half-width ConvNet-4; the hierarchy's ψ for every source."""
-  config = default.get_config()
-  config.data.name = 'digits'
-  config.data.batch_size = 50
-  config.data.eval_batch_size = 360
-  config.data.augment = 'none'
+  """The quickstart's digits at half-width ConvNet-4, no comparison; the
+  hierarchy's ψ for every source."""
+  config = quickstart.get_config()
+  config.compare_methods = ''
   config.data.hierarchy = 'parity'
-  config.model.name = 'convnet4'
   config.model.widths = (16, 32, 64, 128)
   config.model.head_hidden = 128
   config.maxl.psi = 'hierarchy'
-  config.primary_opt.lr = 0.01
-  config.primary_opt.momentum = 0.9
+  config.maxl.psi_per_class = 5  # Unused with the hierarchy's ψ.
   config.train.epochs = 40
   config.train.eval_every_epochs = 8
   config.checkpoint.every_steps = 10_000  # Epoch ends only.
