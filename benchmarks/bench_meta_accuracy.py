@@ -95,7 +95,7 @@ def main(argv):
     )
     problem = run.problem
     args = (state.theta1, state.state1, state.theta2, state.state2, batch)
-    args = (*args, run.alpha_schedule(0))
+    args = (*args, run.lr_schedule(0))
     grads = meta_grads(problem, args)
     grads.update(bf16_meta_grads(backbone, args))
     ref = grads.pop('unrolled')

@@ -1,5 +1,8 @@
 """Runs one experiment: `python -m experiments.run --config=... --workdir=...`.
 
+Every kind of run (`config.run`, maxl_jax/training/contract.py): MAXL or a
+baseline (`config.method`, or each of `config.compare_methods` in turn), or
+a loss combiner (experiments/configs/combine_fashion.py).
 Every config field can be overridden (`--config.train.epochs=3`). Rerunning
 the same command with the same workdir resumes from its newest checkpoint.
 Several processes (hosts): the same command on each, with `--distributed`
@@ -79,11 +82,7 @@ def run_methods(config, workdir):
   methods = [m.strip() for m in config.compare_methods.split(',') if m.strip()]
   if not methods:
     result = loop.train_and_evaluate(config, workdir)
-    print(
-      f'{result["method"]} on {result["dataset"]}: test accuracy '
-      f'{100 * result["test_accuracy"]:.2f}%, params sha256 '
-      f'{result["params_sha256"]}'
-    )
+    print(summary(result))
     return [result]
   for method in methods:
     if method not in labels.METHODS:
@@ -110,16 +109,31 @@ def run_methods(config, workdir):
   return results
 
 
+def summary(result: dict) -> str:
+  """One run's line: its test accuracy (a combiner's task weights too) and
+  its parameters' sha256."""
+  name = result['method']
+  weights = ''
+  if 'weights' in result:  # A loss combiner (`combiner_run.result_fields`).
+    name = f'{result["form"]} combiner'
+    weights = ', '.join(f'{k} {v:.3f}' for k, v in result['weights'].items())
+  return (
+    f'{name} on {result["dataset"]}: test accuracy '
+    f'{100 * result["test_accuracy"]:.2f}%'
+    + (f', task weights {weights}' if weights else '')
+    + f', params sha256 {result["params_sha256"]}'
+  )
+
+
 def how_to_read(num_test: int) -> str:
   """What one seed's comparison can and cannot show."""
   return (
     f'\nOne seed, {num_test} test images (one image = '
     f'{100 / num_test:.2f} points): this compares methods on one draw, it '
     'does not measure a gain. Differences of a point or less are within '
-    "seed-to-seed noise; on Fashion-MNIST at 5% MAXL's gain over Single "
-    '(+0.8 points, 3 seeds) is matched by the Uniform ablation, which '
-    'learns nothing (docs/RESULTS.md). Compare seeds and '
-    '--config.method=uniform before crediting the meta-learning.'
+    'seed-to-seed noise, and an ablation that learns nothing can match '
+    'a gain (docs/RESULTS.md). Compare seeds and --config.method=uniform '
+    'before crediting the meta-learning.'
   )
 
 

@@ -66,12 +66,12 @@ def load_sweep(path: str):
 
 def configured(get_config, overrides: dict):
   """The base config with `overrides` ({'a.b': value}) applied."""
-  from maxl_jax.training import assembly
+  from maxl_jax.training import config_fields
 
   config = get_config()
   for dotted, value in overrides.items():
     try:
-      node, field = assembly.config_field(config, dotted)
+      node, field = config_fields.config_field(config, dotted)
     except KeyError:
       cli.fail(f'sweep override {dotted!r}: no such config field.')
     node[field] = value

@@ -6,7 +6,7 @@ your own loop (`api`: `maxl`, `single`, `uniform`, `human`,
 without importing TensorFlow, TFDS, Orbax or CLU. The networks live in
 `maxl_jax.networks`, the input pipeline in `maxl_jax.data`, the label
 sources in `maxl_jax.labels`, and the run
-assembly, training loop, checkpoints and restore in `maxl_jax.training`.
+building, training loop, checkpoints and restore in `maxl_jax.training`.
 """
 
 from maxl_jax import (

@@ -21,7 +21,7 @@ fixed targets (no θ2 update).
 
 One implementation: every update is a step function of
 `training/step_fns.py`, bound by `bind_steps`, the same binding the runner
-jits (`training.assembly.make_step_fns`); the API only adds the read-out
+jits (`training.maxl_run.make_step_fns`); the API only adds the read-out
 of the step's metrics from the running sums the runner accumulates.
 """
 
@@ -107,7 +107,7 @@ def bind_steps(
 ) -> dict:
   """The step functions of `step_fns` bound to their dependencies.
 
-  The runner jits these (`assembly.make_step_fns`), the API wraps them.
+  The runner jits these (`maxl_run.make_step_fns`), the API wraps them.
 
   Returns:
     {'primary', 'eval', ['meta', 'interleaved'] (an `estimator`),

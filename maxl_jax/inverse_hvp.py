@@ -143,6 +143,15 @@ class InverseHvp:
     )
 
 
+def from_config(group) -> InverseHvp:
+  """The solver of a config group (config.implicit: solver, neumann_steps,
+  neumann_lr, cg_steps, damping), shared by `implicit` and the combiner."""
+  steps = group.neumann_steps if group.solver == 'neumann' else group.cg_steps
+  return InverseHvp(
+    solver=group.solver, steps=steps, lr=group.neumann_lr, damping=group.damping
+  )
+
+
 def hypergradient(inner_loss, outer_loss, theta, phi, inverse: InverseHvp):
   """The IFT hypergradient `-∇φ ⟨w, ∇θ inner(θ, φ)⟩`, `w = H⁻¹ ∇θ outer(θ)`.
 

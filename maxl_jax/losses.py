@@ -1,7 +1,8 @@
 """MAXL's losses as pure functions of arrays (DESIGN §1).
 
-Mask softmax in log space, focal loss from log-probabilities (γ = 0 is
-cross-entropy), the batch-mean entropy regulariser and the multi-task loss.
+The mask softmax (computed in log space), focal loss from log-probabilities
+(γ = 0 is cross-entropy), the batch-mean entropy regulariser and the
+multi-task loss.
 """
 
 import jax
@@ -19,21 +20,6 @@ def _masked_log_softmax(logits, labels, mask):
   row_mask = jnp.asarray(mask)[labels]
   fill = jnp.finfo(logits.dtype).min
   return jax.nn.log_softmax(jnp.where(row_mask, logits, fill), -1), row_mask
-
-
-def mask_log_softmax(logits, labels, mask):
-  """Log of the mask softmax: mass only on the auxiliary classes of `labels`.
-
-  Args:
-    logits: [N, K] float, label-generator outputs.
-    labels: [N] int, primary labels.
-    mask: [P, K] bool, `hierarchy.class_mask(psi)`.
-
-  Returns:
-    [N, K] log-probabilities; -inf outside the mask of each row's class.
-  """
-  log_probs, row_mask = _masked_log_softmax(logits, labels, mask)
-  return jnp.where(row_mask, log_probs, -jnp.inf)
 
 
 def mask_softmax(logits, labels, mask):

@@ -10,9 +10,11 @@ the signature
 `meta_batch` (a batch dict, any size) is where the meta objective's primary
 loss is evaluated; None means `batch`, MAXL as published. `implicit`
 (AuxiLearn's IFT hypergradient) needs a held-out `meta_batch`. Each is
-registered by name in `ESTIMATORS`; a new one is one function, one entry and
-one agreement test. `entropy_only` is a control, not an estimator of ∇J:
-θ2 follows the entropy part alone. Every estimator also returns the entropy
+registered by name in `ESTIMATORS` with the settings it owns (`Estimator`:
+its config group, whether it needs a held-out split); a new one is one
+function, one entry and one agreement test, with no edit to the run
+builder. `entropy_only` is a control, not an estimator of ∇J: θ2 follows
+the entropy part alone. Every estimator also returns the entropy
 part λ∇θ2 H on its own (`MetaOutput.entropy_grads`), so that the two parts
 of θ2's gradient can be logged (`gradient_parts`) and balanced
 (`balanced_gradient`).
@@ -24,6 +26,8 @@ through g: the mixed term's for t and λ∇H for g.
 """
 
 import dataclasses
+import functools
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -304,11 +308,7 @@ def implicit(
     UsageError: `meta_batch` is None (the IFT needs a held-out split).
   """
   del alpha  # The IFT linearises at θ1; there is no lookahead step.
-  if meta_batch is None:
-    raise UsageError(
-      "maxl.meta_grad='implicit' (AuxiLearn's hypergradient) needs a "
-      'held-out meta batch: set --config.data.meta_fraction > 0.'
-    )
+  check_held_out('implicit', meta_batch is not None)
   labels, g_vjp, new_state2 = _labels_with_vjp(problem, theta2, state2, batch)
   # ∇θ1 L_T and its linearisation: every HVP of the solver then reuses the
   # one forward and backward pass (forward-over-reverse, batch statistics).
@@ -390,20 +390,70 @@ def balanced_gradient(grads2, out: MetaOutput, balance: str, lam: float):
   return jax.tree.map(jax.numpy.add, meta, entropy), (meta, entropy)
 
 
+@dataclasses.dataclass(frozen=True)
+class Estimator:
+  """A registered estimator: its function and the settings it owns.
+
+  Calling the entry calls `fn`. `held_out`: it needs a held-out meta batch
+  (config.data.meta_fraction > 0). `group` names its config group and
+  `settings(fn, group_config)` returns `(fn with the settings bound, a
+  transformation of θ2's gradient before θ2's optimiser, or None)`.
+  """
+
+  fn: Callable
+  held_out: bool = False
+  group: str | None = None
+  settings: Callable | None = None
+
+  def __call__(self, *args, **kwargs):
+    return self.fn(*args, **kwargs)
+
+
+def _implicit_settings(fn, group):
+  """config.implicit: the inverse-HVP solver; the hypergradient's clip."""
+  bound = functools.partial(fn, inverse=inverse_hvp.from_config(group))
+  clip = group.max_grad_norm
+  return bound, optax.clip_by_global_norm(clip) if clip > 0 else None
+
+
 ESTIMATORS = {
-  'unrolled': unrolled,
-  'structured': structured,
-  'first_order': first_order,
-  'implicit': implicit,
-  'entropy_only': entropy_only,
+  'unrolled': Estimator(unrolled),
+  'structured': Estimator(structured),
+  'first_order': Estimator(first_order),
+  'implicit': Estimator(implicit, True, 'implicit', _implicit_settings),
+  'entropy_only': Estimator(entropy_only),
 }
 
 
-def get_estimator(name: str):
-  """The estimator registered as `name`; a clear error for unknown names."""
+def _entry(name: str) -> Estimator:
+  """The entry registered as `name`; a clear error for unknown names."""
   if name not in ESTIMATORS:
     raise UsageError(
       f'unknown meta-gradient method {name!r}; choose one of '
       f'{sorted(ESTIMATORS)} (config.maxl.meta_grad).'
     )
   return ESTIMATORS[name]
+
+
+def get_estimator(name: str):
+  """The estimator function registered as `name` (its settings' defaults)."""
+  return _entry(name).fn
+
+
+def check_held_out(name: str, has_held_out: bool):
+  """Raises UsageError if estimator `name` needs a held-out split and there
+  is none: the one place of the held-out rule."""
+  if _entry(name).held_out and not has_held_out:
+    raise UsageError(
+      f'maxl.meta_grad={name!r} evaluates the primary loss on a held-out '
+      'meta batch: set --config.data.meta_fraction > 0, e.g. 0.1.'
+    )
+
+
+def from_config(name: str, config):
+  """(estimator `name` with its settings bound from `config.<its group>`,
+  the transformation of θ2's gradient before θ2's optimiser, or None)."""
+  entry = _entry(name)
+  if entry.settings is None:
+    return entry.fn, None
+  return entry.settings(entry.fn, config[entry.group])

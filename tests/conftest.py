@@ -1,7 +1,7 @@
 """Pytest fixtures and hooks shared by every test file.
 
 Helpers that tests import live in modules named for what they hold:
-`problems` (tiny MAXL problems), `data_loading` (small datasets through the
+`toy_problems` (tiny MAXL problems), `data_loading` (small datasets through the
 input pipeline), `entry_point` (the entry points in subprocesses).
 """
 

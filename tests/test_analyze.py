@@ -18,10 +18,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from problems import TinyConvBN, TwoHeads, make_problem
+from toy_problems import TinyConvBN, TwoHeads, make_problem
 
+from experiments.figures import finished as finished_lib
 from experiments.figures import forward, invented, table, tsne
-from experiments.figures import runs as runs_lib
 from maxl_jax import losses
 from maxl_jax.training import restore
 
@@ -382,7 +382,7 @@ def write_run(
 
 def _rows(folder):
   return table.table_rows(
-    runs_lib.group_runs(runs_lib.find_runs([str(folder)]))
+    finished_lib.group_runs(finished_lib.find_runs([str(folder)]))
   )
 
 
@@ -414,8 +414,8 @@ def test_table_mean_and_sample_std_by_hand(tmp_path):
     write_run(tmp_path / f'maxl{seed}', 'maxl', seed, acc, 40, scores=scores)
   write_run(tmp_path / 'low', 'maxl', 0, 0.5, 5, fraction=0.05)
   write_run(tmp_path / 'other', 'maxl', 0, 0.9, 50, schedule='interleaved')
-  runs = runs_lib.find_runs([str(tmp_path)])
-  groups = runs_lib.group_runs(runs)
+  runs = finished_lib.find_runs([str(tmp_path)])
+  groups = finished_lib.group_runs(runs)
   assert sorted(g.detail for g in groups) == [
     '',
     '',
@@ -461,7 +461,7 @@ def test_paired_comparisons_by_hand(tmp_path):
   for seed, acc in enumerate([0.83, 0.83, 0.86]):
     write_run(tmp_path / f'maxl{seed}', 'maxl', seed, acc, 10)
   write_run(tmp_path / 'maxl9', 'maxl', 9, 0.99, 10)  # No partner seed.
-  groups = runs_lib.group_runs(runs_lib.find_runs([str(tmp_path)]))
+  groups = finished_lib.group_runs(finished_lib.find_runs([str(tmp_path)]))
   (row,) = table.paired_rows(groups, 'single')
   assert row['n'] == 3
   assert row['diff'] == pytest.approx(2.0)
@@ -470,7 +470,7 @@ def test_paired_comparisons_by_hand(tmp_path):
   assert row['p'] == pytest.approx(0.0742, abs=1e-4)  # t(2) two-sided.
   assert table.paired_rows(groups, 'uniform') == []  # No Uniform group.
   assert '| single | 3 | +2.00 | 1.00 | 3.46 | 0.074 |' in (
-    table.results_markdown(groups, runs_lib.find_runs([str(tmp_path)]))
+    table.results_markdown(groups, finished_lib.find_runs([str(tmp_path)]))
   )
 
 

@@ -14,12 +14,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from problems import TOY_INFO, OneHead, TinyConvBN, TwoHeads, run_config
+from toy_problems import TOY_INFO, OneHead, TinyConvBN, TwoHeads, run_config
 
 import maxl_jax
 from maxl_jax import losses, meta_grad
 from maxl_jax.errors import UsageError
-from maxl_jax.training import assembly
+from maxl_jax.training import contract
 from maxl_jax.training import mesh as mesh_lib
 
 PSI = (2, 3)
@@ -132,14 +132,14 @@ def test_api_steps_are_the_runners_steps_bitwise():
   config = run_config('maxl')
   config.model.widths = (4, 4, 4, 4)
   info = dataclasses.replace(TOY_INFO, image_shape=(16, 16, 1))
-  run = assembly.build_run(config, info)
+  run = contract.build_run(config, info)
   learner = maxl_jax.maxl(
     run.f,
     run.g,
     run.psi,
     run.tx1,
     run.tx2,
-    alpha=run.alpha_schedule,
+    alpha=run.lr_schedule,
     estimator=config.maxl.meta_grad,
     gamma=config.maxl.gamma,
     lam=config.maxl.lam,

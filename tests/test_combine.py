@@ -1,7 +1,7 @@
-"""The loss-combiner experiment (maxl_jax/training/combine.py): its steps
+"""The loss-combiner experiment (maxl_jax/training/combiner_run.py): its steps
 and its runs. (Its given tasks: test_combine_problem.py.)
 
-The runs go through `python -m experiments.combine` in subprocesses (the
+The runs go through `python -m experiments.run` in subprocesses (the
 shared loop: every workdir file, checkpoints and bitwise resumption, the
 non-finite guard) on a tiny digits setting, sharing `entry_point`'s
 compilation cache; `restore_run` reads the finished workdir back.
@@ -21,11 +21,11 @@ from experiments.configs import combine_fashion
 from maxl_jax import combine_problem
 from maxl_jax.data.info import DatasetInfo
 from maxl_jax.errors import UsageError
-from maxl_jax.training import combine, loop, restore
+from maxl_jax.training import combiner_run, contract, loop, restore
 from maxl_jax.training.mesh import make_mesh
 
 TINY_INFO = DatasetInfo('fashion_mnist', 10, (32, 32, 1), 100, 100, 10)
-COMMAND = 'experiments.combine'
+COMMAND = 'experiments.run'
 # Digits, the 'random' task, a 4-8-8-8 ConvNet-4: 2 epochs of 3 θ steps
 # with a φ step after every 2nd, checkpoints every 2 steps and at epoch ends.
 TINY = (
@@ -89,11 +89,11 @@ def test_task_names_are_checked():
   config = tiny_config('mlp')
   config.data.meta_fraction = 0.0  # A learned φ needs the held-out split.
   with pytest.raises(UsageError, match='meta_fraction'):
-    combine.check_config(config)
+    contract.validate(config)
 
 
 def test_a_theta_step_then_a_combined_step(fast_compile):
-  run = combine.build_run(tiny_config(), TINY_INFO)
+  run = contract.build_run(tiny_config(), TINY_INFO)
   assert run.tasks == ('coarse', 'random')
   assert run.schedule.kinds() == ('primary', 'interleaved')  # meta_every 20.
   fns = run.jit_steps(make_mesh())
@@ -124,7 +124,7 @@ def test_a_theta_step_then_a_combined_step(fast_compile):
 
 def test_forms_without_parameters_take_theta_steps_only():
   for form, probed in (('fixed', True), ('none', False)):
-    run = combine.build_run(tiny_config(form), TINY_INFO)
+    run = contract.build_run(tiny_config(form), TINY_INFO)
     assert run.schedule.kinds() == ('primary',) and not run.held_out
     assert run.abstract_state().theta2 == {}
     fns = set(run.jit_steps(make_mesh()))
@@ -212,7 +212,7 @@ def test_sigkill_then_rerun_matches_uninterrupted(reference, tmp_path):
 def test_restore_run_gives_the_saved_parameters(reference):
   workdir, result, _ = reference
   restored = restore.restore_run(str(workdir))
-  assert isinstance(restored.run, combine.CombineRun)
+  assert isinstance(restored.run, combiner_run.CombinerRun)
   assert restored.step == TOTAL_STEPS
   sha, _ = loop.params_digest(restored.state.theta1, restored.state.theta2)
   assert sha == result['params_sha256']

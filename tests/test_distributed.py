@@ -25,7 +25,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 from experiments.configs import quickstart
 from maxl_jax.data import pipeline
-from maxl_jax.training import assembly, loop, mesh as mesh_lib
+from maxl_jax.training import contract, loop, maxl_run, mesh as mesh_lib
 
 config = quickstart.get_config()
 config.compare_methods, config.method = '', 'maxl'
@@ -34,8 +34,8 @@ config.train.steps_per_epoch = 2  # Steps 0, 1: θ1; step 2: θ2.
 if jax.config.jax_enable_x64:
   config.model.compute_dtype = 'float64'
 train_it, _, info, _ = pipeline.get_datasets(config.data, seed=config.seed)
-run = assembly.build_run(config, info)
-label_state = run.label_source.init_state(loop.training_images(train_it))
+run = contract.build_run(config, info)
+label_state = run.init_label_state(loop.training_images(train_it))
 init = run.init_state(label_state)
 dtype = np.float64 if jax.config.jax_enable_x64 else np.float32
 batches = [next(train_it) for _ in range(3)]
@@ -52,7 +52,7 @@ for name in sys.argv[2:]:
   state = jax.device_put(  # A copy: the steps donate their input.
     jax.tree.map(np.array, init), NamedSharding(mesh, PartitionSpec())
   )
-  fns[n] = fns.get(n) or assembly.jit_steps(run, mesh)
+  fns[n] = fns.get(n) or maxl_run.jit_steps(run, mesh)
   for step, batch in enumerate(batches):
     if perm:
       rows = np.random.default_rng([int(perm), step]).permutation(16)

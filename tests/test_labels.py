@@ -17,8 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from problems import TOY_INFO, run_config
 from sklearn import metrics
+from toy_problems import TOY_INFO, run_config
 
 from experiments.configs import cifar100, default, quickstart
 from maxl_jax import hierarchy, labels
@@ -28,7 +28,7 @@ from maxl_jax.errors import UsageError
 from maxl_jax.labels import fixed
 from maxl_jax.labels import kmeans as kmeans_labels
 from maxl_jax.labels.base import masked_targets_ok
-from maxl_jax.training import assembly, loop, restore
+from maxl_jax.training import config_fields, contract, loop, restore
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LEVELS = (3, 10, 20, 100)
@@ -220,7 +220,7 @@ def test_single_has_no_auxiliary_task():
 
 
 def test_uniform_targets_spread_evenly_over_the_class_range():
-  run = assembly.build_run(run_config('uniform', psi_per_class=2), TOY_INFO)
+  run = contract.build_run(run_config('uniform', psi_per_class=2), TOY_INFO)
   psi = run.psi
   batch = {'label': jnp.asarray([0, 3, 1])}
   targets = run.label_source.targets({}, None, None, batch, problem=None)
@@ -281,7 +281,7 @@ def _kmeans(**kmeans):
     info,
     PSI,
     seed=0,
-    steps_per_epoch=assembly.steps_per_epoch(config, info),
+    steps_per_epoch=config_fields.steps_per_epoch(config, info),
   )
   return source, train_iter, truth
 

@@ -10,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 from jax.flatten_util import ravel_pytree
-from problems import make_problem
+from toy_problems import make_problem
 
 from maxl_jax import meta_grad
 from maxl_jax.labels.base import masked_targets_ok

@@ -1,7 +1,7 @@
 """AuxiLearn's learned loss combiner on given tasks, Fashion-MNIST at 5%.
 
 COMMAND (one form; `none` is Single, `fixed` weights every task 1):
-  python -m experiments.combine \
+  python -m experiments.run \
     --config=experiments/configs/combine_fashion.py \
     --workdir=runs/combine/linear/seed0 --config.combiner.form=linear
 
@@ -30,9 +30,10 @@ from experiments.configs import study
 def get_config():
   """The study's Fashion-MNIST 5% setting, a held-out split, two tasks."""
   config = study.get_config()
+  config.run = 'combiner'
   config.data.meta_fraction = 0.1
 
-  # The loss combiner c(ℓ; φ) (maxl_jax/training/combine.py). The
+  # The loss combiner c(ℓ; φ) (maxl_jax/training/combiner_run.py). The
   # hypergradient's inverse-HVP solver is config.implicit's (neumann, K = 3,
   # η = 0.1, damping 0.1); config.method, maxl, label_opt, baseline and
   # kmeans are not used (train, checkpoint and log are, as in every run).

@@ -13,6 +13,9 @@ def get_config():
   config = ml_collections.ConfigDict()
   # Seeds parameters, data order, augmentation, baselines.
   config.seed = 0
+  # The kind of run (maxl_jax/training/contract.py): maxl (config.method,
+  # below) | combiner (a loss combiner: combine_fashion.py).
+  config.run = 'maxl'
   # single | maxl | uniform | random | kmeans | human, and the controls
   # frozen | entropy_only | soft_human (README, "Methods").
   config.method = 'maxl'
@@ -72,7 +75,9 @@ def get_config():
   config.model = ml_collections.ConfigDict()
   # convnet4 | vgg16 | resnet32.
   config.model.name = 'vgg16'
-  # xla | im2col | im2col_bf16 | auto (= im2col on CPU). im2col_bf16: bf16
+  # xla | im2col | im2col_bf16 | im2col_tiled | auto (= im2col on CPU).
+  # im2col_tiled: patches rebuilt per batch tile (much less memory in the
+  # meta step; benchmarks/README.md, "Remat"). im2col_bf16: bf16
   # matmul operands, f32 accumulation; 1.1-1.3x faster steps on CPUs with
   # AMX, much less precise gradients on VGG-16 (README, Benchmarks); not
   # with maxl.meta_grad='unrolled'.

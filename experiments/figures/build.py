@@ -25,7 +25,7 @@ from experiments.figures import (
   tsne,
   usage,
 )
-from experiments.figures import runs as runs_lib
+from experiments.figures import finished as finished_lib
 from maxl_jax.data.images import normalize
 from maxl_jax.errors import UsageError
 
@@ -60,7 +60,7 @@ def _restore_all(runs, options: Options) -> dict:
   """{run name: restored run}; checks --step and --classes."""
   from maxl_jax.training import restore  # Orbax: only when restoring.
 
-  runs_lib.check_step(runs, options.step)
+  finished_lib.check_step(runs, options.step)
   restored = {
     run.name: restore.restore_run(str(run.path), step=options.step)
     for run in tqdm(runs, desc='restore', unit='run')
@@ -175,8 +175,8 @@ def analyze(
     UsageError: bad input (see module docstring), before anything is
       written.
   """
-  runs = runs_lib.find_runs(workdirs)
-  groups = runs_lib.group_runs(runs)
+  runs = finished_lib.find_runs(workdirs)
+  groups = finished_lib.group_runs(runs)
   notes = []
   restored = _restore_all(runs, options)
   with_g = _with_generator(runs, restored, notes)

@@ -9,7 +9,7 @@ import pathlib
 import numpy as np
 
 from experiments.figures import plots
-from experiments.figures.runs import TRAIN_S, Group, Run, series
+from experiments.figures.finished import TRAIN_S, FinishedRun, Group, series
 
 ACCURACY, COSINE = 'test/accuracy', 'grad_cosine'
 
@@ -127,7 +127,7 @@ def write_learning_curves(groups: list[Group], out: pathlib.Path):
   )
 
 
-def write_cosine(runs: list[Run], out: pathlib.Path):
+def write_cosine(runs: list[FinishedRun], out: pathlib.Path):
   """grad_cosine.png/.csv for the runs that logged it; None if none did."""
   logged = [(r, series(r, COSINE)) for r in runs]
   logged = [(r, s) for r, s in logged if s[0]]

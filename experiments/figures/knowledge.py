@@ -16,7 +16,7 @@ from experiments.figures.curves import (
   seed_mean,
   write_metric_panels_csv,
 )
-from experiments.figures.runs import Group
+from experiments.figures.finished import Group
 
 INFORMATION = 'test/aux_information'
 NMI, ARI = 'test/aux_recovery_nmi', 'test/aux_recovery_ari'

@@ -1,12 +1,12 @@
 """report.md: every figure with its caption and data file, and the table."""
 
 from experiments.figures import plots, table
-from experiments.figures.runs import Group, Run
+from experiments.figures.finished import FinishedRun, Group
 
 
 def report_markdown(
   command: str,
-  runs: list[Run],
+  runs: list[FinishedRun],
   groups: list[Group],
   saved: list[plots.Saved],
   notes: list[str],

@@ -19,7 +19,7 @@ from experiments.figures.curves import (
   seed_mean,
   write_metric_panels_csv,
 )
-from experiments.figures.runs import Group, series
+from experiments.figures.finished import Group, series
 
 SHARE, DRIFT = 'meta/meta_share', 'test/label_drift'
 META_NORM, ENTROPY_NORM = 'meta/grad_meta_norm', 'meta/grad_entropy_norm'

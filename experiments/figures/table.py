@@ -11,7 +11,12 @@ classes (NMI, ARI), mean ± std over the seeds that logged them.
 import numpy as np
 
 from experiments.figures import signal
-from experiments.figures.runs import Group, Run, data_label, psi_label
+from experiments.figures.finished import (
+  FinishedRun,
+  Group,
+  data_label,
+  psi_label,
+)
 
 METHOD_ORDER = (
   'single',
@@ -25,7 +30,7 @@ METHOD_ORDER = (
   'maxl',
 )
 # What the labels know: result.json key -> group_stats key.
-LABEL_SCORES = {
+LABEL_SCORE_TITLES = {
   'test_aux_information': 'information',
   'test_aux_recovery_nmi': 'nmi',
   'test_aux_recovery_ari': 'ari',
@@ -54,7 +59,7 @@ def group_stats(group: Group) -> dict:
   accuracy = np.array([100 * r.result['test_accuracy'] for r in group.runs])
   wall = np.array([r.result['wall_time_s'] for r in group.runs])
   scores = {}
-  for key, name in LABEL_SCORES.items():
+  for key, name in LABEL_SCORE_TITLES.items():
     values = [
       r.result[key] for r in group.runs if r.result.get(key) is not None
     ]
@@ -167,7 +172,7 @@ def markdown_table(rows: list[dict]) -> str:
   return '\n'.join(lines)
 
 
-def runs_table(runs: list[Run]) -> str:
+def runs_table(runs: list[FinishedRun]) -> str:
   """One markdown row per run: where it is and what it gave."""
   lines = [
     '| Run | Method | Seed | Test accuracy (%) | Epochs | Steps '
@@ -292,7 +297,7 @@ PAIRED_NOTE = (
 )
 
 
-def results_markdown(groups: list[Group], runs: list[Run]) -> str:
+def results_markdown(groups: list[Group], runs: list[FinishedRun]) -> str:
   """The whole results.md."""
   paired = paired_markdown(groups)
   trains_g = signal.signal_markdown(groups)

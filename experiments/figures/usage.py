@@ -20,7 +20,7 @@ import pathlib
 import numpy as np
 
 from experiments.figures import plots
-from experiments.figures.runs import Run, series
+from experiments.figures.finished import FinishedRun, series
 
 HIST, USAGE, ENTROPY = 'meta/aux_hist', 'meta/aux_usage', 'meta/aux_entropy'
 
@@ -48,7 +48,7 @@ def hist_stats(hist: np.ndarray, psi: np.ndarray) -> tuple[float, float]:
   return usage, _entropy(hist / hist.sum())
 
 
-def usage_curve(run: Run) -> dict | None:
+def usage_curve(run: FinishedRun) -> dict | None:
   """Per-epoch usage and entropy of a run; None if it logged neither."""
   rows = [r for r in run.metrics if isinstance(r.get(HIST), list)]
   if rows:
@@ -78,7 +78,7 @@ def usage_curve(run: Run) -> dict | None:
   }
 
 
-def write_usage_curves(runs: list[Run], out: pathlib.Path):
+def write_usage_curves(runs: list[FinishedRun], out: pathlib.Path):
   """aux_usage.png/.csv over epochs; None if no run logged usage."""
   curves = [c for c in map(usage_curve, runs) if c is not None]
   if not curves:

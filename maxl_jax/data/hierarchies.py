@@ -17,7 +17,7 @@ the fine class is the stored label itself. Named groupings number their
 coarse classes in the order listed, which is the order of first appearance:
 coarse class 0 holds stored class 0, the next new group gets 1, and so on.
 
-Only numpy: building a run (`training.assembly`) imports this.
+Only numpy: building a run (`training.maxl_run`) imports this.
 """
 
 import dataclasses

@@ -1,7 +1,7 @@
 """`DatasetInfo`: what building a run needs to know about its dataset.
 
 Shapes, class counts and the label hierarchy, without the images: a run is
-built from a config and a `DatasetInfo` alone (`training.assembly`), and the
+built from a config and a `DatasetInfo` alone (`training.contract`), and the
 info travels in every checkpoint so that a run can be rebuilt from its
 workdir without loading the training set.
 """

@@ -1,17 +1,16 @@
 """`train_and_evaluate(config, workdir)`: one run, MAXL's or the combiner's.
 
-Training = load the data, build the run (`runs`: a MAXL or baseline
-`assembly.Run`, or AuxiLearn's loss combiner, `combine.CombineRun`),
-initialise the label source (or restore a checkpoint), then loop over the
-schedule's steps with evaluations, metrics and checkpoints. The only module
-with side effects.
+Training = load the data, build the run (`contract.build_run`: any
+`contract.Run`, MAXL's `maxl_run.MaxlRun` or the loss combiner's
+`combiner_run.CombinerRun`), initialise its label state (or restore a
+checkpoint), then loop over the schedule's steps with evaluations, metrics
+and checkpoints. The only module with side effects. What the loop asks of
+a run is `contract.Run`, and nothing else.
 
-What the loop asks of a run: its `schedule`, `held_out`, `on_nonfinite`,
-`alpha_schedule` (the logged lr), `label_source`, `psi`, `method`, `seed`
-and `info`; `init_state`/`abstract_state` (a `MaxlState`); `jit_steps(mesh)`
-(a jitted step per schedule kind, 'eval', and optionally 'probe', a row's
-entries from the fixed batch `probe_batch(data)`, each epoch); and
-`result_fields(final)`, its own fields of result.json.
+The loop is short functions of a fixed `_Context` and a `_Progress` that
+each returns anew: `_train_step`, `_end_epoch` (the row, the evaluation,
+the checkpoint policy), `_save`, `_stop_if_preempted`, `_evaluate_initial`
+(row 0) and `_result`.
 
 Data parallel (SPMD, `mesh`): every process feeds its own share of each
 batch. Only process 0 writes metrics, the config and the result; every
@@ -47,9 +46,8 @@ from maxl_jax.training import (
   checkpointing,
   compilation,
   console,
+  contract,
   metrics,
-  runs,
-  step_fns,
 )
 from maxl_jax.training import workdir as workdir_lib
 from maxl_jax.training.mesh import (
@@ -144,16 +142,10 @@ class DriftProbe(NamedTuple):
   @classmethod
   def create(cls, run, state, eval_data, mesh, num_images: int):
     """The probe of a run with a label generator; None without one."""
-    if getattr(run, 'g', None) is None or num_images < 1:
+    step = run.drift_step()
+    if step is None or num_images < 1:
       return None
-    fn = jit_step(
-      functools.partial(
-        step_fns.drift_step,
-        problem=run.problem,
-        label_source=run.label_source,
-      ),
-      mesh,
-    )
+    fn = jit_step(step, mesh)
     initial = jax.device_put(
       run.init_state(state.label_state), replicated(mesh)
     )
@@ -171,11 +163,12 @@ class DriftProbe(NamedTuple):
     return {'test/label_drift': drift}
 
 
-def _evaluate_all(fns, state, eval_data, mesh, scoring, drift) -> dict:
+def _evaluate_all(ctx, state) -> dict:
   """The test set's scores, and the label drift where there is a probe."""
-  out = evaluate(fns['eval'], state, eval_data, mesh, **scoring)
-  if drift is not None:
-    out.update(drift.measure(state, mesh))
+  scoring = ctx.run.scoring()
+  out = evaluate(ctx.fns['eval'], state, ctx.data.eval, ctx.mesh, **scoring)
+  if ctx.drift is not None:
+    out.update(ctx.drift.measure(state, ctx.mesh))
   return out
 
 
@@ -210,7 +203,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   # From the start, so that a SIGTERM is never lost.
   watch = checkpointing.PreemptionWatch()
   try:
-    runs.validate(config)
+    contract.validate(config)
     workdir_lib.check_writable(workdir)
     data = pipeline.get_datasets(
       config.data,
@@ -218,7 +211,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       process_index=jax.process_index(),
       process_count=jax.process_count(),
     )
-    run = runs.build_run(config, data.info)  # Raises before any write.
+    run = contract.build_run(config, data.info)  # Raises before any write.
     path = workdir_lib.as_path(workdir)
     path.mkdir(parents=True, exist_ok=True)
     console.open_log(path)
@@ -263,7 +256,7 @@ def _initial(run, data, manager, mesh):
     if data.meta is not None:
       data.meta.set_state(extra['meta_data'])
     return step, state, step
-  label_state = run.label_source.init_state(training_images(data.train))
+  label_state = run.init_label_state(training_images(data.train))
   return 0, jax.device_put(run.init_state(label_state), repl), None
 
 
@@ -279,28 +272,211 @@ def _evaluation_line(row: dict, epochs: int) -> str:
   return '  '.join(parts)
 
 
-def _train(run, options, config_json, data, workdir, manager, watch) -> dict:
-  """The training loop of `train_and_evaluate`."""
-  train_it, eval_data = data.train, data.eval
-  lead = jax.process_index() == 0
-  mesh = make_mesh()
-  schedule = run.schedule
-  per_epoch = schedule.epoch_steps
-  total = options.epochs * per_epoch
-  result_path = workdir / workdir_lib.RESULT
-  step, state, last_saved = _initial(run, data, manager, mesh)
-  if step:
-    console.say('Resuming from the checkpoint at step %d of %d.', step, total)
-  else:
-    console.say('Starting from scratch: no checkpoint in %s.', workdir)
-  if step >= total and _lead_says(result_path.exists()):
-    console.say(
-      'This run already finished (step %d of %d); nothing to train. Result: %s',
-      step,
-      total,
-      result_path,
-    )
-    return json.loads(result_path.read_text())
+class _Context(NamedTuple):
+  """What the loop's functions share; none of it changes during the loop."""
+
+  run: Any  # A `contract.Run`.
+  options: LoopOptions
+  data: Any  # `pipeline.Datasets`.
+  manager: Any  # The checkpoint manager.
+  watch: checkpointing.PreemptionWatch
+  mesh: Any
+  fns: dict  # `run.jit_steps(mesh)`.
+  writer: metrics.EpochWriter
+  report: Any  # `periodic_actions.ReportProgress`.
+  images: TrainingImages
+  probe_batch: Any  # The fixed batch of 'probe', on the mesh.
+  drift: DriftProbe | None
+  total: int  # Global steps of the run.
+  compile_base: float  # compile_s carried over, less this process's so far.
+  first: int  # The first step of this session (for steps/s).
+  session_tick: float  # perf_counter at this session's first step.
+
+
+class _Progress(NamedTuple):
+  """Where the loop is: each of its functions returns a new one."""
+
+  step: int
+  state: Any  # The `MaxlState`, replicated.
+  last_saved: int | None  # The step of the newest checkpoint, if any.
+  train_s: float  # Training's wall clock so far, evaluations excluded.
+  tick: float  # perf_counter when the current epoch's training resumed.
+  final: dict | None = None  # The last evaluation of the test set.
+  probed: dict = {}  # The last probe's row entries.
+
+
+def _probe(ctx: _Context, state) -> dict:
+  """The 'probe' step's row entries on the fixed batch ({} without one)."""
+  if 'probe' not in ctx.fns:
+    return {}
+  values = to_host(ctx.fns['probe'](state, ctx.probe_batch))
+  return {k: float(v) for k, v in values.items()}
+
+
+def _check_guard(ctx: _Context, p: _Progress) -> int:
+  """The non-finite steps so far; raises NonFiniteError per the run."""
+  return metrics.check_guard(
+    to_host(p.state.guard), ctx.run.on_nonfinite, p.last_saved
+  )
+
+
+def _save(ctx: _Context, p: _Progress, wait: bool = False) -> _Progress:
+  """A checkpoint at `p.step` (after the non-finite guard)."""
+  _check_guard(ctx, p)
+  position = _data_position(ctx.data)
+  checkpointing.save(ctx.manager, p.step, p.state, position, wait=wait)
+  return p._replace(last_saved=p.step)
+
+
+def _stop_if_preempted(ctx: _Context, p: _Progress):
+  """On SIGTERM: a checkpoint at `p.step` (unless saved), then `Preempted`."""
+  if not ctx.watch.reached(p.step):
+    return
+  if p.step and p.last_saved != p.step:
+    p = _save(ctx, p)
+  ctx.manager.wait_until_finished()
+  raise Preempted(
+    f'checkpoint saved at step {p.step} of {ctx.total}'
+    if p.last_saved
+    else 'stopped before the first step; nothing to save'
+  )
+
+
+def _seconds(ctx: _Context, train_s: float, eval_s: float) -> dict:
+  """A timing.jsonl row's wall clocks."""
+  compile_s = ctx.compile_base + compilation.seconds()
+  return {'train_s': train_s, 'eval_s': eval_s, 'compile_s': compile_s}
+
+
+def _evaluate_initial(ctx: _Context, p: _Progress) -> _Progress:
+  """Row 0 of metrics.jsonl: every curve starts at the initial networks."""
+  eval_s = time.perf_counter()
+  row = {'epoch': 0, 'step': 0}
+  row.update(_evaluate_all(ctx, p.state))
+  ctx.writer.write(0, row, _seconds(ctx, 0.0, time.perf_counter() - eval_s))
+  console.say(_evaluation_line(row, ctx.options.epochs))
+  return p._replace(tick=time.perf_counter())
+
+
+def _train_step(ctx: _Context, p: _Progress) -> _Progress:
+  """One global step of the schedule, and its progress report."""
+  run, mesh, step = ctx.run, ctx.mesh, p.step
+  kind = run.schedule.kind(step)
+  batches = [global_batch(next(ctx.data.train), mesh)]
+  if run.held_out and kind != PRIMARY:
+    batches.append(global_batch(next(ctx.data.meta), mesh))
+  state = ctx.fns[kind](p.state, *batches)
+  state = state.replace(
+    label_state=run.refresh_label_state(state.label_state, step, ctx.images)
+  )
+  p = p._replace(step=step + 1, state=state)
+  ctx.report(p.step)
+  speed = (p.step - ctx.first) / (time.perf_counter() - ctx.session_tick)
+  console.progress(p.step, ctx.total, speed)
+  if p.step % ctx.options.progress_every_steps == 0:
+    _check_guard(ctx, p)
+    epoch = step // run.schedule.epoch_steps
+    logging.info('epoch %d step %d/%d', epoch + 1, p.step, ctx.total)
+  return p
+
+
+def _epoch_row(ctx: _Context, p: _Progress, epoch: int) -> tuple[dict, dict]:
+  """(the epoch's row of metrics.jsonl before evaluation, the probe's
+  entries): the epoch's means, the probe, the guard and the lr."""
+  row = {'epoch': epoch + 1, 'step': p.step}
+  row.update(metrics.epoch_means(to_host(p.state.sums)))
+  probed = _probe(ctx, p.state)
+  row.update(probed)
+  row['nonfinite_steps'] = _check_guard(ctx, p)
+  row['lr'] = float(ctx.run.lr_schedule(int(to_host(p.state.step1))))
+  return row, probed
+
+
+def _evaluates(options: LoopOptions, epoch: int, step: int, total: int):
+  """Whether the end of `epoch` (0-based) evaluates the test set."""
+  return (epoch + 1) % options.eval_every_epochs == 0 or step == total
+
+
+def _checkpoints(options: LoopOptions, epoch: int, step: int, total: int):
+  """Whether the end of `epoch` (0-based) saves a checkpoint."""
+  return (
+    (epoch + 1) % options.checkpoint_every_epochs == 0
+    or step % options.checkpoint_every_steps == 0
+    or step == total
+  )
+
+
+def _zero_sums(state, mesh):
+  """`state` with the metric sums of a new epoch."""
+  zero = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), state.sums)
+  return state.replace(sums=jax.device_put(zero, replicated(mesh)))
+
+
+def _end_epoch(ctx: _Context, p: _Progress) -> _Progress:
+  """The epoch's row (and evaluation), new sums, and a checkpoint if due."""
+  epoch, options = p.step // ctx.run.schedule.epoch_steps - 1, ctx.options
+  jax.block_until_ready(p.state)
+  p = p._replace(train_s=p.train_s + time.perf_counter() - p.tick)
+  row, probed = _epoch_row(ctx, p, epoch)
+  final = p.final
+  eval_s = time.perf_counter()
+  if _evaluates(options, epoch, p.step, ctx.total):
+    with ctx.report.timed('eval'):
+      final = _evaluate_all(ctx, p.state)
+    row.update(final)
+  eval_s = time.perf_counter() - eval_s
+  p = p._replace(
+    state=_zero_sums(p.state, ctx.mesh), final=final, probed=probed
+  )
+  ctx.writer.write(p.step, row, _seconds(ctx, p.train_s, eval_s))
+  if 'test/accuracy' in row:
+    console.say(_evaluation_line(row, options.epochs))
+  if _checkpoints(options, epoch, p.step, ctx.total):
+    p = _save(ctx, p, wait=p.step == ctx.total)
+  return p._replace(tick=time.perf_counter())
+
+
+def _loop(ctx: _Context, p: _Progress) -> _Progress:
+  """Steps to the end: epoch ends, checkpoints, preemption."""
+  per_epoch = ctx.run.schedule.epoch_steps
+  try:
+    while p.step < ctx.total:
+      _stop_if_preempted(ctx, p)
+      p = _train_step(ctx, p)
+      if p.step % per_epoch == 0:
+        p = _end_epoch(ctx, p)
+      elif p.step % ctx.options.checkpoint_every_steps == 0:
+        p = _save(ctx, p)
+  finally:
+    ctx.manager.wait_until_finished()
+    ctx.writer.flush()
+  return p
+
+
+def _result(ctx: _Context, p: _Progress, start: float) -> dict:
+  """result.json's fields (the final evaluation, repeated if missing)."""
+  final, probed = p.final, p.probed
+  if final is None:  # Resumed from the final checkpoint without a result.
+    final = _evaluate_all(ctx, p.state)
+    probed = _probe(ctx, p.state)
+  sha, norms = params_digest(p.state.theta1, p.state.theta2)
+  run = ctx.run
+  return {
+    'method': run.method,
+    'dataset': run.info.name,
+    'seed': run.seed,
+    'epochs': ctx.options.epochs,
+    'steps': p.step,
+    'test_accuracy': final['test/accuracy'],
+    **run.result_fields({**final, **probed}),
+    'wall_time_s': time.time() - start,
+    'params_sha256': sha,
+    'param_norms': norms,
+  }
+
+
+def _announce(run, options: LoopOptions, total: int):
+  """The run's one line: what trains, on what, how long."""
   console.say(
     'Training %s on %s: %d steps (%d epochs of %d) on %d %s device(s) '
     '(process %d of %d).',
@@ -308,146 +484,89 @@ def _train(run, options, config_json, data, workdir, manager, watch) -> dict:
     run.info.name,
     total,
     options.epochs,
-    per_epoch,
+    run.schedule.epoch_steps,
     jax.device_count(),
     jax.default_backend(),
     jax.process_index(),
     jax.process_count(),
   )
 
-  fns = run.jit_steps(mesh)
-  scoring = {'psi': run.psi, 'fine_to_primary': run.info.fine_to_primary}
+
+def _finished(step: int, total: int, workdir) -> dict | None:
+  """The result of a run that already finished, else None."""
+  result_path = workdir / workdir_lib.RESULT
+  if step < total or not _lead_says(result_path.exists()):
+    return None
+  console.say(
+    'This run already finished (step %d of %d); nothing to train. Result: %s',
+    step,
+    total,
+    result_path,
+  )
+  return json.loads(result_path.read_text())
+
+
+def _train(run, options, config_json, data, workdir, manager, watch) -> dict:
+  """The training loop of `train_and_evaluate`."""
+  lead, mesh = jax.process_index() == 0, make_mesh()
+  total = options.epochs * run.schedule.epoch_steps
+  step, state, last_saved = _initial(run, data, manager, mesh)
+  if step:
+    console.say('Resuming from the checkpoint at step %d of %d.', step, total)
+  else:
+    console.say('Starting from scratch: no checkpoint in %s.', workdir)
+  finished = _finished(step, total, workdir)
+  if finished is not None:
+    return finished
+  _announce(run, options, total)
   if lead:
     workdir_lib.write_run_files(workdir, config_json, run.info)
     parameter_overview.log_parameter_overview(state.theta1)
+  start = time.time()
+  ctx = _context(run, options, data, manager, watch, mesh, step, workdir)
+  p = _Progress(step, state, last_saved, ctx.writer.carried('train_s'), 0.0)
+  p = p._replace(tick=time.perf_counter())
+  drift = DriftProbe.create(run, state, data.eval, mesh, options.drift_images)
+  ctx = ctx._replace(drift=drift)
+  if step == 0:
+    p = _evaluate_initial(ctx, p)
+  p = _loop(ctx, p)
+  result = _result(ctx, p, start)
+  if lead:
+    (workdir / workdir_lib.RESULT).write_text(json.dumps(result, indent=2))
+  sha = result['params_sha256']
+  logging.info('Finished at step %d; params sha256 %s.', p.step, sha)
+  return result
+
+
+def _context(run, options, data, manager, watch, mesh, step, workdir):
+  """The loop's `_Context` for a session that starts at `step`."""
+  total = options.epochs * run.schedule.epoch_steps
+  lead = jax.process_index() == 0
   # A run from scratch drops every row an earlier attempt wrote.
-  writer = metrics.EpochWriter(workdir, step // per_epoch if step else -1, lead)
+  first_row = step // run.schedule.epoch_steps if step else -1
+  writer = metrics.EpochWriter(workdir, first_row, lead)
   report = periodic_actions.ReportProgress(
     num_train_steps=total,
     writer=writer.scalars,
     every_steps=options.progress_every_steps,
   )
-  images = training_images(train_it)
-  probe_batch = global_batch(run.probe_batch(data), mesh)
-  start = time.time()
-  first, session_tick = step, time.perf_counter()  # For steps/s and ETA.
-  train_s = writer.carried('train_s')  # Training's wall clock, no evals.
-  # Compiling (or reading the persistent cache) every program of the run.
-  compile_s = writer.carried('compile_s') - compilation.seconds()
-  tick = time.perf_counter()
-  final = None  # The last evaluation of the test set.
-  probed = {}  # The last probe's row entries.
-  drift = DriftProbe.create(run, state, eval_data, mesh, options.drift_images)
-  if step == 0:  # Every curve starts at the initial networks.
-    eval_s = time.perf_counter()
-    row = {'epoch': 0, 'step': 0}
-    row.update(_evaluate_all(fns, state, eval_data, mesh, scoring, drift))
-    seconds = {'train_s': 0.0, 'eval_s': time.perf_counter() - eval_s}
-    seconds['compile_s'] = compile_s + compilation.seconds()
-    writer.write(0, row, seconds)
-    console.say(_evaluation_line(row, options.epochs))
-    tick = time.perf_counter()
-
-  def probe():
-    if 'probe' not in fns:
-      return {}
-    values = to_host(fns['probe'](state, probe_batch))
-    return {k: float(v) for k, v in values.items()}
-
-  def check_guard():
-    return metrics.check_guard(
-      to_host(state.guard), run.on_nonfinite, last_saved
-    )
-
-  def save(wait=False):
-    nonlocal last_saved
-    check_guard()
-    checkpointing.save(manager, step, state, _data_position(data), wait=wait)
-    last_saved = step
-
-  try:
-    while step < total:
-      if watch.reached(step):
-        if step and last_saved != step:
-          save()
-        manager.wait_until_finished()
-        raise Preempted(
-          f'checkpoint saved at step {step} of {total}'
-          if last_saved
-          else 'stopped before the first step; nothing to save'
-        )
-      epoch = step // per_epoch
-      kind = schedule.kind(step)
-      batches = [global_batch(next(train_it), mesh)]
-      if run.held_out and kind != PRIMARY:
-        batches.append(global_batch(next(data.meta), mesh))
-      state = fns[kind](state, *batches)
-      state = state.replace(
-        label_state=run.label_source.refresh(state.label_state, step, images)
-      )
-      step += 1
-      report(step)
-      console.progress(
-        step, total, (step - first) / (time.perf_counter() - session_tick)
-      )
-      if step % options.progress_every_steps == 0:
-        check_guard()
-        logging.info('epoch %d step %d/%d', epoch + 1, step, total)
-      if step % per_epoch == 0:
-        jax.block_until_ready(state)
-        train_s += time.perf_counter() - tick
-        row = {'epoch': epoch + 1, 'step': step}
-        row.update(metrics.epoch_means(to_host(state.sums)))
-        probed = probe()
-        row.update(probed)
-        row['nonfinite_steps'] = check_guard()
-        row['lr'] = float(run.alpha_schedule(int(to_host(state.step1))))
-        eval_s = time.perf_counter()
-        if (epoch + 1) % options.eval_every_epochs == 0 or step == total:
-          with report.timed('eval'):
-            final = _evaluate_all(fns, state, eval_data, mesh, scoring, drift)
-          row.update(final)
-        eval_s = time.perf_counter() - eval_s
-        zero = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), state.sums)
-        state = state.replace(sums=jax.device_put(zero, replicated(mesh)))
-        seconds = {
-          'train_s': train_s,
-          'eval_s': eval_s,
-          'compile_s': compile_s + compilation.seconds(),
-        }
-        writer.write(step, row, seconds)
-        if 'test/accuracy' in row:
-          console.say(_evaluation_line(row, options.epochs))
-        if (
-          (epoch + 1) % options.checkpoint_every_epochs == 0
-          or step % options.checkpoint_every_steps == 0
-          or step == total
-        ):
-          save(wait=step == total)
-        tick = time.perf_counter()
-      elif step % options.checkpoint_every_steps == 0:
-        save()
-  finally:
-    manager.wait_until_finished()
-    writer.flush()
-
-  if final is None:  # Resumed from the final checkpoint without a result.
-    final = _evaluate_all(fns, state, eval_data, mesh, scoring, drift)
-    probed = probe()
-  sha, norms = params_digest(state.theta1, state.theta2)
-  result = {
-    'method': run.method,
-    'dataset': run.info.name,
-    'seed': run.seed,
-    'epochs': options.epochs,
-    'steps': step,
-    'test_accuracy': final['test/accuracy'],
-    **run.result_fields({**final, **probed}),
-    'wall_time_s': time.time() - start,
-    'params_sha256': sha,
-    'param_norms': norms,
-  }
-  if lead:
-    result_path.write_text(json.dumps(result, indent=2))
-  logging.info('Finished at step %d; params sha256 %s.', step, sha)
-  return result
+  return _Context(
+    run=run,
+    options=options,
+    data=data,
+    manager=manager,
+    watch=watch,
+    mesh=mesh,
+    fns=run.jit_steps(mesh),
+    writer=writer,
+    report=report,
+    images=training_images(data.train),
+    probe_batch=global_batch(run.probe_batch(data), mesh),
+    drift=None,
+    total=total,
+    # Compiling (or reading the persistent cache) every program of the run.
+    compile_base=writer.carried('compile_s') - compilation.seconds(),
+    first=step,
+    session_tick=time.perf_counter(),  # For steps/s and ETA.
+  )

@@ -1,7 +1,7 @@
 """A finished (or interrupted) run, rebuilt from its workdir.
 
 `restore_run(workdir)` reads `config.json` and `dataset.json`, builds the
-run (`runs.build_run`: MAXL's or a loss combiner's; no data, nothing
+run (`contract.build_run`: MAXL's or a loss combiner's; no data, nothing
 trained) and restores the newest usable checkpoint, or the one of `step`,
 into its abstract state: the K-Means autoencoder and centroids come from the
 checkpoint, not from retraining.
@@ -13,7 +13,7 @@ import jax
 import ml_collections
 
 from maxl_jax.errors import UsageError
-from maxl_jax.training import checkpointing, runs
+from maxl_jax.training import checkpointing, contract
 from maxl_jax.training import workdir as workdir_lib
 from maxl_jax.training.mesh import with_sharding
 from maxl_jax.training.state import MaxlState
@@ -24,7 +24,7 @@ class Restored:
   """A run and its state at `step`."""
 
   config: ml_collections.ConfigDict
-  run: runs.Run
+  run: contract.Run
   state: MaxlState
   step: int
 
@@ -44,7 +44,7 @@ def restore_run(workdir: str, step: int | None = None) -> Restored:
   """
   path = workdir_lib.as_path(workdir)
   config = workdir_lib.read_config(path)
-  run = runs.build_run(config, workdir_lib.read_info(path))
+  run = contract.build_run(config, workdir_lib.read_info(path))
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   template = with_sharding(run.abstract_state(), device)
   manager = checkpointing.make_manager(

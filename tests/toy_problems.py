@@ -10,9 +10,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.flatten_util import ravel_pytree
 
 from experiments.configs import smoke
-from maxl_jax import hierarchy
+from maxl_jax import hierarchy, meta_grad
 from maxl_jax.data.info import DatasetInfo
 from maxl_jax.networks import layers, models
 from maxl_jax.problem import MaxlProblem
@@ -119,7 +120,7 @@ def make_problem(
   return problem, theta1, state1, theta2, state2, batch
 
 
-# A toy dataset for runs built from a config alone (`assembly.build_run`).
+# A toy dataset for runs built from a config alone (`contract.build_run`).
 TOY_INFO = DatasetInfo('toy', 4, (32, 32, 1), num_train=64, num_test=8)
 
 
@@ -130,3 +131,18 @@ def run_config(method='maxl', **maxl):
   config.model.head_hidden = 8
   config.maxl.update(maxl)
   return config
+
+
+def rel_err(a, b):
+  """‖a − b‖ / ‖b‖ over every leaf."""
+  a, b = ravel_pytree(a)[0], ravel_pytree(b)[0]
+  return float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
+
+
+def estimate(name, args, alpha, meta_batch=None):
+  """The estimator `name`, jitted (much faster than op-by-op here)."""
+  problem, *rest = args
+  fn = functools.partial(meta_grad.ESTIMATORS[name], problem)
+  if meta_batch is None:
+    return jax.jit(fn)(*rest, alpha)
+  return jax.jit(fn)(*rest, alpha, meta_batch)

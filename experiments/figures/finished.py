@@ -29,6 +29,9 @@ TRAIN_S = 'train_s'  # Cumulative training seconds (from timing.jsonl).
 BOOKKEEPING = (
   'seed',
   'compare_methods',
+  # The kind of run: older configs lack the field, and their groups tell it
+  # (maxl_jax/training/contract.py, `kind_of`).
+  'run',
   'checkpoint.',
   'log.',
   'data.data_dir',
@@ -39,7 +42,7 @@ BOOKKEEPING = (
 
 
 @dataclasses.dataclass(frozen=True)
-class Run:
+class FinishedRun:
   """One finished run: its folder, display name and files' contents."""
 
   path: pathlib.Path
@@ -122,7 +125,7 @@ def _read_json(path: pathlib.Path) -> Any:
     raise UsageError(f'cannot read {path}: {e}.') from None
 
 
-def _read_run(path: pathlib.Path, name: str) -> Run:
+def _read_run(path: pathlib.Path, name: str) -> FinishedRun:
   missing = [f for f in (CONFIG, METRICS, RESULT) if not (path / f).is_file()]
   if missing:
     raise UsageError(
@@ -145,12 +148,12 @@ def _read_run(path: pathlib.Path, name: str) -> Run:
       else row
       for row in metrics
     ]  # fmt: skip
-  return Run(
+  return FinishedRun(
     path, name, _read_json(path / CONFIG), _read_json(path / RESULT), metrics
   )
 
 
-def find_runs(workdirs: list[str]) -> list[Run]:
+def find_runs(workdirs: list[str]) -> list[FinishedRun]:
   """The finished runs in `workdirs` (run folders or their parents).
 
   Raises:
@@ -177,7 +180,7 @@ def find_runs(workdirs: list[str]) -> list[Run]:
   return _unique_names([r for r in runs if unique[r.path.resolve()] is r])
 
 
-def _unique_names(runs: list[Run]) -> list[Run]:
+def _unique_names(runs: list[FinishedRun]) -> list[FinishedRun]:
   """Runs of the same name are named by more of their path: 'seed0/maxl'."""
   depth = 1
   while len({r.name for r in runs}) < len(runs):
@@ -194,7 +197,7 @@ def _unique_names(runs: list[Run]) -> list[Run]:
   return runs
 
 
-def checkpoint_steps(run: Run) -> list[int]:
+def checkpoint_steps(run: FinishedRun) -> list[int]:
   """Steps of the checkpoints in the run's checkpoints/ folder."""
   path = run.path / CHECKPOINTS
   if not path.is_dir():
@@ -202,7 +205,7 @@ def checkpoint_steps(run: Run) -> list[int]:
   return sorted(int(p.name) for p in path.iterdir() if p.name.isdigit())
 
 
-def check_step(runs: list[Run], step: int | None):
+def check_step(runs: list[FinishedRun], step: int | None):
   """Raises UsageError unless every run has a checkpoint at `step`."""
   for run in runs:
     steps = checkpoint_steps(run)
@@ -220,15 +223,15 @@ class Group:
   """Runs that differ only in the seed."""
 
   label: str  # e.g. 'maxl ψ=3, 100% data' (+ dataset, + detail).
-  runs: tuple[Run, ...]
+  runs: tuple[FinishedRun, ...]
   detail: str = ''  # Fields that tell it from a group of the same label.
 
   @property
-  def first(self) -> Run:
+  def first(self) -> FinishedRun:
     return self.runs[0]
 
 
-def group_runs(runs: list[Run]) -> list[Group]:
+def group_runs(runs: list[FinishedRun]) -> list[Group]:
   """Groups runs by their config without the seed, in first-seen order.
 
   Labels name the method, psi and training data, the dataset when several
@@ -236,7 +239,7 @@ def group_runs(runs: list[Run]) -> list[Group]:
   config fields (last name part) in which they differ from the first-seen
   one of them, which keeps the plain label.
   """
-  keyed: dict[str, list[Run]] = {}
+  keyed: dict[str, list[FinishedRun]] = {}
   for run in runs:
     key = json.dumps(_setting(run.config), sort_keys=True, default=str)
     keyed.setdefault(key, []).append(run)
@@ -268,7 +271,7 @@ def group_runs(runs: list[Run]) -> list[Group]:
   return groups
 
 
-def series(run: Run, key: str) -> tuple[list[int], list[float]]:
+def series(run: FinishedRun, key: str) -> tuple[list[int], list[float]]:
   """(epochs, values) of a scalar metric, skipping rows without it."""
   epochs, values = [], []
   for row in run.metrics:

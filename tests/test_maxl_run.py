@@ -1,4 +1,4 @@
-"""The run builder (maxl_jax/training/assembly.py), in process (no data).
+"""MAXL's run builder (maxl_jax/training/maxl_run.py), in process (no data).
 
 A run is built from a config and a `DatasetInfo` alone: its abstract state
 must describe the real initial state exactly, and building it must import
@@ -12,15 +12,15 @@ import chex
 import jax
 import jax.numpy as jnp
 import pytest
-from problems import TOY_INFO, run_config
+from toy_problems import TOY_INFO, run_config
 
 from maxl_jax.errors import UsageError
-from maxl_jax.training import assembly
+from maxl_jax.training import config_fields, contract
 
 
 @pytest.mark.parametrize('method', ['single', 'maxl', 'random', 'uniform'])
 def test_abstract_state_describes_the_initial_state(method):
-  run = assembly.build_run(run_config(method), TOY_INFO)
+  run = contract.build_run(run_config(method), TOY_INFO)
   real = run.init_state({})
   abstract = run.abstract_state()
   chex.assert_trees_all_equal_shapes_and_dtypes(real, abstract)
@@ -33,7 +33,7 @@ def test_abstract_state_describes_the_initial_state(method):
 def test_kmeans_abstract_state_needs_no_images():
   config = run_config('kmeans')
   config.kmeans.update(ae_widths=(4, 8), latent_dim=6)
-  run = assembly.build_run(config, TOY_INFO)
+  run = contract.build_run(config, TOY_INFO)
   label_state = run.abstract_state().label_state
   assert label_state['assign'].shape == (TOY_INFO.num_train,)
   assert label_state['centroids'].shape == (12, 6)
@@ -46,28 +46,28 @@ def test_kmeans_abstract_state_needs_no_images():
 
 
 def test_the_same_config_builds_the_same_initial_state():
-  a = assembly.build_run(run_config(), TOY_INFO).init_state({})
-  b = assembly.build_run(run_config(), TOY_INFO).init_state({})
+  a = contract.build_run(run_config(), TOY_INFO).init_state({})
+  b = contract.build_run(run_config(), TOY_INFO).init_state({})
   chex.assert_trees_all_equal(a, b)
 
 
 def test_steps_per_epoch_and_bad_values():
   config = run_config()
-  assert assembly.steps_per_epoch(config, TOY_INFO) == 3  # The config's cap.
+  assert config_fields.steps_per_epoch(config, TOY_INFO) == 3  # The cap.
   config.train.steps_per_epoch = 0
-  assert assembly.steps_per_epoch(config, TOY_INFO) == 64 // 16
+  assert config_fields.steps_per_epoch(config, TOY_INFO) == 64 // 16
   config.data.batch_size = 100
   with pytest.raises(UsageError, match='exceeds the 64 training examples'):
-    assembly.steps_per_epoch(config, TOY_INFO)
+    config_fields.steps_per_epoch(config, TOY_INFO)
   with pytest.raises(UsageError, match="config.maxl.schedule = 'nope'"):
-    assembly.build_run(run_config(schedule='nope'), TOY_INFO)
+    contract.build_run(run_config(schedule='nope'), TOY_INFO)
   with pytest.raises(UsageError, match='label hierarchy'):
-    assembly.build_run(run_config('human'), TOY_INFO)
+    contract.build_run(run_config('human'), TOY_INFO)
 
 
 def test_building_a_run_imports_no_data_library():
   code = (
-    'import sys; import maxl_jax; import maxl_jax.training.assembly; '
+    'import sys; import maxl_jax; import maxl_jax.training.contract; '
     "bad = [m for m in sys.modules if m.split('.')[0] in "
     "('tensorflow', 'tensorflow_datasets', 'orbax', 'clu', 'sklearn')]; "
     'print(bad); assert not bad'

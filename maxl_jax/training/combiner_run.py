@@ -1,7 +1,7 @@
-"""A loss-combiner run (AuxiLearn, DESIGN §2e), built like `assembly.Run`.
+"""A loss-combiner run (AuxiLearn, DESIGN §2e): `config.run = 'combiner'`.
 
-`build_run(config, info)` checks `config.combiner` and builds the
-`CombineRun`: the `MultiHeadNet` on the given tasks
+`build(config, info)` builds the `CombinerRun` (a `contract.Run`; its
+checks: `check_config`): the `MultiHeadNet` on the given tasks
 (`combine_problem.TASKS`), the combiner c(ℓ; φ), θ's and φ's optimisers and
 the schedule, no data loaded. It trains through `loop` (checkpoints,
 resumption, the non-finite guard, metrics) and restores through `restore`,
@@ -27,10 +27,10 @@ import optax
 from maxl_jax import combine_problem, inverse_hvp, loss_combiner
 from maxl_jax.data.info import DatasetInfo
 from maxl_jax.errors import UsageError
-from maxl_jax.labels import LabelSource
 from maxl_jax.networks import models
-from maxl_jax.training import assembly, metrics, optim, schedule, step_fns
+from maxl_jax.training import metrics, optim, schedule, step_fns
 from maxl_jax.training import state as state_lib
+from maxl_jax.training.config_fields import steps_per_epoch
 from maxl_jax.training.mesh import jit_step
 
 FORMS = (*loss_combiner.FORMS, 'none')  # 'none': Single, no auxiliary loss.
@@ -40,12 +40,7 @@ PHI_OPTIMIZERS = {  # (lr, momentum) -> φ's optimiser.
 }
 
 
-def is_combiner(config) -> bool:
-  """Whether `config` describes a loss-combiner run (a `combiner` group)."""
-  return 'combiner' in config
-
-
-def check_config(config) -> tuple[str, ...]:
+def task_names(config) -> tuple[str, ...]:
   """Raises UsageError for bad `config.combiner` values; the task names."""
   cc = config.combiner
   if cc.form not in FORMS:
@@ -68,19 +63,16 @@ def check_config(config) -> tuple[str, ...]:
   return combine_problem.get_tasks(cc.tasks, config.data.name)
 
 
-def validate(config):
-  """The loop's fields and `config.combiner`; raises UsageError."""
-  assembly.check_fields(config, assembly.LOOP_CHOICES, assembly.LOOP_POSITIVE)
-  check_config(config)
+def check_config(config):
+  """Checks `config.combiner`; raises UsageError."""
+  task_names(config)
 
 
 @dataclasses.dataclass(frozen=True)
-class CombineRun:
-  """The static pieces of a loss-combiner run (as `assembly.Run`)."""
+class CombinerRun:
+  """The static pieces of a loss-combiner run (`contract.Run`)."""
 
   method: ClassVar[str] = 'combiner'
-  label_source: ClassVar[LabelSource] = LabelSource()  # No label state.
-  psi: ClassVar[None] = None  # No hierarchy: no label statistics.
 
   form: str
   tasks: tuple[str, ...]
@@ -91,7 +83,7 @@ class CombineRun:
   problem: combine_problem.CombineProblem
   tx1: optax.GradientTransformation
   tx2: optax.GradientTransformation  # φ's, clipping first.
-  alpha_schedule: optax.Schedule  # θ's learning rate (logged as lr).
+  lr_schedule: optax.Schedule  # θ's learning rate (logged as lr).
   schedule: schedule.Schedule
   inverse: inverse_hvp.InverseHvp
   on_nonfinite: str  # stop | skip_step.
@@ -100,6 +92,24 @@ class CombineRun:
   def held_out(self) -> bool:
     """Combined steps take a held-out batch (φ learns)."""
     return self.schedule.name != 'single'
+
+  def scoring(self) -> dict:
+    """No label statistics: the given tasks have no hierarchy."""
+    return {}
+
+  def init_label_state(self, images) -> dict:
+    """The given tasks are fixed: no label state."""
+    del images
+    return {}
+
+  def refresh_label_state(self, label_state, step: int, images) -> dict:
+    """The given tasks never change."""
+    del step, images
+    return label_state
+
+  def drift_step(self) -> None:
+    """No label generator: no label drift."""
+    return None
 
   def init_state(self, label_state) -> state_lib.MaxlState:
     """Step 0: θ and φ from the seed."""
@@ -128,7 +138,7 @@ class CombineRun:
 
   def jit_steps(self, mesh) -> dict:
     """{'primary', 'eval', ['interleaved'] (φ learns), ['probe'] (the task
-    weights, with a combiner)}, jitted on `mesh` as `assembly.jit_steps`."""
+    weights, with a combiner)}, jitted on `mesh` as `maxl_run.jit_steps`."""
     bind = functools.partial(functools.partial, problem=self.problem)
     jit = functools.partial(jit_step, mesh=mesh)
     keys = {'tx1': self.tx1, 'on_nonfinite': self.on_nonfinite}
@@ -162,11 +172,11 @@ class CombineRun:
     return {'form': self.form, 'tasks': list(self.tasks), 'weights': weights}
 
 
-def build_run(config, info: DatasetInfo) -> CombineRun:
-  """Validates `config` and builds its combiner run for the dataset `info`."""
-  validate(config)
-  cc, names = config.combiner, check_config(config)
-  per_epoch = assembly.steps_per_epoch(config, info)
+def build(config, info: DatasetInfo) -> CombinerRun:
+  """The combiner run of `config` for the dataset `info` (config checked by
+  `contract.build_run`)."""
+  cc, names = config.combiner, task_names(config)
+  per_epoch = steps_per_epoch(config, info)
   tasks = {n: combine_problem.TASKS[n] for n in names}
   net = models.build_multi_head(
     config.model,
@@ -180,7 +190,7 @@ def build_run(config, info: DatasetInfo) -> CombineRun:
     )
   clip = [optax.clip_by_global_norm(cc.max_grad_norm)] * (cc.max_grad_norm > 0)
   learns = cc.form in ('linear', 'mlp')
-  return CombineRun(
+  return CombinerRun(
     form=cc.form,
     tasks=names,
     seed=config.seed,
@@ -192,12 +202,12 @@ def build_run(config, info: DatasetInfo) -> CombineRun:
     ),
     tx1=optim.make_optimizer(config.primary_opt, per_epoch),
     tx2=optax.chain(*clip, PHI_OPTIMIZERS[cc.optimizer](cc.lr, cc.momentum)),
-    alpha_schedule=optim.lr_schedule(config.primary_opt, per_epoch),
+    lr_schedule=optim.lr_schedule(config.primary_opt, per_epoch),
     schedule=schedule.Schedule(
       'interleaved' if learns else 'single',
       per_epoch,
       cc.meta_every if learns else 1,
     ),
-    inverse=assembly.implicit_inverse(config.implicit),
+    inverse=inverse_hvp.from_config(config.implicit),
     on_nonfinite=config.train.on_nonfinite,
   )

@@ -1,0 +1,332 @@
+"""MAXL's run (or a baseline's: `config.method`), from its config and its
+dataset's description alone.
+
+`build(config, info)` builds the `MaxlRun` (a `contract.Run`): the
+networks, the `MaxlProblem`, the label source, the optimisers, the
+schedules and the initial state's shapes: no data is loaded and nothing is
+trained, and no TensorFlow is imported; `check_config` checks MAXL's
+fields first (`contract.build_run` calls both). Training adds data
+(`loop`), restoring adds a checkpoint (`restore`), the benchmarks a
+synthetic batch. Every user-fixable problem surfaces here as a
+`UsageError`, before anything is written.
+"""
+
+import dataclasses
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import optax
+
+from maxl_jax import api, hierarchy, labels, meta_grad
+from maxl_jax.data.info import DatasetInfo
+from maxl_jax.errors import UsageError
+from maxl_jax.networks import models
+from maxl_jax.problem import MaxlProblem
+from maxl_jax.training import optim, schedule, step_fns
+from maxl_jax.training import state as state_lib
+from maxl_jax.training.config_fields import check_fields, steps_per_epoch
+from maxl_jax.training.mesh import jit_step
+
+POSITIVE = ('maxl.psi_per_class',)
+
+
+def choices() -> dict:
+  """Each choice field and its values (estimators as registered now)."""
+  return {
+    'method': labels.METHODS,
+    'maxl.schedule': schedule.NAMES,
+    'maxl.meta_grad': tuple(meta_grad.ESTIMATORS),
+    'maxl.meta_loss': api.META_LOSSES,
+    'maxl.balance': meta_grad.BALANCES,
+    'label_opt.name': optim.OPTIMIZERS,
+  }
+
+
+# What the labels know: test/<name> in metrics.jsonl, test_<name> in
+# result.json (DESIGN §6).
+LABEL_SCORE_KEYS = ('aux_information', 'aux_recovery_nmi', 'aux_recovery_ari')
+# How far g's labels moved from step 0 (runs with a generator, DESIGN §1-2).
+DRIFT = 'label_drift'
+
+
+def check_config(config):
+  """Checks MAXL's choice fields and numbers; raises UsageError."""
+  check_fields(config, choices(), POSITIVE)
+  if (
+    config.model.conv_impl == 'im2col_bf16'
+    and config.method == 'maxl'
+    and config.maxl.meta_grad == 'unrolled'
+  ):
+    raise UsageError(
+      "model.conv_impl='im2col_bf16' is differentiable once, but "
+      "maxl.meta_grad='unrolled' differentiates twice: use "
+      '--config.maxl.meta_grad=structured (or first_order), or another '
+      'model.conv_impl.'
+    )
+  if config.method == 'maxl':
+    meta_grad.check_held_out(
+      config.maxl.meta_grad, config.data.meta_fraction > 0
+    )
+  # `.get`: the config.json of runs older than these fields lacks them.
+  example_weights = config.maxl.get('example_weights', False)
+  smoothing = config.train.get('label_smoothing', 0.0)
+  if config.maxl.get('lookahead_scale', 1.0) <= 0:
+    raise UsageError(
+      'config.maxl.lookahead_scale must be > 0, got '
+      f'{config.maxl.lookahead_scale!r} (1 = the paper).'
+    )
+  if example_weights and config.method != 'maxl':
+    raise UsageError(
+      'maxl.example_weights=True weights the auxiliary loss of learnt '
+      f'labels, so it needs method=maxl (got {config.method!r}); set '
+      '--config.maxl.example_weights=False.'
+    )
+  if not 0 <= smoothing < 1:
+    raise UsageError(
+      f'config.train.label_smoothing must be in [0, 1), got {smoothing!r}.'
+    )
+  # Whether the dataset has the hierarchy that method=human or maxl.psi =
+  # 'hierarchy' needs is in its DatasetInfo: make_label_source checks it.
+  labels.check_psi_choice(config.maxl.get('psi', 'balanced'))
+
+
+@dataclasses.dataclass(frozen=True)
+class MaxlRun:
+  """The static pieces of a MAXL or baseline run (`contract.Run`)."""
+
+  method: str
+  seed: int
+  info: DatasetInfo
+  f: nn.Module  # The multi-task network (θ1).
+  g: nn.Module | None  # The label generator (θ2), when the source has one.
+  problem: MaxlProblem
+  label_source: labels.LabelSource
+  tx1: optax.GradientTransformation
+  tx2: optax.GradientTransformation
+  lr_schedule: optax.Schedule  # α = θ1's learning rate at θ1 step t.
+  schedule: schedule.Schedule
+  estimator: Any  # The meta-gradient estimator (None: θ2 does not learn).
+  on_nonfinite: str  # stop | skip_step.
+
+  @property
+  def held_out(self) -> bool:
+    """Meta steps take a held-out batch (config.data.meta_fraction > 0)."""
+    return self.estimator is not None and self.info.num_meta > 0
+
+  @property
+  def psi(self):
+    """The hierarchy [P], or None without an auxiliary task."""
+    return self.label_source.psi
+
+  def scoring(self) -> dict:
+    """What the labels know is scored against ψ and the fine classes."""
+    return {'psi': self.psi, 'fine_to_primary': self.info.fine_to_primary}
+
+  def init_label_state(self, images):
+    """The label source's step-0 state (K-Means trains here)."""
+    return self.label_source.init_state(images)
+
+  def refresh_label_state(self, label_state, step: int, images):
+    """The label source's state after global step `step`."""
+    return self.label_source.refresh(label_state, step, images)
+
+  def init_state(self, label_state) -> state_lib.MaxlState:
+    """Step 0: θ1 and θ2 from the seed, the given label-source state."""
+    return state_lib.create_state(
+      jax.random.key(self.seed),
+      self.f,
+      self.g,
+      self.tx1,
+      self.tx2,
+      self.info.image_shape,
+      label_state,
+    )
+
+  def abstract_state(self) -> state_lib.MaxlState:
+    """Shapes and dtypes of the state (no data, nothing computed)."""
+    return jax.eval_shape(self.init_state, self.label_source.abstract_state())
+
+  def jit_steps(self, mesh) -> dict:
+    """`jit_steps(self, mesh)`, as the loop asks every kind of run."""
+    return jit_steps(self, mesh)
+
+  def probe_batch(self, data):
+    """The fixed batch of the gradient cosine: the first training batch."""
+    return data.train.batch(0, 0)
+
+  def drift_step(self):
+    """The label-drift probe's step of a run with a generator, else None."""
+    if self.g is None:
+      return None
+    return functools.partial(
+      step_fns.drift_step, problem=self.problem, label_source=self.label_source
+    )
+
+  def result_fields(self, final: dict) -> dict:
+    """result.json's `test_<score>`: what the final labels know (DESIGN
+    §6), where `final` (the last evaluation) has it."""
+    return {
+      f'test_{k}': final[f'test/{k}']
+      for k in (*LABEL_SCORE_KEYS, DRIFT)
+      if f'test/{k}' in final
+    }
+
+
+def _problem(config, source, f, g) -> MaxlProblem:
+  """The `MaxlProblem` of the networks and the label source."""
+  num_aux = source.num_aux
+  return MaxlProblem(
+    f_apply=models.make_apply(f),
+    g_apply=models.make_apply(g) if source.generates else None,
+    mask=hierarchy.class_mask(source.psi) if num_aux else None,
+    gamma=config.maxl.gamma,
+    lam=config.maxl.lam,
+    fd_eps=config.maxl.fd_eps,
+    example_weights=bool(config.maxl.get('example_weights', False)),
+    label_smoothing=float(config.train.get('label_smoothing', 0.0)),
+    meta_gamma=api.meta_gamma(config.maxl.get('meta_loss', 'focal')),
+    lookahead_scale=float(config.maxl.get('lookahead_scale', 1.0)),
+    balance=config.maxl.get('balance', 'sum'),
+  )
+
+
+def _networks(config, info, source):
+  """(f, g): the multi-task network and the generator (None without an
+  auxiliary task)."""
+  if not source.num_aux:
+    return models.build_single(config.model, num_primary=info.num_classes), None
+  return models.build_models(
+    config.model,
+    num_primary=info.num_classes,
+    num_aux=source.num_aux,
+    example_weights=bool(config.maxl.get('example_weights', False)),
+  )
+
+
+def build(config, info: DatasetInfo) -> MaxlRun:
+  """The run of `config.method` for the dataset `info` (config checked by
+  `contract.build_run`)."""
+  per_epoch = steps_per_epoch(config, info)
+  source = labels.make_label_source(
+    config.method,
+    info,
+    psi_per_class=config.maxl.psi_per_class,
+    seed=config.seed,
+    psi_choice=config.maxl.get('psi', 'balanced'),
+    random_aux_classes=config.baseline.aux_classes,
+    kmeans_config=config.kmeans,
+    steps_per_epoch=per_epoch,
+    soft_human_eps=config.baseline.get('soft_human_eps', 0.0),
+  )
+  f, g = _networks(config, info, source)
+  estimator, grad_tx = _estimator(config)
+  learns = source.learns
+  return MaxlRun(
+    method=config.method,
+    seed=config.seed,
+    info=info,
+    f=f,
+    g=g if source.generates else None,
+    problem=_problem(config, source, f, g),
+    label_source=source,
+    tx1=optim.make_optimizer(config.primary_opt, per_epoch),
+    tx2=_label_optimizer(config, per_epoch, grad_tx),
+    lr_schedule=optim.lr_schedule(config.primary_opt, per_epoch),
+    schedule=schedule.Schedule(
+      config.maxl.schedule if learns else 'single',
+      per_epoch,
+      config.maxl.meta_every if learns else 1,
+    ),
+    estimator=estimator if learns else None,
+    on_nonfinite=config.train.on_nonfinite,
+  )
+
+
+def _estimator(config):
+  """(estimator, θ2 gradient transformation or None): config.maxl.meta_grad
+  with its settings (`meta_grad.from_config`); method entropy_only: its
+  own."""
+  estimator, grad_tx = meta_grad.from_config(config.maxl.meta_grad, config)
+  if config.method == 'entropy_only':
+    return meta_grad.entropy_only, grad_tx
+  return estimator, grad_tx
+
+
+def _label_optimizer(config, per_epoch, grad_tx):
+  """θ2's optimiser, after the estimator's gradient transformation (the
+  implicit hypergradient's clip, AuxiLearn)."""
+  opt = optim.make_optimizer(config.label_opt, per_epoch)
+  return opt if grad_tx is None else optax.chain(grad_tx, opt)
+
+
+def jit_steps(run: MaxlRun, mesh) -> dict:
+  """The run's jitted steps, each `(state, global batch) -> ...`.
+
+  Returns:
+    {'primary', 'eval', ['meta', 'interleaved'] (θ2 learns), ['probe']
+    (an auxiliary task: the gradient cosine)}. Update steps donate their
+    state.
+  """
+  return make_step_fns(
+    mesh=mesh,
+    problem=run.problem,
+    label_source=run.label_source,
+    tx1=run.tx1,
+    tx2=run.tx2,
+    alpha_schedule=run.lr_schedule,
+    estimator=run.estimator,
+    on_nonfinite=run.on_nonfinite,
+    held_out=run.held_out,
+    num_fine=fine_classes(run.info),
+  )
+
+
+def fine_classes(info: DatasetInfo) -> int:
+  """F, the hidden fine classes that label recovery scores; 0 for none."""
+  return info.fine_num_classes if info.fine_to_primary is not None else 0
+
+
+def make_step_fns(
+  *,
+  mesh,
+  problem,
+  label_source,
+  tx1,
+  tx2,
+  alpha_schedule,
+  estimator,
+  on_nonfinite,
+  held_out=False,
+  num_fine=0,
+) -> dict:
+  """`steps`' functions bound to their dependencies and jitted on `mesh`.
+
+  The state is replicated, the batches sharded over the `data` axis. With
+  `held_out`, 'meta' and 'interleaved' take a third argument: the held-out
+  batch of the meta objective. 'eval' also sums the statistics of what the
+  labels know (DESIGN §6), with label recovery when `num_fine` > 0.
+  """
+
+  jit = functools.partial(jit_step, mesh=mesh)
+  update = functools.partial(jit, donate=True)
+  meta_update = functools.partial(update, batches=2 if held_out else 1)
+  # The same bound step functions as the library API's (`maxl_jax.api`).
+  bound = api.bind_steps(
+    problem=problem,
+    label_source=label_source,
+    tx1=tx1,
+    tx2=tx2,
+    alpha_schedule=alpha_schedule,
+    estimator=estimator,
+    on_nonfinite=on_nonfinite,
+    num_fine=num_fine,
+  )
+  fns = {'primary': update(bound['primary']), 'eval': jit(bound['eval'])}
+  for name in ('meta', 'interleaved'):
+    if name in bound:
+      fns[name] = meta_update(bound[name])
+  if 'probe' in bound:
+    fns['probe'] = jit(bound['probe'])
+  return fns

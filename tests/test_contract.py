@@ -1,0 +1,91 @@
+"""The run contract (maxl_jax/training/contract.py): every kind of run
+implements `Run`, and `config.run` names the kind."""
+
+import pytest
+from toy_problems import TOY_INFO, run_config
+
+from experiments.configs import combine_fashion
+from maxl_jax.data.info import DatasetInfo
+from maxl_jax.errors import UsageError
+from maxl_jax.training import contract
+
+
+def _combiner_config():
+  config = combine_fashion.get_config()
+  config.model.widths = (4, 8, 8, 8)
+  config.model.head_hidden = 8
+  return config
+
+
+# One config and dataset per kind: a new kind without one fails below.
+EXAMPLES = {
+  'maxl': (run_config, TOY_INFO),
+  'combiner': (
+    _combiner_config,
+    DatasetInfo('fashion_mnist', 10, (32, 32, 1), 100, 100, 10),
+  ),
+}
+
+
+def protocol_members() -> set[str]:
+  """The names `contract.Run` lists: its fields, properties and methods."""
+  names = set(contract.Run.__annotations__)
+  names |= {
+    k
+    for k, v in vars(contract.Run).items()
+    if not k.startswith('_') and (callable(v) or isinstance(v, property))
+  }
+  return names
+
+
+def test_every_kind_has_an_example():
+  assert set(EXAMPLES) == set(contract.KINDS)
+
+
+@pytest.mark.parametrize('kind', sorted(contract.KINDS))
+def test_every_kind_implements_the_protocol(kind):
+  make_config, info = EXAMPLES[kind]
+  config = make_config()
+  assert contract.kind_of(config) == kind
+  run = contract.build_run(config, info)
+  assert isinstance(run, contract.Run)
+  members = protocol_members()
+  assert {'held_out', 'drift_step', 'jit_steps', 'lr_schedule'} <= members
+  for name in members:
+    assert hasattr(type(run), name) or name in vars(run), name
+    if name in contract.Run.__annotations__:
+      assert getattr(run, name) is not None, name  # No null placeholders.
+
+
+def test_a_class_missing_a_member_is_not_a_run():
+  run = contract.build_run(run_config(), TOY_INFO)
+
+  class Partial:
+    def __getattr__(self, name):
+      if name == 'drift_step':
+        raise AttributeError(name)
+      return getattr(run, name)
+
+  assert not isinstance(Partial(), contract.Run)
+
+
+def test_config_run_names_the_kind():
+  config = run_config()
+  config.run = 'nope'
+  with pytest.raises(UsageError, match="config.run = 'nope'"):
+    contract.validate(config)
+  # A config.json from before config.run: its combiner group decides.
+  old = _combiner_config().to_dict()
+  del old['run']
+  assert contract.kind_of(old) == 'combiner'
+  old = run_config().to_dict()
+  del old['run']
+  assert contract.kind_of(old) == 'maxl'
+
+
+def test_the_loop_fields_are_checked_for_every_kind():
+  for make_config, _ in EXAMPLES.values():
+    config = make_config()
+    config.train.on_nonfinite = 'ignore'
+    with pytest.raises(UsageError, match='on_nonfinite'):
+      contract.validate(config)
