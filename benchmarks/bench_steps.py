@@ -2,8 +2,8 @@
 
 Times `step_fns.primary_step` (Single, and MAXL's θ1 step), `step_fns.meta_step`
 and `step_fns.interleaved_step` (each with every estimator of
-`meta_grad.ESTIMATORS`), built by `assembly.build_run` and jitted by
-`assembly.jit_steps` exactly as training does, with the shapes of the
+`meta_grad.ESTIMATORS`), built by `contract.build_run` and jitted by
+`maxl_run.jit_steps` exactly as training does, with the shapes of the
 PyTorch peer (../shared/peer): ConvNet-4 32x32x1
 psi=[3]*10 hidden 256, VGG-16 32x32x3 psi=[5]*20 hidden 512, and ResNet-32
 32x32x3 psi=[5]*10 hidden 512 (no peer). Batch 100; optimisers, γ, λ, α of
@@ -11,7 +11,7 @@ experiments/configs/default.py.
 
 Each (backbone, kind) runs in a fresh child process, so its peak RSS is its
 own. The child imports no TFDS/TensorFlow (the input pipeline does: +~570 MB
-RSS): `assembly` builds a run from a dataset description alone.
+RSS): `contract.build_run` builds a run from a dataset description alone.
 Columns and ratios: benchmarks/README.md.
 
 Memory: XLA's compiled memory analysis of each step (temporaries, arguments,
@@ -51,7 +51,7 @@ from experiments.configs import default
 from maxl_jax import meta_grad
 from maxl_jax.data.info import DatasetInfo
 from maxl_jax.networks import layers, models
-from maxl_jax.training import assembly
+from maxl_jax.training import contract, maxl_run
 from maxl_jax.training import mesh as mesh_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -104,7 +104,7 @@ _CHILD = flags.DEFINE_string('child', None, 'Internal: backbone:kind.')
 
 def make_run(backbone, conv_impl='auto', single=False, batch_size=100,
              meta_grad_name='structured', remat='none'):  # fmt: skip
-  """(run, initial state, batches): `assembly.build_run`, synthetic batches.
+  """(run, initial state, batches): `contract.build_run`, synthetic batches.
 
   The dataset description has 500 steps of `batch_size` per epoch (this only
   places the, here irrelevant, learning-rate decay). `batches` is (training
@@ -130,7 +130,7 @@ def make_run(backbone, conv_impl='auto', single=False, batch_size=100,
     'synthetic', classes, shape, 500 * batch_size, 0,
     num_meta=50 * batch_size if held_out else 0,
   )  # fmt: skip
-  run = assembly.build_run(config, info)
+  run = contract.build_run(config, info)
   rng = np.random.default_rng(0)
 
   def batch():
@@ -149,7 +149,7 @@ STEP_OF_GROUP = {'single': 'primary', 'theta1': 'primary', 'meta': 'meta',
 
 
 def build_step(backbone, kind, conv_impl, batch_size, remat='none'):
-  """(jitted step, state, batches), from `assembly.jit_steps` as training."""
+  """(jitted step, state, batches), from `maxl_run.jit_steps` as training."""
   group, _, method = kind.partition('_')
   run, state, batches = make_run(
     backbone, conv_impl, group == 'single', batch_size,
@@ -158,7 +158,7 @@ def build_step(backbone, kind, conv_impl, batch_size, remat='none'):
   if group in ('single', 'theta1'):
     batches = batches[:1]
   mesh = mesh_lib.make_mesh()
-  jitted = assembly.jit_steps(run, mesh)[STEP_OF_GROUP[group]]
+  jitted = maxl_run.jit_steps(run, mesh)[STEP_OF_GROUP[group]]
   return (
     jitted,
     jax.device_put(state, mesh_lib.replicated(mesh)),
@@ -315,7 +315,7 @@ def run_ours(jobs, steps_, warmup, quiet_wait):
   return results
 
 
-def run_peer(backbones, steps_, warmup):
+def run_peer(backbones, steps_, warmup, quiet_wait):
   """The PyTorch peer's matching kinds; [] without torch."""
   backbones = [b for b in backbones if b in ('convnet4', 'vgg16')]
   if not backbones or importlib.util.find_spec('torch') is None:
@@ -327,6 +327,7 @@ def run_peer(backbones, steps_, warmup):
     cmd = [sys.executable, _PEER_SCRIPT.value, '--json', path, '--kinds']
     cmd += [kinds, '--backbones', ','.join(backbones), '--steps', str(steps_)]
     cmd += ['--warmup', str(warmup), '--batch', str(_BATCH.value)]
+    cmd += ['--quiet-wait', str(quiet_wait)]
     env = {k: v for k, v in os.environ.items() if k != 'LD_PRELOAD'}
     if _PEER_ALLOC.value == 'jemalloc':
       env['LD_PRELOAD'] = allocator.find_jemalloc()
@@ -503,7 +504,7 @@ def main(argv):
     for kind in kinds
   ]
   results = run_ours(jobs, steps_, warmup, quiet_wait)
-  peer = run_peer(backbones, steps_, warmup) if _PEER.value else []
+  peer = run_peer(backbones, steps_, warmup, quiet_wait) if _PEER.value else []
   print_table(results, f'maxl_jax (jax {jax.__version__})')
   if peer:
     print_table(peer, 'PyTorch peer (torch, same machine, same sitting)')
