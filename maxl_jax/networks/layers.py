@@ -52,6 +52,8 @@ from maxl_jax.errors import UsageError
 CONV_IMPLS = ('xla', 'im2col', 'im2col_bf16', 'im2col_tiled', 'auto')
 # 'im2col_tiled': the most bytes of patches one batch tile builds.
 PATCH_TILE_BYTES = 32 * 2**20
+# What a tile's backward keeps: nothing (its patches and matmul are redone).
+TILE_POLICY = jax.checkpoint_policies.nothing_saveable
 
 _NHWC_SPECS = ('NHWC', 'HWIO', 'NHWC')
 
@@ -204,7 +206,7 @@ def im2col_conv_general_dilated(
         preferred_element_type=preferred_element_type,
         bf16_operands=bf16_operands,
       )
-      one = jax.checkpoint(one, policy=jax.checkpoint_policies.nothing_saveable)
+      one = jax.checkpoint(one, policy=TILE_POLICY)
       out = lax.map(one, lhs.reshape(tiles, n // tiles, h, w, cin))
       return out.reshape(n, *out.shape[2:])
   (pt, pb), (pl, pr) = padding
