@@ -57,13 +57,17 @@ def _check_classes(restored: dict, classes):
 
 
 def _restore_all(runs, options: Options) -> dict:
-  """{run name: restored run}; checks --step and --classes."""
+  """{run name: restored run} of the runs that a figure restores: all for
+  the t-SNE, else those with a label generator (the top-k images, the
+  label usage); checks --step and --classes."""
+  from maxl_jax.labels import GENERATED
   from maxl_jax.training import restore  # Orbax: only when restoring.
 
   finished_lib.check_step(runs, options.step)
+  needed = [r for r in runs if options.tsne_images or r.method in GENERATED]
   restored = {
     run.name: restore.restore_run(str(run.path), step=options.step)
-    for run in tqdm(runs, desc='restore', unit='run')
+    for run in tqdm(needed, desc='restore', unit='run')
   }
   _check_classes(restored, options.classes)
   return restored
@@ -151,7 +155,7 @@ def _with_generator(runs, restored, notes: list[str]) -> list:
   """The runs with a label generator; a warning for each of the others."""
   with_g = []
   for run in runs:
-    if restored[run.name].run.g is not None:
+    if run.name in restored and restored[run.name].run.g is not None:
       with_g.append(run)
       continue
     note = (
