@@ -14,9 +14,9 @@ registered by name in `ESTIMATORS` with the settings it owns (`Estimator`:
 its config group, whether it needs a held-out split); a new one is one
 function, one entry and one agreement test, with no edit to the run
 builder. `entropy_only` is a control, not an estimator of ∇J: θ2 follows
-the entropy part alone. Every estimator also returns the entropy
-part λ∇θ2 H on its own (`MetaOutput.entropy_grads`), so that the two parts
-of θ2's gradient can be logged (`gradient_parts`) and balanced
+the entropy part alone. Every estimator also returns the entropy part
+λ∇θ2 H on its own (`MetaOutput.entropy_grads`), so that the two parts of
+θ2's gradient can be logged (`gradient_parts`) and balanced
 (`balanced_gradient`).
 
 With per-example weights (`problem.example_weights`) L_aux's targets are
@@ -392,13 +392,10 @@ def balanced_gradient(grads2, out: MetaOutput, balance: str, lam: float):
 
 @dataclasses.dataclass(frozen=True)
 class Estimator:
-  """A registered estimator: its function and the settings it owns.
-
-  Calling the entry calls `fn`. `held_out`: it needs a held-out meta batch
-  (config.data.meta_fraction > 0). `group` names its config group and
-  `settings(fn, group_config)` returns `(fn with the settings bound, a
-  transformation of θ2's gradient before θ2's optimiser, or None)`.
-  """
+  """An estimator `fn` (calling the entry calls it) and what it owns:
+  `held_out`, it needs a held-out meta batch; `group`, its config group;
+  `settings(fn, config.<group>)` -> (fn with the settings bound, a
+  transformation of θ2's gradient before θ2's optimiser, or None)."""
 
   fn: Callable
   held_out: bool = False
@@ -441,8 +438,7 @@ def get_estimator(name: str):
 
 
 def check_held_out(name: str, has_held_out: bool):
-  """Raises UsageError if estimator `name` needs a held-out split and there
-  is none: the one place of the held-out rule."""
+  """The held-out rule, once: UsageError if `name` needs a held-out split."""
   if _entry(name).held_out and not has_held_out:
     raise UsageError(
       f'maxl.meta_grad={name!r} evaluates the primary loss on a held-out '

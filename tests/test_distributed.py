@@ -25,7 +25,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 from experiments.configs import quickstart
 from maxl_jax.data import pipeline
-from maxl_jax.training import contract, loop, maxl_run, mesh as mesh_lib
+from maxl_jax.training import contract, maxl_run, mesh as mesh_lib, resumption
 
 config = quickstart.get_config()
 config.compare_methods, config.method = '', 'maxl'
@@ -35,7 +35,7 @@ if jax.config.jax_enable_x64:
   config.model.compute_dtype = 'float64'
 train_it, _, info, _ = pipeline.get_datasets(config.data, seed=config.seed)
 run = contract.build_run(config, info)
-label_state = run.init_label_state(loop.training_images(train_it))
+label_state = run.init_label_state(resumption.training_images(train_it))
 init = run.init_state(label_state)
 dtype = np.float64 if jax.config.jax_enable_x64 else np.float32
 batches = [next(train_it) for _ in range(3)]

@@ -15,7 +15,7 @@ import pytest
 
 from experiments.configs import smoke
 from maxl_jax.errors import UsageError
-from maxl_jax.training import loop, restore
+from maxl_jax.training import evaluation, loop, restore
 
 
 @pytest.fixture(scope='module')
@@ -35,7 +35,9 @@ def test_restore_gives_the_final_state(finished):
   restored = restore.restore_run(str(workdir))
   assert restored.step == result['steps'] == ep.TOTAL_STEPS
   assert int(restored.state.step) == restored.step
-  sha, _ = loop.params_digest(restored.state.theta1, restored.state.theta2)
+  sha, _ = evaluation.params_digest(
+    restored.state.theta1, restored.state.theta2
+  )
   assert sha == result['params_sha256']
   assert restored.config.method == 'maxl'
   assert restored.run.info.num_classes == 10 and restored.run.g is not None

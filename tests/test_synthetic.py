@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from maxl_jax.data import hierarchies, readers, synthetic
+from maxl_jax.data import groupings, readers, synthetic
 
 
 def test_pairs_are_balanced_fixed_and_drawn_from_their_own_split():
@@ -33,7 +33,7 @@ def test_pairs_are_balanced_fixed_and_drawn_from_their_own_split():
 
 
 def test_parity_hierarchy_is_the_parity_of_the_sum():
-  coarse = hierarchies.parse('parity', 'digit_pairs', 25)
+  coarse = groupings.parse('parity', 'digit_pairs', 25)
   np.testing.assert_array_equal(
     coarse, [(k // 5 + k % 5) % 2 for k in range(25)]
   )

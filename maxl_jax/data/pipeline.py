@@ -5,7 +5,7 @@ images (see `readers`), keeps this process's even share of the training
 set, and returns a `TrainIterator` (shuffled, augmented, normalised batches,
 an infinite iterator over epochs), an `EvalData` (padded test batches with a
 mask) and a `DatasetInfo`. No model code and no JAX arrays here. Stored
-labels pass through the label hierarchy (`hierarchies`, config.data.hierarchy):
+labels pass through the label hierarchy (`groupings`, config.data.hierarchy):
 'label' is the primary class and, with a hierarchy, 'fine_label' the hidden
 fine class.
 
@@ -22,7 +22,7 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from maxl_jax.data import hierarchies, readers
+from maxl_jax.data import groupings, readers
 from maxl_jax.data.images import crop_flip, normalize
 from maxl_jax.data.info import DatasetInfo
 from maxl_jax.data.splits import (
@@ -231,22 +231,22 @@ def _check_config(data_config, process_index, process_count, device_count):
       '[0, 1) (0: no held-out meta split).'
     )
   if data_config.name in readers.DATASETS:  # Else make_reader says so.
-    hierarchies.label_maps(data_config, readers.DATASETS[data_config.name][0])
+    groupings.label_maps(data_config, readers.DATASETS[data_config.name][0])
 
 
-def label_maps(data_config, reader) -> hierarchies.LabelMaps:
+def label_maps(data_config, reader) -> groupings.LabelMaps:
   """The hierarchy of `config.data.hierarchy`, or the one the data brought
   (`reader.fine_to_primary`: an .npz's fine labels)."""
   parents = getattr(reader, 'fine_to_primary', None)
   if parents is None:
-    return hierarchies.label_maps(data_config, reader.num_classes)
+    return groupings.label_maps(data_config, reader.num_classes)
   if data_config.get('hierarchy', ''):
     raise UsageError(
       f'{data_config.name}: the data has fine labels (a label hierarchy) '
       'and config.data.hierarchy is set too; give only one.'
     )
   fine = np.arange(len(parents), dtype=np.int64)
-  return hierarchies.LabelMaps(np.asarray(parents, np.int64), fine)
+  return groupings.LabelMaps(np.asarray(parents, np.int64), fine)
 
 
 def eval_batch_size(size: int, device_count: int, process_count: int) -> int:

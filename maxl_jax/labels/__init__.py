@@ -23,7 +23,7 @@ and the one that needs a label hierarchy (human; psi_choice='hierarchy').
 import numpy as np
 
 from maxl_jax import hierarchy
-from maxl_jax.data import hierarchies
+from maxl_jax.data import groupings
 from maxl_jax.errors import UsageError
 from maxl_jax.labels import kmeans
 from maxl_jax.labels.base import LabelSource, TrainingImages
@@ -90,7 +90,7 @@ def _hierarchy_psi(info, why: str) -> np.ndarray:
     UsageError: the dataset, as configured, has no label hierarchy.
   """
   if info.fine_to_primary is None:
-    named = hierarchies.names(info.name)
+    named = groupings.names(info.name)
     listed = f'one of {list(named)} or ' if named else ''
     raise UsageError(
       f'{why} needs a dataset with a label hierarchy, and {info.name} has '

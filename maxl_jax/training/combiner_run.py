@@ -2,7 +2,7 @@
 
 `build(config, info)` builds the `CombinerRun` (a `contract.Run`; its
 checks: `check_config`): the `MultiHeadNet` on the given tasks
-(`combine_problem.TASKS`), the combiner c(ℓ; φ), θ's and φ's optimisers and
+(`combiner_problem.TASKS`), the combiner c(ℓ; φ), θ's and φ's optimisers and
 the schedule, no data loaded. It trains through `loop` (checkpoints,
 resumption, the non-finite guard, metrics) and restores through `restore`,
 as every run: its state is a `MaxlState` with θ1 = the network, θ2 = φ.
@@ -24,7 +24,7 @@ import flax.linen as nn
 import jax
 import optax
 
-from maxl_jax import combine_problem, inverse_hvp, loss_combiner
+from maxl_jax import combiner_problem, inverse_hvp, loss_combiner
 from maxl_jax.data.info import DatasetInfo
 from maxl_jax.errors import UsageError
 from maxl_jax.networks import models
@@ -60,7 +60,7 @@ def task_names(config) -> tuple[str, ...]:
     )
   if cc.form == 'none':
     return ()
-  return combine_problem.get_tasks(cc.tasks, config.data.name)
+  return combiner_problem.get_tasks(cc.tasks, config.data.name)
 
 
 def check_config(config):
@@ -80,7 +80,7 @@ class CombinerRun:
   info: DatasetInfo
   net: nn.Module  # The `MultiHeadNet` (θ1).
   init_phi: Callable  # key -> φ (θ2); {} without parameters.
-  problem: combine_problem.CombineProblem
+  problem: combiner_problem.CombinerProblem
   tx1: optax.GradientTransformation
   tx2: optax.GradientTransformation  # φ's, clipping first.
   lr_schedule: optax.Schedule  # θ's learning rate (logged as lr).
@@ -118,7 +118,7 @@ class CombinerRun:
       self.net, key_theta, self.info.image_shape
     )
     phi = self.init_phi(key_phi)
-    train = combine_problem.metric_names(self.problem)
+    train = combiner_problem.metric_names(self.problem)
     meta = ('meta_loss', 'hypergrad_norm') if self.held_out else ()
     return state_lib.initial_state(
       theta,
@@ -143,13 +143,13 @@ class CombinerRun:
     jit = functools.partial(jit_step, mesh=mesh)
     keys = {'tx1': self.tx1, 'on_nonfinite': self.on_nonfinite}
     fns = {
-      'primary': jit(bind(step_fns.combine_primary_step, **keys), donate=True),
-      'eval': jit(bind(step_fns.combine_eval_step)),
+      'primary': jit(bind(step_fns.combiner_primary_step, **keys), donate=True),
+      'eval': jit(bind(step_fns.combiner_eval_step)),
     }
     if self.held_out:
       fns[schedule.INTERLEAVED] = jit(
         bind(
-          step_fns.combine_interleaved_step,
+          step_fns.combiner_interleaved_step,
           **keys,
           tx2=self.tx2,
           inverse=self.inverse,
@@ -158,7 +158,7 @@ class CombinerRun:
         batches=2,
       )
     if self.problem.combine is not None:
-      fns['probe'] = jit(bind(step_fns.combine_weights_step))
+      fns['probe'] = jit(bind(step_fns.combiner_weights_step))
     return fns
 
   def probe_batch(self, data):
@@ -177,7 +177,7 @@ def build(config, info: DatasetInfo) -> CombinerRun:
   `contract.build_run`)."""
   cc, names = config.combiner, task_names(config)
   per_epoch = steps_per_epoch(config, info)
-  tasks = {n: combine_problem.TASKS[n] for n in names}
+  tasks = {n: combiner_problem.TASKS[n] for n in names}
   net = models.build_multi_head(
     config.model,
     num_primary=info.num_classes,
@@ -197,7 +197,7 @@ def build(config, info: DatasetInfo) -> CombinerRun:
     info=info,
     net=net,
     init_phi=init_phi,
-    problem=combine_problem.CombineProblem(
+    problem=combiner_problem.CombinerProblem(
       models.make_apply(net), tasks, combine, config.seed
     ),
     tx1=optim.make_optimizer(config.primary_opt, per_epoch),

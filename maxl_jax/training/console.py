@@ -85,3 +85,15 @@ def progress(step: int, total: int, steps_per_s: float):
   )
   sys.stderr.flush()
   _Terminal.live = True
+
+
+def evaluation_line(row: dict, epochs: int) -> str:
+  """One terminal line per evaluation: the epoch's losses, the test set."""
+  parts = [f'epoch {row["epoch"]}/{epochs}', f'step {row["step"]}']
+  if 'train/loss_pri' in row:
+    parts.append(f'train loss {row["train/loss_pri"]:.4f}')
+  if 'meta/meta_loss' in row:
+    parts.append(f'meta loss {row["meta/meta_loss"]:.4f}')
+  parts.append(f'test accuracy {100 * row["test/accuracy"]:.2f}%')
+  parts.append(f'test loss {row["test/loss"]:.4f}')
+  return '  '.join(parts)

@@ -24,39 +24,32 @@ step stops the run (`NonFiniteError`) before any checkpoint after it.
 """
 
 import dataclasses
-import functools
-import hashlib
-import itertools
 import json
 import time
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from clu import parameter_overview, periodic_actions
-from jax.experimental import multihost_utils
 
-from maxl_jax import diagnostics
 from maxl_jax.data import pipeline
 from maxl_jax.errors import Preempted
-from maxl_jax.labels import TrainingImages
 from maxl_jax.training import (
   checkpointing,
   compilation,
   console,
   contract,
   metrics,
+  resumption,
 )
 from maxl_jax.training import workdir as workdir_lib
+from maxl_jax.training.evaluation import DriftProbe, evaluate, params_digest
 from maxl_jax.training.mesh import (
   global_batch,
-  jit_step,
   make_mesh,
   replicated,
   to_host,
-  with_sharding,
 )
 from maxl_jax.training.schedule import PRIMARY
 
@@ -86,83 +79,6 @@ class LoopOptions:
     )
 
 
-def params_digest(theta1, theta2) -> tuple[str, dict[str, float]]:
-  """sha256 of θ1 and θ2 bytes (fixed leaf order) and their global L2 norms."""
-  digest = hashlib.sha256()
-  norms = {}
-  for name, tree in (('theta1', theta1), ('theta2', theta2)):
-    leaves = jax.tree.leaves(to_host(tree))
-    for leaf in leaves:
-      digest.update(np.ascontiguousarray(leaf).tobytes())
-    norms[name] = float(
-      np.sqrt(sum(np.sum(np.square(x, dtype=np.float64)) for x in leaves))
-    )
-  return digest.hexdigest(), norms
-
-
-@functools.partial(jax.jit, donate_argnums=0)
-def _accumulate(totals, sums):
-  return jax.tree.map(jnp.add, totals, sums)
-
-
-def evaluate(
-  eval_fn, state, eval_data, mesh, *, psi=None, fine_to_primary=None
-) -> dict[str, float]:
-  """Scores over the test set, from `eval_fn`'s per-batch sums.
-
-  The sums are added on device and copied to the host once. Returns
-  test accuracy (fraction) and mean primary loss; with label statistics
-  (an auxiliary task of hierarchy `psi`), 'test/aux_information' and, with
-  `fine_to_primary`, 'test/aux_recovery_nmi' and 'test/aux_recovery_ari'
-  (`diagnostics.label_scores`, DESIGN §6).
-  """
-  totals = None
-  for batch in eval_data:
-    sums = eval_fn(state, global_batch(batch, mesh))
-    totals = sums if totals is None else _accumulate(totals, sums)
-  totals = to_host(totals)
-  count = max(float(totals['count']), 1.0)
-  out = {
-    'test/accuracy': float(totals['correct']) / count,
-    'test/loss': float(totals['loss']) / count,
-  }
-  if 'label_sums' in totals:
-    scores = diagnostics.label_scores(totals, psi, fine_to_primary)
-    out.update({f'test/{k}': v for k, v in scores.items()})
-  return out
-
-
-class DriftProbe(NamedTuple):
-  """g's labels against step 0's on the first test images (DESIGN §1-2)."""
-
-  fn: Any  # Jitted `step_fns.drift_step`.
-  initial: Any  # The state at step 0 (θ2, its statistics), replicated.
-  batches: list  # The probe's test batches (host arrays).
-
-  @classmethod
-  def create(cls, run, state, eval_data, mesh, num_images: int):
-    """The probe of a run with a label generator; None without one."""
-    step = run.drift_step()
-    if step is None or num_images < 1:
-      return None
-    fn = jit_step(step, mesh)
-    initial = jax.device_put(
-      run.init_state(state.label_state), replicated(mesh)
-    )
-    count = -(-num_images // eval_data.batch_size)
-    return cls(fn, initial, list(itertools.islice(eval_data, count)))
-
-  def measure(self, state, mesh) -> dict[str, float]:
-    """{'test/label_drift': mean total variation from step 0's labels}."""
-    totals = None
-    for batch in self.batches:
-      sums = self.fn((state, self.initial), global_batch(batch, mesh))
-      totals = sums if totals is None else _accumulate(totals, sums)
-    totals = to_host(totals)
-    drift = float(totals['drift']) / max(float(totals['count']), 1.0)
-    return {'test/label_drift': drift}
-
-
 def _evaluate_all(ctx, state) -> dict:
   """The test set's scores, and the label drift where there is a probe."""
   scoring = ctx.run.scoring()
@@ -170,22 +86,6 @@ def _evaluate_all(ctx, state) -> dict:
   if ctx.drift is not None:
     out.update(ctx.drift.measure(state, ctx.mesh))
   return out
-
-
-def _lead_says(flag: bool) -> bool:
-  """Process 0's `flag`, on every process (so that all take one branch)."""
-  if jax.process_count() == 1:
-    return flag
-  return bool(multihost_utils.broadcast_one_to_all(np.int32(flag)))
-
-
-def training_images(train_it) -> TrainingImages:
-  """The label sources' view of the training set (no augmentation)."""
-  return TrainingImages(
-    images=train_it.images,
-    labels=train_it.labels,
-    indices=train_it.indices,
-  )
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
@@ -234,44 +134,6 @@ def train_and_evaluate(config, workdir: str) -> dict:
     watch.close()
 
 
-def _data_position(data) -> dict:
-  """The iterators' positions, saved with every checkpoint."""
-  position = {'data': data.train.get_state()}
-  if data.meta is not None:
-    position['meta_data'] = data.meta.get_state()
-  return position
-
-
-def _initial(run, data, manager, mesh):
-  """(step, state, last saved step): a restored checkpoint, or step 0.
-
-  A restored run takes its label-source state from the checkpoint; only a
-  new one initialises it (K-Means trains its autoencoder here).
-  """
-  repl = replicated(mesh)
-  template = with_sharding(run.abstract_state(), repl)
-  step, state, extra = checkpointing.restore_latest(manager, template)
-  if step is not None:
-    data.train.set_state(extra['data'])
-    if data.meta is not None:
-      data.meta.set_state(extra['meta_data'])
-    return step, state, step
-  label_state = run.init_label_state(training_images(data.train))
-  return 0, jax.device_put(run.init_state(label_state), repl), None
-
-
-def _evaluation_line(row: dict, epochs: int) -> str:
-  """One terminal line per evaluation: the epoch's losses, the test set."""
-  parts = [f'epoch {row["epoch"]}/{epochs}', f'step {row["step"]}']
-  if 'train/loss_pri' in row:
-    parts.append(f'train loss {row["train/loss_pri"]:.4f}')
-  if 'meta/meta_loss' in row:
-    parts.append(f'meta loss {row["meta/meta_loss"]:.4f}')
-  parts.append(f'test accuracy {100 * row["test/accuracy"]:.2f}%')
-  parts.append(f'test loss {row["test/loss"]:.4f}')
-  return '  '.join(parts)
-
-
 class _Context(NamedTuple):
   """What the loop's functions share; none of it changes during the loop."""
 
@@ -284,7 +146,7 @@ class _Context(NamedTuple):
   fns: dict  # `run.jit_steps(mesh)`.
   writer: metrics.EpochWriter
   report: Any  # `periodic_actions.ReportProgress`.
-  images: TrainingImages
+  images: Any  # `labels.TrainingImages`.
   probe_batch: Any  # The fixed batch of 'probe', on the mesh.
   drift: DriftProbe | None
   total: int  # Global steps of the run.
@@ -323,7 +185,7 @@ def _check_guard(ctx: _Context, p: _Progress) -> int:
 def _save(ctx: _Context, p: _Progress, wait: bool = False) -> _Progress:
   """A checkpoint at `p.step` (after the non-finite guard)."""
   _check_guard(ctx, p)
-  position = _data_position(ctx.data)
+  position = resumption.data_position(ctx.data)
   checkpointing.save(ctx.manager, p.step, p.state, position, wait=wait)
   return p._replace(last_saved=p.step)
 
@@ -354,7 +216,7 @@ def _evaluate_initial(ctx: _Context, p: _Progress) -> _Progress:
   row = {'epoch': 0, 'step': 0}
   row.update(_evaluate_all(ctx, p.state))
   ctx.writer.write(0, row, _seconds(ctx, 0.0, time.perf_counter() - eval_s))
-  console.say(_evaluation_line(row, ctx.options.epochs))
+  console.say(console.evaluation_line(row, ctx.options.epochs))
   return p._replace(tick=time.perf_counter())
 
 
@@ -430,7 +292,7 @@ def _end_epoch(ctx: _Context, p: _Progress) -> _Progress:
   )
   ctx.writer.write(p.step, row, _seconds(ctx, p.train_s, eval_s))
   if 'test/accuracy' in row:
-    console.say(_evaluation_line(row, options.epochs))
+    console.say(console.evaluation_line(row, options.epochs))
   if _checkpoints(options, epoch, p.step, ctx.total):
     p = _save(ctx, p, wait=p.step == ctx.total)
   return p._replace(tick=time.perf_counter())
@@ -476,46 +338,25 @@ def _result(ctx: _Context, p: _Progress, start: float) -> dict:
 
 
 def _announce(run, options: LoopOptions, total: int):
-  """The run's one line: what trains, on what, how long."""
+  """The run's first line: what trains, on what, how long."""
   console.say(
-    'Training %s on %s: %d steps (%d epochs of %d) on %d %s device(s) '
-    '(process %d of %d).',
-    run.method,
-    run.info.name,
-    total,
-    options.epochs,
-    run.schedule.epoch_steps,
-    jax.device_count(),
-    jax.default_backend(),
-    jax.process_index(),
-    jax.process_count(),
+    f'Training {run.method} on {run.info.name}: {total} steps '
+    f'({options.epochs} epochs of {run.schedule.epoch_steps}) on '
+    f'{jax.device_count()} {jax.default_backend()} device(s) '
+    f'(process {jax.process_index()} of {jax.process_count()}).'
   )
-
-
-def _finished(step: int, total: int, workdir) -> dict | None:
-  """The result of a run that already finished, else None."""
-  result_path = workdir / workdir_lib.RESULT
-  if step < total or not _lead_says(result_path.exists()):
-    return None
-  console.say(
-    'This run already finished (step %d of %d); nothing to train. Result: %s',
-    step,
-    total,
-    result_path,
-  )
-  return json.loads(result_path.read_text())
 
 
 def _train(run, options, config_json, data, workdir, manager, watch) -> dict:
   """The training loop of `train_and_evaluate`."""
   lead, mesh = jax.process_index() == 0, make_mesh()
   total = options.epochs * run.schedule.epoch_steps
-  step, state, last_saved = _initial(run, data, manager, mesh)
+  step, state, last_saved = resumption.initial(run, data, manager, mesh)
   if step:
     console.say('Resuming from the checkpoint at step %d of %d.', step, total)
   else:
     console.say('Starting from scratch: no checkpoint in %s.', workdir)
-  finished = _finished(step, total, workdir)
+  finished = resumption.finished(step, total, workdir)
   if finished is not None:
     return finished
   _announce(run, options, total)
@@ -561,7 +402,7 @@ def _context(run, options, data, manager, watch, mesh, step, workdir):
     fns=run.jit_steps(mesh),
     writer=writer,
     report=report,
-    images=training_images(data.train),
+    images=resumption.training_images(data.train),
     probe_batch=global_batch(run.probe_batch(data), mesh),
     drift=None,
     total=total,

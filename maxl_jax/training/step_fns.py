@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import optax
 
 from maxl_jax import (
-  combine_problem,
+  combiner_problem,
   diagnostics,
   inverse_hvp,
   losses,
@@ -243,14 +243,14 @@ def cosine_step(state, batch, *, problem, label_source):
 def _combine_theta1(state, batch, problem, tx1):
   """A θ1 update on L_T(θ1, φ): (new state, values, gradient norm)."""
   grads, (new_state1, values) = jax.grad(
-    combine_problem.train_loss, 1, has_aux=True
+    combiner_problem.combined_loss, 1, has_aux=True
   )(problem, state.theta1, state.theta2, state.state1, batch)
   new = _theta1_update(state, grads, new_state1, values, tx1)
   return new, values, optax.global_norm(grads)
 
 
-def combine_primary_step(state, batch, *, problem, tx1, on_nonfinite):
-  """One θ1 update on L_T(θ1, φ) (`combine_problem.train_loss`)."""
+def combiner_primary_step(state, batch, *, problem, tx1, on_nonfinite):
+  """One θ1 update on L_T(θ1, φ) (`combiner_problem.combined_loss`)."""
   new, values, norm = _combine_theta1(state, batch, problem, tx1)
   guarded = {
     'loss_pri': values['loss_pri'],
@@ -260,7 +260,7 @@ def combine_primary_step(state, batch, *, problem, tx1, on_nonfinite):
   return metrics.guard_update(state, new, guarded, on_nonfinite)
 
 
-def combine_interleaved_step(
+def combiner_interleaved_step(
   state, batch, meta_batch, *, problem, tx1, tx2, inverse, on_nonfinite
 ):
   """A θ1 update on L_T, then a φ update at the new θ1: the implicit
@@ -273,13 +273,13 @@ def combine_interleaved_step(
   new, values, norm = _combine_theta1(state, batch, problem, tx1)
 
   def inner(theta1, phi):
-    loss, _ = combine_problem.train_loss(
+    loss, _ = combiner_problem.combined_loss(
       problem, theta1, phi, new.state1, batch
     )
     return loss
 
   def outer(theta1):
-    return combine_problem.held_out_loss(
+    return combiner_problem.held_out_loss(
       problem, theta1, new.state1, meta_batch
     )
 
@@ -306,7 +306,7 @@ def combine_interleaved_step(
   return metrics.guard_update(state, new, guarded, on_nonfinite)
 
 
-def combine_eval_step(state, batch, *, problem):
+def combiner_eval_step(state, batch, *, problem):
   """Sums over the real (mask 1) examples: correct, primary CE, count."""
   (logits, _), _ = problem.apply(
     state.theta1, state.state1, batch['image'], False
@@ -315,10 +315,10 @@ def combine_eval_step(state, batch, *, problem):
   return _test_sums(logits, loss, batch)
 
 
-def combine_weights_step(state, batch, *, problem):
+def combiner_weights_step(state, batch, *, problem):
   """{'weight/<task>': its effective weight at this batch's losses}, a
-  metrics row's entries (`combine_problem.task_weights`)."""
-  weights = combine_problem.task_weights(
+  metrics row's entries (`combiner_problem.batch_task_weights`)."""
+  weights = combiner_problem.batch_task_weights(
     problem, state.theta1, state.state1, state.theta2, batch
   )
   return {f'weight/{name}': w for name, w in weights.items()}

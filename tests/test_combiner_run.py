@@ -1,5 +1,5 @@
 """The loss-combiner experiment (maxl_jax/training/combiner_run.py): its steps
-and its runs. (Its given tasks: test_combine_problem.py.)
+and its runs. (Its given tasks: test_combiner_problem.py.)
 
 The runs go through `python -m experiments.run` in subprocesses (the
 shared loop: every workdir file, checkpoints and bitwise resumption, the
@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 
 from experiments.configs import combine_fashion
-from maxl_jax import combine_problem
+from maxl_jax import combiner_problem
 from maxl_jax.data.info import DatasetInfo
 from maxl_jax.errors import UsageError
-from maxl_jax.training import combiner_run, contract, loop, restore
+from maxl_jax.training import combiner_run, contract, evaluation, restore
 from maxl_jax.training.mesh import make_mesh
 
 TINY_INFO = DatasetInfo('fashion_mnist', 10, (32, 32, 1), 100, 100, 10)
@@ -74,7 +74,7 @@ def tiny_batch(n=8, seed=0):
 
 
 def test_task_names_are_checked():
-  assert combine_problem.get_tasks(' coarse, random', 'fashion_mnist') == (
+  assert combiner_problem.get_tasks(' coarse, random', 'fashion_mnist') == (
     'coarse',
     'random',
   )
@@ -85,7 +85,7 @@ def test_task_names_are_checked():
     ('fine', 'digits'),
   ):
     with pytest.raises(UsageError):
-      combine_problem.get_tasks(names, dataset)
+      combiner_problem.get_tasks(names, dataset)
   config = tiny_config('mlp')
   config.data.meta_fraction = 0.0  # A learned φ needs the held-out split.
   with pytest.raises(UsageError, match='meta_fraction'):
@@ -214,7 +214,9 @@ def test_restore_run_gives_the_saved_parameters(reference):
   restored = restore.restore_run(str(workdir))
   assert isinstance(restored.run, combiner_run.CombinerRun)
   assert restored.step == TOTAL_STEPS
-  sha, _ = loop.params_digest(restored.state.theta1, restored.state.theta2)
+  sha, _ = evaluation.params_digest(
+    restored.state.theta1, restored.state.theta2
+  )
   assert sha == result['params_sha256']
 
 

@@ -1,4 +1,4 @@
-"""The combiner's given tasks: maxl_jax/combine_problem.py.
+"""The combiner's given tasks: maxl_jax/combiner_problem.py.
 
 (Its losses and steps run in test_combine.py and test_loss_combiner.py.)
 """
@@ -6,7 +6,7 @@
 import jax.numpy as jnp
 import numpy as np
 
-from maxl_jax import combine_problem
+from maxl_jax import combiner_problem
 
 
 def test_coarse_task_is_the_stated_grouping():
@@ -14,7 +14,7 @@ def test_coarse_task_is_the_stated_grouping():
   expected = np.zeros(10, np.int32)
   for group, classes in groups.items():
     expected[list(classes)] = group
-  task = combine_problem.TASKS['coarse']
+  task = combiner_problem.TASKS['coarse']
   got = task.labels({'label': jnp.arange(10)}, 0)
   np.testing.assert_array_equal(got, expected)
   assert task.num_classes == 4
@@ -22,13 +22,15 @@ def test_coarse_task_is_the_stated_grouping():
 
 def test_random_task_is_fixed_per_index_and_uniform():
   index = jnp.arange(10_000, dtype=jnp.int32)
-  labels = np.asarray(combine_problem.random_labels(0, index))
-  np.testing.assert_array_equal(combine_problem.random_labels(0, index), labels)
+  labels = np.asarray(combiner_problem.random_labels(0, index))
+  np.testing.assert_array_equal(
+    combiner_problem.random_labels(0, index), labels
+  )
   perm = np.random.default_rng(0).permutation(10_000)  # Order-free.
   np.testing.assert_array_equal(
-    combine_problem.random_labels(0, index[perm]), labels[perm]
+    combiner_problem.random_labels(0, index[perm]), labels[perm]
   )
   counts = np.bincount(labels, minlength=10)
   assert counts.size == 10 and np.all(np.abs(counts - 1000) < 120), counts
-  other = np.asarray(combine_problem.random_labels(1, index))
+  other = np.asarray(combiner_problem.random_labels(1, index))
   assert np.mean(other == labels) < 0.15  # Another seed, other labels.

@@ -1,4 +1,4 @@
-"""Tests of label hierarchies over datasets: maxl_jax/data/hierarchies.py.
+"""Tests of label hierarchies over datasets: maxl_jax/data/groupings.py.
 
 Named groupings against hand-written maps, explicit lists, CIFAR-100's
 levels through the same mechanism, one helpful UsageError per bad grouping,
@@ -13,7 +13,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from maxl_jax.data import cifar100_hierarchy, hierarchies
+from maxl_jax.data import cifar100_hierarchy, groupings
 from maxl_jax.data.info import DatasetInfo
 from maxl_jax.errors import UsageError
 
@@ -47,14 +47,14 @@ def data_config(name='digits', hierarchy='', **levels):
 
 
 def test_every_named_grouping_is_tested():
-  named = {(d, n) for d, groups in hierarchies.NAMED.items() for n in groups}
+  named = {(d, n) for d, groups in groupings.NAMED.items() for n in groups}
   # digit_pairs' 25 classes: tests/test_synthetic.py.
   assert named == set(EXPECTED) | {('digit_pairs', 'parity')}
 
 
 @pytest.mark.parametrize('dataset, name', sorted(EXPECTED))
 def test_named_grouping_maps_to_its_coarse_classes(dataset, name):
-  maps = hierarchies.label_maps(data_config(dataset, name), 10)
+  maps = groupings.label_maps(data_config(dataset, name), 10)
   np.testing.assert_array_equal(maps.primary_of, EXPECTED[dataset, name])
   np.testing.assert_array_equal(maps.fine_of, np.arange(10))  # Identity.
   np.testing.assert_array_equal(maps.fine_to_primary, EXPECTED[dataset, name])
@@ -63,11 +63,11 @@ def test_named_grouping_maps_to_its_coarse_classes(dataset, name):
 
 
 def test_fashion_pairs_join_the_named_classes():
-  pairs = hierarchies.parse('pairs', 'fashion_mnist', 10)
+  pairs = groupings.parse('pairs', 'fashion_mnist', 10)
   for a, b in [(0, 6), (1, 3), (2, 4), (5, 7), (8, 9)]:
     assert pairs[a] == pairs[b]
   assert np.unique(pairs).size == 5
-  types = hierarchies.parse('types', 'fashion_mnist', 10)
+  types = groupings.parse('types', 'fashion_mnist', 10)
   assert types[0] == types[2] == types[4] == types[6]  # Tops.
   assert types[5] == types[7] == types[9] != types[8]  # Shoes, not the bag.
 
@@ -82,26 +82,26 @@ def test_fashion_pairs_join_the_named_classes():
   ],
 )
 def test_explicit_list(spec):
-  maps = hierarchies.label_maps(data_config('svhn_cropped', spec), 10)
+  maps = groupings.label_maps(data_config('svhn_cropped', spec), 10)
   np.testing.assert_array_equal(maps.primary_of, [0, 1, 2, 1, 2, 3, 0, 3, 4, 4])
   np.testing.assert_array_equal(maps.fine_of, np.arange(10))
   assert (maps.num_primary, maps.num_fine) == (5, 10)
 
 
 def test_explicit_list_keeps_its_numbering():
-  coarse = hierarchies.parse('1,1,0,0,2', 'toy', 5)  # Not first-appearance.
+  coarse = groupings.parse('1,1,0,0,2', 'toy', 5)  # Not first-appearance.
   np.testing.assert_array_equal(coarse, [1, 1, 0, 0, 2])
 
 
 def test_no_hierarchy_by_default():
   for name in ('digits', 'fashion_mnist', 'svhn_cropped'):
-    maps = hierarchies.label_maps(data_config(name), 10)
+    maps = groupings.label_maps(data_config(name), 10)
     np.testing.assert_array_equal(maps.primary_of, np.arange(10))
     assert maps.fine_of is None and maps.fine_to_primary is None
     assert (maps.num_primary, maps.num_fine) == (10, 0)
   # Older configs (config.json of earlier runs) lack the field.
   old = ml_collections.ConfigDict({'name': 'digits'})
-  assert hierarchies.label_maps(old, 10).fine_of is None
+  assert groupings.label_maps(old, 10).fine_of is None
 
 
 @pytest.mark.parametrize(
@@ -109,7 +109,7 @@ def test_no_hierarchy_by_default():
 )
 def test_cifar100_levels_are_the_default_hierarchy(primary, aux):
   config = data_config('cifar100', primary=primary, aux=aux)
-  maps = hierarchies.label_maps(config, 100)
+  maps = groupings.label_maps(config, 100)
   np.testing.assert_array_equal(
     maps.primary_of, cifar100_hierarchy.level_of_fine(primary)
   )
@@ -124,7 +124,7 @@ def test_cifar100_levels_are_the_default_hierarchy(primary, aux):
 
 def test_cifar100_with_a_grouping_regroups_the_fine_labels():
   coarse = ','.join(str(c) for c in cifar100_hierarchy.level_of_fine(10))
-  maps = hierarchies.label_maps(data_config('cifar100', coarse), 100)
+  maps = groupings.label_maps(data_config('cifar100', coarse), 100)
   np.testing.assert_array_equal(
     maps.primary_of, cifar100_hierarchy.level_of_fine(10)
   )
@@ -170,7 +170,7 @@ BAD = {
 def test_bad_grouping_raises_a_helpful_usage_error(case):
   dataset, spec, parts = BAD[case]
   with pytest.raises(UsageError) as error:
-    hierarchies.label_maps(data_config(dataset, spec), 10)
+    groupings.label_maps(data_config(dataset, spec), 10)
   message = str(error.value)
   assert message.startswith(f'config.data.hierarchy={spec!r}'), message
   for part in parts:
@@ -179,7 +179,7 @@ def test_bad_grouping_raises_a_helpful_usage_error(case):
 
 def test_cifar100_levels_that_do_not_nest_raise():
   with pytest.raises(UsageError, match='finer'):
-    hierarchies.label_maps(data_config('cifar100', primary=20, aux=10), 100)
+    groupings.label_maps(data_config('cifar100', primary=20, aux=10), 100)
 
 
 def test_dataset_info_json_round_trip_and_old_keys():

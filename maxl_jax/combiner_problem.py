@@ -84,7 +84,7 @@ def get_tasks(names: str, dataset: str) -> tuple[str, ...]:
 
 
 @dataclasses.dataclass(frozen=True)
-class CombineProblem:
+class CombinerProblem:
   """What the combiner's losses need: the network's apply function, the
   tasks by name, the combiner c (None: no auxiliary loss) and the seed."""
 
@@ -94,7 +94,7 @@ class CombineProblem:
   seed: int
 
 
-def task_losses(problem: CombineProblem, theta, model_state, batch):
+def task_losses(problem: CombinerProblem, theta, model_state, batch):
   """Training mode: (primary logits [N, P], primary CE [N], auxiliary CEs
   ℓ [N, T], new model state)."""
   (primary, aux), new_state = problem.apply(
@@ -109,7 +109,7 @@ def task_losses(problem: CombineProblem, theta, model_state, batch):
   return primary, ce(primary, batch['label']), ell, new_state
 
 
-def train_loss(problem: CombineProblem, theta, phi, model_state, batch):
+def combined_loss(problem: CombinerProblem, theta, phi, model_state, batch):
   """L_T(θ, φ) -> (scalar, (new model state, values)).
 
   Values: loss (L_T), loss_pri, loss_aux (the combined loss), loss_<task>
@@ -133,19 +133,21 @@ def train_loss(problem: CombineProblem, theta, phi, model_state, batch):
   return loss_pri + loss_aux, (new_state, values)
 
 
-def held_out_loss(problem: CombineProblem, theta, model_state, batch):
+def held_out_loss(problem: CombinerProblem, theta, model_state, batch):
   """L_A(θ): the mean primary CE (training mode) on a held-out batch."""
   _, primary, _, _ = task_losses(problem, theta, model_state, batch)
   return jnp.mean(primary)
 
 
-def metric_names(problem: CombineProblem) -> tuple[str, ...]:
-  """The names of `train_loss`'s values."""
+def metric_names(problem: CombinerProblem) -> tuple[str, ...]:
+  """The names of `combined_loss`'s values."""
   tasks = tuple(f'loss_{n}' for n in problem.tasks)
   return ('loss', 'loss_pri', 'loss_aux', 'accuracy', *tasks)
 
 
-def task_weights(problem: CombineProblem, theta, model_state, phi, batch):
+def batch_task_weights(
+  problem: CombinerProblem, theta, model_state, phi, batch
+):
   """{task: its `loss_combiner.task_weights` at this batch's losses}."""
   _, _, ell, _ = task_losses(problem, theta, model_state, batch)
   weights = loss_combiner.task_weights(problem.combine, phi, ell)
