@@ -468,8 +468,10 @@ def test_paired_comparisons_by_hand(tmp_path):
   assert row['sd'] == pytest.approx(1.0)
   assert row['t'] == pytest.approx(2 * math.sqrt(3))
   assert row['p'] == pytest.approx(0.0742, abs=1e-4)  # t(2) two-sided.
+  # 95% CI: t(0.975, 2) = 4.3027 times sd / √3.
+  assert row['ci95'] == pytest.approx(4.3027 / math.sqrt(3), rel=1e-4)
   assert table.paired_rows(groups, 'uniform') == []  # No Uniform group.
-  assert '| single | 3 | +2.00 | 1.00 | 3.46 | 0.074 |' in (
+  assert '| single | 3 | +2.00 | [-0.48, +4.48] | 1.00 | 3.46 | 0.074 |' in (
     table.results_markdown(groups, finished_lib.find_runs([str(tmp_path)]))
   )
 
