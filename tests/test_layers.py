@@ -249,7 +249,8 @@ def test_resolve_impl():
   want = 'im2col' if jax.default_backend() == 'cpu' else 'xla'
   assert layers.resolve_impl('auto') == want
   assert layers.resolve_impl('im2col_bf16') == 'im2col_bf16'
-  with pytest.raises(UsageError, match='xla, im2col, im2col_bf16, auto'):
+  choices = 'xla, im2col, im2col_bf16, im2col_tiled, auto'
+  with pytest.raises(UsageError, match=choices):
     layers.resolve_impl('cudnn')
   with pytest.raises(UsageError, match='cudnn'):
     layers.conv(4, conv_impl='cudnn')
