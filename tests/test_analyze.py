@@ -515,3 +515,21 @@ def test_bad_input_is_one_error_line(name, tmp_path, parent):
   assert expected in line, line
   assert 'Traceback' not in proc.stderr
   assert not out.exists()
+
+
+def test_generator_runs_pair_with_entropy_only_on_the_same_split(tmp_path):
+  """Against entropy_only: only maxl/frozen groups, and only the control
+  with the same data.meta_fraction (the held-out split)."""
+  for seed in range(2):
+    write_run(tmp_path / f'eo{seed}', 'entropy_only', seed, 0.80, 10)
+    write_run(tmp_path / f'maxl{seed}', 'maxl', seed, 0.83 + seed / 100, 10)
+    write_run(tmp_path / f'uniform{seed}', 'uniform', seed, 0.90, 10)
+    held = tmp_path / f'maxl_held{seed}'
+    write_run(held, 'maxl', seed, 0.70, 10, balance='normalized')
+    config = json.loads((held / 'config.json').read_text())
+    config['data']['meta_fraction'] = 0.1
+    (held / 'config.json').write_text(json.dumps(config))
+  groups = finished_lib.group_runs(finished_lib.find_runs([str(tmp_path)]))
+  (row,) = table.paired_rows(groups, 'entropy_only')  # Not uniform, not held.
+  assert row['label'].split()[2] == 'maxl' and row['n'] == 2
+  assert row['diff'] == pytest.approx(3.5)

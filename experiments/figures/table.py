@@ -209,11 +209,16 @@ TABLE_NOTE = (
 )
 
 
+def _held_out(group: Group) -> float:
+  return group.first.config['data'].get('meta_fraction', 0.0)
+
+
 def paired_rows(groups: list[Group], reference: str) -> list[dict]:
   """Each group against the `reference` method's group, paired by seed.
 
   The reference group has the same dataset and training data (and, for
-  'uniform', the same psi); seeds pair up because a seed fixes the
+  'uniform', the same psi; for 'entropy_only', the same held-out split
+  data.meta_fraction); seeds pair up because a seed fixes the
   low-data subset, the data order and the initial θ1. Two-sided paired
   t-test (scipy.stats.ttest_rel) on the final test accuracies.
 
@@ -231,6 +236,8 @@ def paired_rows(groups: list[Group], reference: str) -> list[dict]:
     row = stats_of[id(group)]
     if row['method'] == reference:
       continue
+    if reference == 'entropy_only' and row['method'] not in ('maxl', 'frozen'):
+      continue  # The control of g's training, for runs with a generator.
     refs = [
       g
       for g in groups
@@ -238,6 +245,7 @@ def paired_rows(groups: list[Group], reference: str) -> list[dict]:
       and (stats_of[id(g)]['dataset'], stats_of[id(g)]['data'])
       == (row['dataset'], row['data'])
       and (reference != 'uniform' or stats_of[id(g)]['psi'] == row['psi'])
+      and (reference != 'entropy_only' or _held_out(g) == _held_out(group))
     ]
     if len(refs) != 1:
       continue
@@ -272,13 +280,14 @@ def paired_rows(groups: list[Group], reference: str) -> list[dict]:
 
 
 def paired_markdown(groups: list[Group]) -> str:
-  """Paired comparisons against Single and against Uniform."""
+  """Paired comparisons against Single, Uniform and (runs with a label
+  generator) the entropy_only control."""
   lines = [
     '| Group | Against | Pairs | Mean difference (pp) | 95% CI (pp) '
     '| SD of differences | t | p (two-sided) |',
     '|---|---|---:|---:|---:|---:|---:|---:|',
   ]
-  for reference in ('single', 'uniform'):
+  for reference in ('single', 'uniform', 'entropy_only'):
     for row in paired_rows(groups, reference):
       low, high = row['diff'] - row['ci95'], row['diff'] + row['ci95']
       lines.append(
