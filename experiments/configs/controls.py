@@ -15,6 +15,7 @@ setting (Fashion-MNIST, experiments/configs/headroom.py), 3 seeds.
 """
 
 from experiments.configs import headroom, quickstart
+from experiments.figures.finished import flatten
 
 SEEDS = (0, 1, 2)
 # (name, overrides) of the search's digits settings: about 250 θ1 steps each.
@@ -127,16 +128,6 @@ def explore():
   ]
 
 
-def _flat(tree: dict, prefix: str = '') -> dict:
-  out = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      out.update(_flat(value, f'{prefix}{key}.'))
-    else:
-      out[f'{prefix}{key}'] = value
-  return out
-
-
 def parity_setting() -> dict:
   """The headroom study's parity 5% runs as overrides of this config."""
   config = headroom.get_config()
@@ -146,8 +137,8 @@ def parity_setting() -> dict:
     for part in parents:
       node = node[part]
     node[field] = value
-  mine = _flat(get_config().to_dict())
-  return {k: v for k, v in _flat(config.to_dict()).items() if mine[k] != v}
+  mine = flatten(get_config().to_dict())
+  return {k: v for k, v in flatten(config.to_dict()).items() if mine[k] != v}
 
 
 # The table's rows: (name, overrides, held out). Controls and MAXL as
@@ -196,4 +187,3 @@ def analyses():
     (name, [f'{name}/'], {'tsne_images': 0})
     for name in ('search', 'explore', 'pairs', 'parity')
   ]
-

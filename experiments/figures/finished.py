@@ -99,11 +99,12 @@ def data_label(config: dict) -> str:
   return f'{100 * config["data"].get("train_fraction", 1.0):g}%'
 
 
-def _flatten(tree: dict, prefix: str = '') -> dict[str, Any]:
+def flatten(tree: dict, prefix: str = '') -> dict[str, Any]:
+  """A nested config dict as {'a.b': value} (dotted keys, as overrides)."""
   out = {}
   for key, value in tree.items():
     if isinstance(value, dict):
-      out.update(_flatten(value, f'{prefix}{key}.'))
+      out.update(flatten(value, f'{prefix}{key}.'))
     else:
       out[f'{prefix}{key}'] = value
   return out
@@ -113,7 +114,7 @@ def _setting(config: dict) -> dict[str, Any]:
   """The flattened config without the seed and bookkeeping fields."""
   return {
     k: v
-    for k, v in _flatten(config).items()
+    for k, v in flatten(config).items()
     if not any(k == b or k.startswith(b) for b in BOOKKEEPING)
   }
 
