@@ -57,13 +57,13 @@ def meta_grads(problem, args):
 def theta1_grad(problem, source, state, batch):
   """∇θ1 L_train with the MAXL label source's targets (the θ1 step's)."""
   targets = source.targets(
-    state.label_state, state.theta2, state.state2, batch, problem=problem
+    state.label_state, state.theta2, state.model_state2, batch, problem=problem
   )
   grad_fn = jax.grad(train_loss, 1, has_aux=True)
   return _flat(
-    jax.jit(lambda t1: grad_fn(problem, t1, state.state1, targets, batch)[0])(
-      state.theta1
-    )
+    jax.jit(
+      lambda t1: grad_fn(problem, t1, state.model_state1, targets, batch)[0]
+    )(state.theta1)
   )
 
 
@@ -94,7 +94,13 @@ def main(argv):
       backbone, batch_size=bench_steps._BATCH.value
     )
     problem = run.problem
-    args = (state.theta1, state.state1, state.theta2, state.state2, batch)
+    args = (
+      state.theta1,
+      state.model_state1,
+      state.theta2,
+      state.model_state2,
+      batch,
+    )
     args = (*args, run.lr_schedule(0))
     grads = meta_grads(problem, args)
     grads.update(bf16_meta_grads(backbone, args))

@@ -47,7 +47,9 @@ def main(argv=None):
   # g's labels of the test images: the mask softmax over each image's
   # class's ψ[y] auxiliary classes, with BatchNorm's running averages.
   x_test, y_test = data[2], data[3]
-  logits, _ = learner.problem.g_apply(state.theta2, state.state2, x_test, False)
+  logits, _ = learner.problem.g_apply(
+    state.theta2, state.model_state2, x_test, False
+  )
   probs = maxl_jax.losses.mask_softmax(logits, y_test, learner.problem.mask)
   chosen = np.asarray(jax.numpy.argmax(probs, -1))
   offsets = maxl_jax.hierarchy.offsets(psi)

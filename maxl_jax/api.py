@@ -225,15 +225,15 @@ def _learner(f, g, source, tx1, tx2, *, alpha, estimator, problem, nonfinite):
 
   def init(rng, image_shape: Sequence[int]) -> MaxlState:
     rng1, rng2 = jax.random.split(rng)
-    theta1, state1 = models.init_variables(f, rng1, image_shape)
-    theta2, state2 = {}, {}
+    theta1, model_state1 = models.init_variables(f, rng1, image_shape)
+    theta2, model_state2 = {}, {}
     if g is not None:
-      theta2, state2 = models.init_variables(g, rng2, image_shape)
+      theta2, model_state2 = models.init_variables(g, rng2, image_shape)
     return initial_state(
       theta1,
-      state1,
+      model_state1,
       theta2,
-      state2,
+      model_state2,
       tx1,
       tx2,
       {},
@@ -412,7 +412,7 @@ def human(
 class _FunctionSource(LabelSource):
   fn: Any = None
 
-  def targets(self, label_state, theta2, state2, batch, *, problem):
+  def targets(self, label_state, theta2, model_state2, batch, *, problem):
     return self.fn(batch)
 
 

@@ -4,7 +4,7 @@
 `θ1⁺ = θ1 - α ∇θ1 L_train(θ1, θ2; batch)` (DESIGN §1-2). Every estimator has
 the signature
 
-  estimator(problem, theta1, state1, theta2, state2, batch, alpha,
+  estimator(problem, theta1, model_state1, theta2, model_state2, batch, alpha,
             meta_batch=None) -> (grad_theta2, MetaOutput)
 
 `meta_batch` (a batch dict, any size) is where the meta objective's primary
@@ -54,8 +54,8 @@ class MetaOutput(NamedTuple):
       the held-out L_A = L_pri(θ1; meta_batch)).
     entropy: H(θ2).
     theta1_grads: ∇θ1 L_train(θ1, θ2), reused by the interleaved θ1 update.
-    new_state1: batch statistics of f's forward at θ1.
-    new_state2: batch statistics of g's forward.
+    new_model_state1: batch statistics of f's forward at θ1.
+    new_model_state2: batch statistics of g's forward.
     aux_probs: [N, K] generated auxiliary labels (mask softmax, unweighted).
     train_metrics: metrics of the L_train forward at θ1.
     aux_weights: [N] per-example auxiliary weights, or None without them.
@@ -68,8 +68,8 @@ class MetaOutput(NamedTuple):
   loss_pri_after: jax.Array
   entropy: jax.Array
   theta1_grads: Any
-  new_state1: Any
-  new_state2: Any
+  new_model_state1: Any
+  new_model_state2: Any
   aux_probs: jax.Array
   train_metrics: dict[str, jax.Array]
   aux_weights: jax.Array | None = None
@@ -77,18 +77,24 @@ class MetaOutput(NamedTuple):
 
 
 def _meta_output(
-  labels, new_state2, lookahead_out, loss_after, entropy, lam, entropy_grads
+  labels,
+  new_model_state2,
+  lookahead_out,
+  loss_after,
+  entropy,
+  lam,
+  entropy_grads,
 ):
   """Assembles a MetaOutput from the pieces every estimator computes."""
-  _, grads1, new_state1, metrics = lookahead_out
+  _, grads1, new_model_state1, metrics = lookahead_out
   return MetaOutput(
     meta_loss=loss_after + lam * entropy,
     loss_pri_before=metrics['loss_pri'],
     loss_pri_after=loss_after,
     entropy=entropy,
     theta1_grads=grads1,
-    new_state1=new_state1,
-    new_state2=new_state2,
+    new_model_state1=new_model_state1,
+    new_model_state2=new_model_state2,
     aux_probs=labels.probs,
     train_metrics=metrics,
     aux_weights=labels.weights,
@@ -97,69 +103,106 @@ def _meta_output(
 
 
 def _meta_objective(
-  theta2, problem, theta1, state1, state2, batch, alpha, meta_batch=None
+  theta2,
+  problem,
+  theta1,
+  model_state1,
+  model_state2,
+  batch,
+  alpha,
+  meta_batch=None,
 ):
   """`J(θ2)` with the lookahead inside; returns (J, MetaOutput)."""
   meta_batch = batch if meta_batch is None else meta_batch
-  labels, new_state2 = generated_labels(problem, theta2, state2, batch)
-  ahead = lookahead(problem, theta1, state1, labels.targets, batch, alpha)
-  loss_after = meta_primary_loss(problem, ahead[0], state1, meta_batch)
+  labels, new_model_state2 = generated_labels(
+    problem, theta2, model_state2, batch
+  )
+  ahead = lookahead(problem, theta1, model_state1, labels.targets, batch, alpha)
+  loss_after = meta_primary_loss(problem, ahead[0], model_state1, meta_batch)
   entropy = losses.entropy_regularizer(labels.probs)
   out = _meta_output(
-    labels, new_state2, ahead, loss_after, entropy, problem.lam, None
+    labels, new_model_state2, ahead, loss_after, entropy, problem.lam, None
   )
   return out.meta_loss, out
 
 
 def meta_objective(
-  problem, theta1, state1, theta2, state2, batch, alpha, meta_batch=None
+  problem,
+  theta1,
+  model_state1,
+  theta2,
+  model_state2,
+  batch,
+  alpha,
+  meta_batch=None,
 ):
   """`J(θ2)` as a scalar (for finite-difference checks and logging)."""
   meta_loss, _ = _meta_objective(
-    theta2, problem, theta1, state1, state2, batch, alpha, meta_batch
+    theta2,
+    problem,
+    theta1,
+    model_state1,
+    model_state2,
+    batch,
+    alpha,
+    meta_batch,
   )
   return meta_loss
 
 
 def unrolled(
-  problem, theta1, state1, theta2, state2, batch, alpha, meta_batch=None
+  problem,
+  theta1,
+  model_state1,
+  theta2,
+  model_state2,
+  batch,
+  alpha,
+  meta_batch=None,
 ):
   """(a) `jax.grad` through the lookahead's own `jax.grad`: the reference.
 
   λ∇θ2 H (`MetaOutput.entropy_grads`) is differentiated on its own.
   """
   grads2, out = jax.grad(_meta_objective, has_aux=True)(
-    theta2, problem, theta1, state1, state2, batch, alpha, meta_batch
+    theta2,
+    problem,
+    theta1,
+    model_state1,
+    model_state2,
+    batch,
+    alpha,
+    meta_batch,
   )
   return grads2, out._replace(
-    entropy_grads=entropy_gradient(problem, theta2, state2, batch)
+    entropy_grads=entropy_gradient(problem, theta2, model_state2, batch)
   )
 
 
-def entropy_gradient(problem, theta2, state2, batch):
+def entropy_gradient(problem, theta2, model_state2, batch):
   """`λ∇θ2 H(g(θ2))`, the entropy part of ∇θ2 J, on its own."""
 
   def weighted_entropy(t2):
-    labels, _ = generated_labels(problem, t2, state2, batch)
+    labels, _ = generated_labels(problem, t2, model_state2, batch)
     return problem.lam * losses.entropy_regularizer(labels.probs)
 
   return jax.grad(weighted_entropy)(theta2)
 
 
-def meta_primary_loss(problem, theta1, state1, meta_batch):
+def meta_primary_loss(problem, theta1, model_state1, meta_batch):
   """The meta objective's `L_pri(θ1⁺)`: focal with `problem.meta_gamma`
   (None: `problem.gamma`, MAXL as published; 0: cross-entropy)."""
   if problem.meta_gamma is None:
-    return primary_loss_at(problem, theta1, state1, meta_batch)
+    return primary_loss_at(problem, theta1, model_state1, meta_batch)
   return primary_loss_at(
     dataclasses.replace(problem, gamma=problem.meta_gamma),
     theta1,
-    state1,
+    model_state1,
     meta_batch,
   )
 
 
-def _labels_with_vjp(problem, theta2, state2, batch):
+def _labels_with_vjp(problem, theta2, model_state2, batch):
   """g's `GeneratedLabels`, the VJP to θ2 and g's new batch statistics.
 
   The VJP takes `(cotangent of probs, cotangent of targets)`, both [N, K]
@@ -167,17 +210,19 @@ def _labels_with_vjp(problem, theta2, state2, batch):
   """
 
   def probs_and_targets(t2):
-    labels, new_state2 = generated_labels(problem, t2, state2, batch)
-    return (labels.probs, labels.targets), (labels, new_state2)
+    labels, new_model_state2 = generated_labels(
+      problem, t2, model_state2, batch
+    )
+    return (labels.probs, labels.targets), (labels, new_model_state2)
 
-  _, g_vjp, (labels, new_state2) = jax.vjp(
+  _, g_vjp, (labels, new_model_state2) = jax.vjp(
     probs_and_targets, theta2, has_aux=True
   )
-  return labels, g_vjp, new_state2
+  return labels, g_vjp, new_model_state2
 
 
 def _labels_and_outer(
-  problem, theta1, state1, theta2, state2, batch, alpha, meta_batch
+  problem, theta1, model_state1, theta2, model_state2, batch, alpha, meta_batch
 ):
   """Shared part of the non-unrolled estimators.
 
@@ -185,10 +230,12 @@ def _labels_and_outer(
   and the gradient of `λ H` with respect to the generated labels.
   """
   meta_batch = batch if meta_batch is None else meta_batch
-  labels, g_vjp, new_state2 = _labels_with_vjp(problem, theta2, state2, batch)
-  ahead = lookahead(problem, theta1, state1, labels.targets, batch, alpha)
+  labels, g_vjp, new_model_state2 = _labels_with_vjp(
+    problem, theta2, model_state2, batch
+  )
+  ahead = lookahead(problem, theta1, model_state1, labels.targets, batch, alpha)
   loss_after, v = jax.value_and_grad(meta_primary_loss, argnums=1)(
-    problem, ahead[0], state1, meta_batch
+    problem, ahead[0], model_state1, meta_batch
   )
   entropy, entropy_grad = jax.value_and_grad(losses.entropy_regularizer)(
     labels.probs
@@ -196,7 +243,7 @@ def _labels_and_outer(
   entropy_cot = problem.lam * entropy_grad
   out = _meta_output(
     labels,
-    new_state2,
+    new_model_state2,
     ahead,
     loss_after,
     entropy,
@@ -212,7 +259,9 @@ def _entropy_part(g_vjp, entropy_cot):
   return grads2
 
 
-def _mixed_grad(problem, theta1, state1, batch, g_vjp, w, scale, entropy_cot):
+def _mixed_grad(
+  problem, theta1, model_state1, batch, g_vjp, w, scale, entropy_cot
+):
   """`-scale ∇θ2 ⟨w, ∇θ1 L_aux(θ1, θ2)⟩` plus λ∇H, without a Hessian.
 
   The focal loss is linear in its target, so `⟨w, ∇θ1 L_aux⟩ =
@@ -222,7 +271,9 @@ def _mixed_grad(problem, theta1, state1, batch, g_vjp, w, scale, entropy_cot):
   the labels, [N, K]) for the probabilities.
   """
   _, c = jax.jvp(
-    lambda t1: aux_focal_terms(problem, t1, state1, batch), (theta1,), (w,)
+    lambda t1: aux_focal_terms(problem, t1, model_state1, batch),
+    (theta1,),
+    (w,),
   )
   n = c.shape[0]
   dtype = entropy_cot.dtype  # g's output dtype.
@@ -231,7 +282,14 @@ def _mixed_grad(problem, theta1, state1, batch, g_vjp, w, scale, entropy_cot):
 
 
 def structured(
-  problem, theta1, state1, theta2, state2, batch, alpha, meta_batch=None
+  problem,
+  theta1,
+  model_state1,
+  theta2,
+  model_state2,
+  batch,
+  alpha,
+  meta_batch=None,
 ):
   """(b) Exact, without a second-order graph (DESIGN §2b).
 
@@ -240,16 +298,30 @@ def structured(
   the multi-task network is needed.
   """
   g_vjp, v, entropy_cot, out = _labels_and_outer(
-    problem, theta1, state1, theta2, state2, batch, alpha, meta_batch
+    problem,
+    theta1,
+    model_state1,
+    theta2,
+    model_state2,
+    batch,
+    alpha,
+    meta_batch,
   )
   grads2 = _mixed_grad(
-    problem, theta1, state1, batch, g_vjp, v, alpha, entropy_cot
+    problem, theta1, model_state1, batch, g_vjp, v, alpha, entropy_cot
   )
   return grads2, out
 
 
 def first_order(
-  problem, theta1, state1, theta2, state2, batch, alpha, meta_batch=None
+  problem,
+  theta1,
+  model_state1,
+  theta2,
+  model_state2,
+  batch,
+  alpha,
+  meta_batch=None,
 ):
   """(c) The original's central finite difference along v (DESIGN §2c).
 
@@ -258,14 +330,27 @@ def first_order(
   depends on θ2 and it is linear in g, so the two gradients share one VJP.
   """
   g_vjp, v, entropy_cot, out = _labels_and_outer(
-    problem, theta1, state1, theta2, state2, batch, alpha, meta_batch
+    problem,
+    theta1,
+    model_state1,
+    theta2,
+    model_state2,
+    batch,
+    alpha,
+    meta_batch,
   )
   eps = problem.fd_eps / (optax.global_norm(v) + 1e-30)
   plus = aux_focal_terms(
-    problem, jax.tree.map(lambda p, d: p + eps * d, theta1, v), state1, batch
+    problem,
+    jax.tree.map(lambda p, d: p + eps * d, theta1, v),
+    model_state1,
+    batch,
   )
   minus = aux_focal_terms(
-    problem, jax.tree.map(lambda p, d: p - eps * d, theta1, v), state1, batch
+    problem,
+    jax.tree.map(lambda p, d: p - eps * d, theta1, v),
+    model_state1,
+    batch,
   )
   n = out.aux_probs.shape[0]
   targets_cot = -alpha * (plus - minus) / (2 * eps * n)
@@ -283,9 +368,9 @@ AUXILEARN_INVERSE = inverse_hvp.InverseHvp()
 def implicit(
   problem,
   theta1,
-  state1,
+  model_state1,
   theta2,
-  state2,
+  model_state2,
   batch,
   alpha,
   meta_batch=None,
@@ -309,18 +394,20 @@ def implicit(
   """
   del alpha  # The IFT linearises at θ1; there is no lookahead step.
   check_held_out('implicit', meta_batch is not None)
-  labels, g_vjp, new_state2 = _labels_with_vjp(problem, theta2, state2, batch)
+  labels, g_vjp, new_model_state2 = _labels_with_vjp(
+    problem, theta2, model_state2, batch
+  )
   # ∇θ1 L_T and its linearisation: every HVP of the solver then reuses the
   # one forward and backward pass (forward-over-reverse, batch statistics).
-  grads1, hvp_fn, (new_state1, metrics) = jax.linearize(
+  grads1, hvp_fn, (new_model_state1, metrics) = jax.linearize(
     lambda t1: jax.grad(train_loss, 1, has_aux=True)(
-      problem, t1, state1, labels.targets, batch
+      problem, t1, model_state1, labels.targets, batch
     ),
     theta1,
     has_aux=True,
   )
   loss_held_out, g = jax.value_and_grad(meta_primary_loss, argnums=1)(
-    problem, theta1, state1, meta_batch
+    problem, theta1, model_state1, meta_batch
   )
   w = inverse.solve(hvp_fn, g)
   entropy, entropy_grad = jax.value_and_grad(losses.entropy_regularizer)(
@@ -328,12 +415,12 @@ def implicit(
   )
   entropy_cot = problem.lam * entropy_grad
   grads2 = _mixed_grad(
-    problem, theta1, state1, batch, g_vjp, w, 1.0, entropy_cot
+    problem, theta1, model_state1, batch, g_vjp, w, 1.0, entropy_cot
   )
-  train_out = (theta1, grads1, new_state1, metrics)
+  train_out = (theta1, grads1, new_model_state1, metrics)
   out = _meta_output(
     labels,
-    new_state2,
+    new_model_state2,
     train_out,
     loss_held_out,
     entropy,
@@ -344,7 +431,14 @@ def implicit(
 
 
 def entropy_only(
-  problem, theta1, state1, theta2, state2, batch, alpha, meta_batch=None
+  problem,
+  theta1,
+  model_state1,
+  theta2,
+  model_state2,
+  batch,
+  alpha,
+  meta_batch=None,
 ):
   """The `entropy_only` control: θ2 follows λ∇θ2 H alone (no meta part).
 
@@ -352,7 +446,14 @@ def entropy_only(
   meta objective as MAXL (the one it does not optimise).
   """
   _, _, _, out = _labels_and_outer(
-    problem, theta1, state1, theta2, state2, batch, alpha, meta_batch
+    problem,
+    theta1,
+    model_state1,
+    theta2,
+    model_state2,
+    batch,
+    alpha,
+    meta_batch,
   )
   return out.entropy_grads, out
 

@@ -3,14 +3,15 @@
 Networks are reached only through apply functions with parameters as plain
 pytrees, so any Flax model pair (with or without BatchNorm) fits:
 
-  f_apply(theta1, state1, images, train) -> ((primary_logits, aux_logits),
-                                             new_state1)
-  g_apply(theta2, state2, images, train) -> (aux_logits, new_state2)
+  f_apply(theta1, model_state1, images, train)
+      -> ((primary_logits, aux_logits), new_model_state1)
+  g_apply(theta2, model_state2, images, train)
+      -> (aux_logits, new_model_state2)
 
 With per-example auxiliary weights (`example_weights`), g_apply returns
-`((aux_logits [N, K], weight_logits [N]), new_state2)` instead.
+`((aux_logits [N, K], weight_logits [N]), new_model_state2)` instead.
 
-`state*` holds the non-parameter collections (e.g. {'batch_stats': ...}).
+`model_state*` holds the non-parameter collections (e.g. {'batch_stats': ...}).
 Every training-mode forward normalises with batch statistics; the forward at
 θ1⁺ never writes running statistics back (DESIGN §1).
 """
@@ -92,30 +93,32 @@ def split_generator_outputs(problem: MaxlProblem, outputs):
   return outputs, None
 
 
-def generated_labels(problem: MaxlProblem, theta2, state2, batch: Batch):
-  """`g(x, y; θ2)`: its `GeneratedLabels` and the new state2."""
-  outputs, new_state2 = problem.g_apply(theta2, state2, batch['image'], True)
+def generated_labels(problem: MaxlProblem, theta2, model_state2, batch: Batch):
+  """`g(x, y; θ2)`: its `GeneratedLabels` and the new model_state2."""
+  outputs, new_model_state2 = problem.g_apply(
+    theta2, model_state2, batch['image'], True
+  )
   logits, weight_logits = split_generator_outputs(problem, outputs)
   probs = losses.mask_softmax(logits, batch['label'], problem.mask)
   if weight_logits is None:
-    return GeneratedLabels(probs, probs), new_state2
+    return GeneratedLabels(probs, probs), new_model_state2
   weights = jax.nn.sigmoid(weight_logits).astype(probs.dtype)
   targets = weights[:, None] * probs
-  return GeneratedLabels(probs, targets, weights), new_state2
+  return GeneratedLabels(probs, targets, weights), new_model_state2
 
 
-def train_loss(problem: MaxlProblem, theta1, state1, aux_targets, batch):
+def train_loss(problem: MaxlProblem, theta1, model_state1, aux_targets, batch):
   """`L_train(θ1) = L_pri + L_aux` for fixed auxiliary targets.
 
   `aux_targets=None` trains the primary task alone (the Single baseline).
   L_pri uses `problem.label_smoothing`.
 
   Returns:
-    (L_train, (new_state1, metrics)) with metrics `loss_pri` (smoothed, as
+    (L_train, (new_model_state1, metrics)) with metrics `loss_pri` (smoothed, as
     trained), `loss_aux`, `accuracy` (primary, on this batch).
   """
-  (primary_logits, aux_logits), new_state1 = problem.f_apply(
-    theta1, state1, batch['image'], True
+  (primary_logits, aux_logits), new_model_state1 = problem.f_apply(
+    theta1, model_state1, batch['image'], True
   )
   smoothing = problem.label_smoothing
   if aux_targets is None:  # Single-task training: L_train = L_pri.
@@ -134,7 +137,7 @@ def train_loss(problem: MaxlProblem, theta1, state1, aux_targets, batch):
     )
   accuracy = jnp.mean(jnp.argmax(primary_logits, -1) == batch['label'])
   metrics = {'loss_pri': loss_pri, 'loss_aux': loss_aux, 'accuracy': accuracy}
-  return total, (new_state1, metrics)
+  return total, (new_model_state1, metrics)
 
 
 def sgd_step(params, grads, alpha):
@@ -142,31 +145,37 @@ def sgd_step(params, grads, alpha):
   return jax.tree.map(lambda p, g: p - alpha * g.astype(p.dtype), params, grads)
 
 
-def lookahead(problem: MaxlProblem, theta1, state1, aux_targets, batch, alpha):
+def lookahead(
+  problem: MaxlProblem, theta1, model_state1, aux_targets, batch, alpha
+):
   """`θ1⁺ = θ1 - α ∇θ1 L_train(θ1, θ2)` (θ2 enters through `aux_targets`).
 
   Returns:
-    (theta1_plus, grads1, new_state1, metrics): `grads1` is ∇θ1 L_train,
-    reusable for the θ1 update of the interleaved schedule; `new_state1` the
-    batch statistics of that forward (the caller decides whether to keep
-    them).
+    (theta1_plus, grads1, new_model_state1, metrics): `grads1` is
+    ∇θ1 L_train, reusable for the θ1 update of the interleaved schedule;
+    `new_model_state1` the batch statistics of that forward (the caller
+    decides whether to keep them).
   """
-  grads1, (new_state1, metrics) = jax.grad(train_loss, argnums=1, has_aux=True)(
-    problem, theta1, state1, aux_targets, batch
-  )
-  return sgd_step(theta1, grads1, alpha), grads1, new_state1, metrics
+  grads1, (new_model_state1, metrics) = jax.grad(
+    train_loss, argnums=1, has_aux=True
+  )(problem, theta1, model_state1, aux_targets, batch)
+  return sgd_step(theta1, grads1, alpha), grads1, new_model_state1, metrics
 
 
-def primary_loss_at(problem: MaxlProblem, theta1, state1, batch):
+def primary_loss_at(problem: MaxlProblem, theta1, model_state1, batch):
   """`L_pri(θ1)` in training mode; the new batch statistics are discarded.
 
   The meta objective's primary loss: one-hot targets, never smoothed.
   """
-  (primary_logits, _), _ = problem.f_apply(theta1, state1, batch['image'], True)
+  (primary_logits, _), _ = problem.f_apply(
+    theta1, model_state1, batch['image'], True
+  )
   return losses.primary_loss(primary_logits, batch['label'], problem.gamma)
 
 
-def aux_focal_terms(problem: MaxlProblem, theta1, state1, batch):
+def aux_focal_terms(problem: MaxlProblem, theta1, model_state1, batch):
   """`ℓ_nk(θ1) = -(1 - p_nk)^γ log p_nk` of the auxiliary head, [N, K]."""
-  (_, aux_logits), _ = problem.f_apply(theta1, state1, batch['image'], True)
+  (_, aux_logits), _ = problem.f_apply(
+    theta1, model_state1, batch['image'], True
+  )
   return losses.focal_terms(jax.nn.log_softmax(aux_logits), problem.gamma)

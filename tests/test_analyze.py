@@ -184,10 +184,10 @@ def test_tsne_features_equal_a_direct_forward_pass(parent):
   # apart in float32 through 4 conv layers (CPU-dependent), ~1e-14 here.
   with jax.enable_x64(True):
     f = f.clone(dtype=jnp.float64, trunk=f.trunk.clone(dtype=jnp.float64))
-    theta1, state1 = _to64((state.theta1, state.state1))
-    got = forward.trunk_features(f, theta1, state1, images, batch_size=4)
+    theta1, model_state1 = _to64((state.theta1, state.model_state1))
+    got = forward.trunk_features(f, theta1, model_state1, images, batch_size=4)
     _, captured = f.apply(
-      {'params': theta1, **state1},
+      {'params': theta1, **model_state1},
       images,
       False,
       capture_intermediates=True,
@@ -225,14 +225,14 @@ def test_generated_probs_are_the_mask_softmax_in_eval_mode():
   # float64: jitted padded batches and one eager batch round differently,
   # ~1e-16 here (float32: ~1e-7), so 1e-12 holds on any CPU.
   with jax.enable_x64(True):
-    problem, _, _, theta2, state2, batch = make_problem(
+    problem, _, _, theta2, model_state2, batch = make_problem(
       kind='conv', n=7, dtype=jnp.float64
     )
     images, labels = batch['image'], batch['label']
     got = forward.generated_probs(
-      problem, theta2, state2, images, labels, batch_size=3
+      problem, theta2, model_state2, images, labels, batch_size=3
     )
-    logits, _ = problem.g_apply(theta2, state2, images, False)
+    logits, _ = problem.g_apply(theta2, model_state2, images, False)
     expected = losses.mask_softmax(logits, labels, problem.mask)
   np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
   np.testing.assert_allclose(got.sum(1), 1.0, rtol=1e-12)
@@ -312,7 +312,7 @@ def test_maxl_scores_equal_a_direct_computation(hierarchy_parent):
   probs = forward.generated_probs(
     restored.run.problem,
     restored.state.theta2,
-    restored.state.state2,
+    restored.state.model_state2,
     normalize(split.images),
     split.labels,
   ).astype(np.float64)

@@ -88,13 +88,13 @@ def test_theta1_update_is_sgd_on_the_multi_task_loss_with_g_labels():
   new, m = _jit('theta1_update')(state, batch)
   mask = jnp.asarray([[1, 1, 0, 0, 0], [0, 0, 1, 1, 1]], bool)
   aux_logits, _ = learner.problem.g_apply(
-    state.theta2, state.state2, batch['image'], True
+    state.theta2, state.model_state2, batch['image'], True
   )
   targets = losses.mask_softmax(aux_logits, batch['label'], mask)
 
   def loss(theta1):
     (pri, aux), _ = learner.problem.f_apply(
-      theta1, state.state1, batch['image'], True
+      theta1, state.model_state1, batch['image'], True
     )
     total, (lp, la) = losses.multi_task_loss(
       pri, aux, batch['label'], targets, 2.0
@@ -115,9 +115,9 @@ def test_theta2_update_follows_the_meta_gradient(estimator):
   learner, batch = _maxl(estimator=estimator), _batch(1)
   state = learner.init(jax.random.key(1), SHAPE)
   new, m = jax.jit(learner.theta2_update)(state, batch)
-  args = (state.theta1, state.state1)
+  args = (state.theta1, state.model_state1)
   objective = lambda t2: meta_grad.meta_objective(  # noqa: E731
-    learner.problem, *args, t2, state.state2, batch, LR1
+    learner.problem, *args, t2, state.model_state2, batch, LR1
   )
   j, grads2 = jax.value_and_grad(objective)(state.theta2)
   tol = 1e-4 if estimator == 'structured' else 5e-2
@@ -193,7 +193,7 @@ def test_uniform_human_and_single_use_their_fixed_targets():
   state = learner.init(jax.random.key(0), SHAPE)
   _, m = learner.theta1_update(state, batch)
   (pri, _), _ = learner.problem.f_apply(
-    state.theta1, state.state1, batch['image'], True
+    state.theta1, state.model_state1, batch['image'], True
   )
   expected = losses.primary_loss(pri, batch['label'], 2.0)
   np.testing.assert_allclose(m['loss_pri'], expected, rtol=1e-6)
@@ -231,7 +231,7 @@ def test_evaluate_counts_masked_examples_and_accuracy():
   state = learner.init(jax.random.key(0), SHAPE)
   batch = _batch(4)
   (logits, _), _ = learner.problem.f_apply(
-    state.theta1, state.state1, batch['image'], False
+    state.theta1, state.model_state1, batch['image'], False
   )
   correct = np.asarray(jnp.argmax(logits, -1) == batch['label'])
   sums = learner.evaluate(state, batch)

@@ -40,7 +40,7 @@ init = run.init_state(label_state)
 dtype = np.float64 if jax.config.jax_enable_x64 else np.float32
 batches = [next(train_it) for _ in range(3)]
 assert jax.device_count() == 8, jax.devices()
-groups = ('theta1', 'state1', 'theta2')
+groups = ('theta1', 'model_state1', 'theta2')
 leaves = lambda state, g: jax.tree.leaves(getattr(state, g))
 flat = lambda state, g: np.concatenate(
   [np.asarray(x, np.float64).ravel() for x in leaves(state, g)]
@@ -67,7 +67,7 @@ for name in sys.argv[2:]:
     out[f'{name}/{g}'] = flat(state, g) - flat(init, g)
 np.savez(sys.argv[1], **out)
 """
-GROUPS = ('theta1', 'state1', 'theta2')
+GROUPS = ('theta1', 'model_state1', 'theta2')
 
 
 def _updates(tmp_path, *runs, x64=False):
@@ -120,7 +120,7 @@ def test_eight_devices_match_one_device_in_float32(tmp_path):
   """
   updates = _updates(tmp_path, '1', '8', '1p1', '1p2')
   tiny = np.finfo(np.float32).eps  # A floor of exactly 0 is possible.
-  for group in ('theta1', 'state1'):
+  for group in ('theta1', 'model_state1'):
     one = updates['1'][group]
     floor = max(_relative(updates[p][group], one) for p in ('1p1', '1p2'))
     assert _relative(updates['8'][group], one) < 10 * max(floor, tiny), group

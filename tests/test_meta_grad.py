@@ -39,7 +39,7 @@ def held_out_batch(batch, n, num_primary, seed=100):
 def test_unrolled_matches_finite_differences_float64(kind):
   with jax.enable_x64(True):
     args = make_problem(kind, psi=(2, 1, 3), n=5, dtype=jnp.float64)
-    problem, theta1, state1, theta2, state2, batch = args
+    problem, theta1, model_state1, theta2, model_state2, batch = args
     alpha = 0.3
     grads2, _ = estimate('unrolled', args, alpha)
     flat, unravel = ravel_pytree(theta2)
@@ -47,7 +47,13 @@ def test_unrolled_matches_finite_differences_float64(kind):
     @jax.jit
     def j_of(flat2):
       return meta_grad.meta_objective(
-        problem, theta1, state1, unravel(flat2), state2, batch, alpha
+        problem,
+        theta1,
+        model_state1,
+        unravel(flat2),
+        model_state2,
+        batch,
+        alpha,
       )
 
     rng = np.random.default_rng(1)
@@ -66,7 +72,7 @@ def test_held_out_meta_batch_float64():
   With BatchNorm, whose statistics then come from the meta batch."""
   with jax.enable_x64(True):
     args = make_problem('conv', (2, 1, 3), 5, dtype=jnp.float64, lam=0.4)
-    problem, theta1, state1, theta2, state2, batch = args
+    problem, theta1, model_state1, theta2, model_state2, batch = args
     meta_batch = held_out_batch(batch, 9, 3)
     alpha = 0.3
     exact, out = estimate('unrolled', args, alpha, meta_batch)
@@ -76,7 +82,14 @@ def test_held_out_meta_batch_float64():
     def j_of(flat2):
       t2 = unravel(flat2)
       return meta_grad.meta_objective(
-        problem, theta1, state1, t2, state2, batch, alpha, meta_batch
+        problem,
+        theta1,
+        model_state1,
+        t2,
+        model_state2,
+        batch,
+        alpha,
+        meta_batch,
       )
 
     np.testing.assert_allclose(out.meta_loss, j_of(flat), rtol=1e-12)
@@ -183,21 +196,25 @@ def test_closed_form_with_dense_mixed_hessian(example_weights):
       lam=0.7,
       example_weights=example_weights,
     )
-    problem, theta1, state1, theta2, state2, batch = args
+    problem, theta1, model_state1, theta2, model_state2, batch = args
     alpha = 0.2
     flat1, un1 = ravel_pytree(theta1)
     flat2, un2 = ravel_pytree(theta2)
 
     def l_train(f1, f2):
-      labels, _ = generated_labels(problem, un2(f2), state2, batch)
-      return train_loss(problem, un1(f1), state1, labels.targets, batch)[0]
+      labels, _ = generated_labels(problem, un2(f2), model_state2, batch)
+      return train_loss(problem, un1(f1), model_state1, labels.targets, batch)[
+        0
+      ]
 
     def l_pri(f1):
-      (logits, _), _ = problem.f_apply(un1(f1), state1, batch['image'], True)
+      (logits, _), _ = problem.f_apply(
+        un1(f1), model_state1, batch['image'], True
+      )
       return losses.primary_loss(logits, batch['label'], problem.gamma)
 
     def entropy(f2):
-      labels, _ = generated_labels(problem, un2(f2), state2, batch)
+      labels, _ = generated_labels(problem, un2(f2), model_state2, batch)
       return losses.entropy_regularizer(labels.probs)
 
     mixed = jax.jacfwd(jax.grad(l_train, 0), 1)(flat1, flat2)  # [d1, d2]
@@ -233,21 +250,21 @@ def dense_pieces(args, meta_batch):
   H = ∇²θ1 L_T (`jax.hessian`), M = ∂(∇θ1 L_T)/∂θ2 [d1, d2], g = ∇θ1 L_A,
   and the entropy term's gradient [d2].
   """
-  problem, theta1, state1, theta2, state2, batch = args
+  problem, theta1, model_state1, theta2, model_state2, batch = args
   flat1, un1 = ravel_pytree(theta1)
   flat2, un2 = ravel_pytree(theta2)
 
   def l_train(f1, f2):
-    labels, _ = generated_labels(problem, un2(f2), state2, batch)
-    return train_loss(problem, un1(f1), state1, labels.targets, batch)[0]
+    labels, _ = generated_labels(problem, un2(f2), model_state2, batch)
+    return train_loss(problem, un1(f1), model_state1, labels.targets, batch)[0]
 
   def l_held_out(f1):
     images = meta_batch['image']
-    (logits, _), _ = problem.f_apply(un1(f1), state1, images, True)
+    (logits, _), _ = problem.f_apply(un1(f1), model_state1, images, True)
     return losses.primary_loss(logits, meta_batch['label'], problem.gamma)
 
   def entropy(f2):
-    labels, _ = generated_labels(problem, un2(f2), state2, batch)
+    labels, _ = generated_labels(problem, un2(f2), model_state2, batch)
     return losses.entropy_regularizer(labels.probs)
 
   @jax.jit
@@ -272,17 +289,19 @@ def estimates(args, meta_batch, inverses, alpha=0.1):
 
 def expected_outputs(args, meta_batch):
   """MetaOutput of `implicit`: L_pri(θ1; batch), held-out L_A, ∇θ1 L_T..."""
-  problem, theta1, state1, theta2, state2, batch = args
+  problem, theta1, model_state1, theta2, model_state2, batch = args
 
   @jax.jit
   def reference(theta1, theta2):
-    labels, new_state2 = generated_labels(problem, theta2, state2, batch)
+    labels, new_model_state2 = generated_labels(
+      problem, theta2, model_state2, batch
+    )
     probs = labels.probs
-    grads1, (new_state1, metrics) = jax.grad(train_loss, 1, has_aux=True)(
-      problem, theta1, state1, labels.targets, batch
+    grads1, (new_model_state1, metrics) = jax.grad(train_loss, 1, has_aux=True)(
+      problem, theta1, model_state1, labels.targets, batch
     )
     images, labels = meta_batch['image'], meta_batch['label']
-    (logits, _), _ = problem.f_apply(theta1, state1, images, True)
+    (logits, _), _ = problem.f_apply(theta1, model_state1, images, True)
     held_out = losses.primary_loss(logits, labels, problem.gamma)
     entropy = losses.entropy_regularizer(probs)
     return meta_grad.MetaOutput(
@@ -291,8 +310,8 @@ def expected_outputs(args, meta_batch):
       loss_pri_after=held_out,
       entropy=entropy,
       theta1_grads=grads1,
-      new_state1=new_state1,
-      new_state2=new_state2,
+      new_model_state1=new_model_state1,
+      new_model_state2=new_model_state2,
       aux_probs=probs,
       train_metrics=metrics,
     )
@@ -410,7 +429,7 @@ def test_example_weights_exact_estimators_float64(
     args = make_problem(
       kind, psi, n, gamma, lam, jnp.float64, seed=n, example_weights=True
     )
-    problem, theta1, state1, theta2, state2, batch = args
+    problem, theta1, model_state1, theta2, model_state2, batch = args
     meta_batch = held_out_batch(batch, 6, len(psi)) if held else None
     exact, out = estimate('unrolled', args, alpha, meta_batch)
     flat, unravel = ravel_pytree(theta2)
@@ -420,9 +439,9 @@ def test_example_weights_exact_estimators_float64(
       return meta_grad.meta_objective(
         problem,
         theta1,
-        state1,
+        model_state1,
         unravel(flat2),
-        state2,
+        model_state2,
         batch,
         alpha,
         meta_batch,
@@ -460,19 +479,19 @@ def test_example_weights_implicit_matches_generic_ift_float64(kind, psi, n):
     args = make_problem(
       kind, psi, n, dtype=jnp.float64, lam=0.3, seed=n, example_weights=True
     )
-    problem, theta1, state1, theta2, state2, batch = args
+    problem, theta1, model_state1, theta2, model_state2, batch = args
     meta_batch = held_out_batch(batch, 5, len(psi))
     inverse = meta_grad.AUXILEARN_INVERSE
 
     def inner(t1, t2):
-      labels, _ = generated_labels(problem, t2, state2, batch)
-      return train_loss(problem, t1, state1, labels.targets, batch)[0]
+      labels, _ = generated_labels(problem, t2, model_state2, batch)
+      return train_loss(problem, t1, model_state1, labels.targets, batch)[0]
 
     def outer(t1):
-      return primary_loss_at(problem, t1, state1, meta_batch)
+      return primary_loss_at(problem, t1, model_state1, meta_batch)
 
     def entropy(t2):
-      labels, _ = generated_labels(problem, t2, state2, batch)
+      labels, _ = generated_labels(problem, t2, model_state2, batch)
       return problem.lam * losses.entropy_regularizer(labels.probs)
 
     @jax.jit
@@ -482,10 +501,10 @@ def test_example_weights_implicit_matches_generic_ift_float64(kind, psi, n):
 
     implicit = functools.partial(meta_grad.implicit, problem, inverse=inverse)
     got, out = jax.jit(implicit)(
-      theta1, state1, theta2, state2, batch, 0.1, meta_batch
+      theta1, model_state1, theta2, model_state2, batch, 0.1, meta_batch
     )
     assert rel_err(got, reference(theta2)) < 1e-9
-    labels, _ = generated_labels(problem, theta2, state2, batch)
+    labels, _ = generated_labels(problem, theta2, model_state2, batch)
     np.testing.assert_allclose(out.aux_weights, labels.weights, rtol=1e-12)
 
 
@@ -493,7 +512,7 @@ def test_label_generator_weights_start_at_init_weight():
   """models.LabelGenerator: every w_n is 0.9 at initialisation, the labels
   are those of the generator without weights, and every estimator's
   gradient reaches the weight unit (finite, non-zero)."""
-  problem, theta1, state1, _, _, batch = make_problem('conv', (2, 3), 8)
+  problem, theta1, model_state1, _, _, batch = make_problem('conv', (2, 3), 8)
   key, images = jax.random.key(3), batch['image']
   plain, weighted = (
     models.LabelGenerator(TinyConvBN(), 5, example_weights=on)
@@ -516,7 +535,7 @@ def test_label_generator_weights_start_at_init_weight():
   meta_batch = held_out_batch(batch, 6, 2)
   # entropy_only: H never sees the weights, so their gradient is 0.
   for name in sorted(set(meta_grad.ESTIMATORS) - {'entropy_only'}):
-    args = (problem_w, theta1, state1, theta2, v_weighted, batch)
+    args = (problem_w, theta1, model_state1, theta2, v_weighted, batch)
     held = meta_batch if name == 'implicit' else None
     grads2, out = estimate(name, args, 0.1, held)
     for leaf in jax.tree.leaves(grads2['weight_head']):
@@ -547,7 +566,7 @@ def test_mean_weight_metric():
 @pytest.mark.parametrize('name', sorted(meta_grad.ESTIMATORS))
 def test_estimators_give_finite_nonzero_gradients(name):
   args = make_problem('conv', (3, 2), 8)
-  _, theta1, state1, theta2, state2, batch = args
+  _, theta1, model_state1, theta2, model_state2, batch = args
   meta_batch = None
   if name == 'implicit':  # It needs a held-out batch.
     meta_batch = held_out_batch(batch, 6, 2)
@@ -558,8 +577,8 @@ def test_estimators_give_finite_nonzero_gradients(name):
   assert out.aux_probs.shape == (8, 5)
   chex.assert_tree_all_finite(out)
   chex.assert_trees_all_equal_shapes_and_dtypes(
-    (out.theta1_grads, out.new_state1, out.new_state2),
-    (theta1, state1, state2),
+    (out.theta1_grads, out.new_model_state1, out.new_model_state2),
+    (theta1, model_state1, model_state2),
   )
   chex.assert_shape(
     [out.meta_loss, out.loss_pri_before, out.loss_pri_after, out.entropy], ()
@@ -619,9 +638,9 @@ def test_unknown_estimator_is_a_usage_error():
 def _toy(
   problem,
   theta1,
-  state1,
+  model_state1,
   theta2,
-  state2,
+  model_state2,
   batch,
   alpha,
   meta_batch=None,
@@ -630,7 +649,14 @@ def _toy(
 ):
   """A toy estimator with one setting: `structured`'s gradient, scaled."""
   grads2, out = meta_grad.structured(
-    problem, theta1, state1, theta2, state2, batch, alpha, meta_batch
+    problem,
+    theta1,
+    model_state1,
+    theta2,
+    model_state2,
+    batch,
+    alpha,
+    meta_batch,
   )
   return jax.tree.map(lambda g: scale * g, grads2), out
 

@@ -28,23 +28,25 @@ def estimate(name, problem, rest, alpha, meta_batch=None):
   return jax.jit(fn)(*rest, alpha, meta_batch)
 
 
-def lookahead_primary_loss(problem, theta1, state1, state2, batch, alpha):
+def lookahead_primary_loss(
+  problem, theta1, model_state1, model_state2, batch, alpha
+):
   """`θ2 -> L_pri(θ1⁺(θ2))` written out (no meta_grad code)."""
 
   def loss(theta2):
-    outputs, _ = problem.g_apply(theta2, state2, batch['image'], True)
+    outputs, _ = problem.g_apply(theta2, model_state2, batch['image'], True)
     probs = losses.mask_softmax(outputs, batch['label'], problem.mask)
-    plus = lookahead(problem, theta1, state1, probs, batch, alpha)[0]
-    return primary_loss_at(problem, plus, state1, batch)
+    plus = lookahead(problem, theta1, model_state1, probs, batch, alpha)[0]
+    return primary_loss_at(problem, plus, model_state1, batch)
 
   return loss
 
 
-def weighted_entropy(problem, state2, batch):
+def weighted_entropy(problem, model_state2, batch):
   """`θ2 -> λ H(g(θ2))` written out."""
 
   def entropy(theta2):
-    outputs, _ = problem.g_apply(theta2, state2, batch['image'], True)
+    outputs, _ = problem.g_apply(theta2, model_state2, batch['image'], True)
     probs = losses.mask_softmax(outputs, batch['label'], problem.mask)
     return problem.lam * losses.entropy_regularizer(probs)
 
@@ -57,17 +59,21 @@ def test_gradient_parts_are_the_two_separate_gradients_float64(name, kind):
   """meta part = ∇θ2 L_pri(θ1⁺), entropy part = λ∇θ2 H, each computed on
   its own by jax.grad; their norms and cosine as logged."""
   with jax.enable_x64(True):
-    problem, theta1, state1, theta2, state2, batch = make_problem(
+    problem, theta1, model_state1, theta2, model_state2, batch = make_problem(
       kind, psi=(2, 3), n=6, dtype=jnp.float64
     )
     alpha = 0.3
-    rest = (theta1, state1, theta2, state2, batch)
+    rest = (theta1, model_state1, theta2, model_state2, batch)
     grads2, out = estimate(name, problem, rest, alpha)
     meta, entropy = meta_grad.gradient_parts(grads2, out)
     meta_ref = jax.grad(
-      lookahead_primary_loss(problem, theta1, state1, state2, batch, alpha)
+      lookahead_primary_loss(
+        problem, theta1, model_state1, model_state2, batch, alpha
+      )
     )(theta2)
-    entropy_ref = jax.grad(weighted_entropy(problem, state2, batch))(theta2)
+    entropy_ref = jax.grad(weighted_entropy(problem, model_state2, batch))(
+      theta2
+    )
     np.testing.assert_allclose(
       flat(meta), flat(meta_ref), rtol=1e-9, atol=1e-13
     )
@@ -92,13 +98,15 @@ def test_gradient_parts_are_the_two_separate_gradients_float64(name, kind):
 def test_entropy_part_is_the_same_for_every_estimator_float64(name):
   """The entropy part does not depend on how the meta part is estimated."""
   with jax.enable_x64(True):
-    problem, theta1, state1, theta2, state2, batch = make_problem(
+    problem, theta1, model_state1, theta2, model_state2, batch = make_problem(
       'conv', psi=(3, 2), n=6, dtype=jnp.float64
     )
-    rest = (theta1, state1, theta2, state2, batch)
+    rest = (theta1, model_state1, theta2, model_state2, batch)
     meta_batch = dict(batch) if name == 'implicit' else None
     grads2, out = estimate(name, problem, rest, 0.1, meta_batch)
-    entropy_ref = jax.grad(weighted_entropy(problem, state2, batch))(theta2)
+    entropy_ref = jax.grad(weighted_entropy(problem, model_state2, batch))(
+      theta2
+    )
     np.testing.assert_allclose(
       flat(out.entropy_grads), flat(entropy_ref), rtol=1e-9, atol=1e-13
     )
@@ -110,13 +118,13 @@ def test_entropy_part_is_the_same_for_every_estimator_float64(name):
 
 def finite_difference_check(problem, rest, alpha, grads2, rng, h=1e-5):
   """Central differences of J along random directions against `grads2`."""
-  theta1, state1, theta2, state2, batch = rest
+  theta1, model_state1, theta2, model_state2, batch = rest
   flat2, unravel = ravel_pytree(theta2)
 
   @jax.jit
   def j_of(x):
     return meta_grad.meta_objective(
-      problem, theta1, state1, unravel(x), state2, batch, alpha
+      problem, theta1, model_state1, unravel(x), model_state2, batch, alpha
     )
 
   for _ in range(3):
@@ -146,12 +154,12 @@ def test_lookahead_scale_is_alpha_times_scale():
   """maxl.lookahead_scale s: the meta step's θ2 update equals the paper's
   with α's schedule multiplied by s, and differs from the paper's."""
   with jax.enable_x64(True):
-    problem, theta1, state1, theta2, state2, batch = make_problem(
+    problem, theta1, model_state1, theta2, model_state2, batch = make_problem(
       'conv', psi=(2, 3), n=6, dtype=jnp.float64
     )
     tx = optax.sgd(0.5)
     start = state_lib.initial_state(
-      theta1, state1, theta2, state2, tx, tx, {}, num_aux=5
+      theta1, model_state1, theta2, model_state2, tx, tx, {}, num_aux=5
     )
 
     def theta2_after(problem, scale_schedule):

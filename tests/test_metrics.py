@@ -51,7 +51,7 @@ def _guard_state():
   zero = jnp.zeros((), jnp.int32)
   return state_lib.MaxlState(
     step=zero, step1=zero, step2=zero, theta1={'w': jnp.ones(2)},
-    state1={}, opt_state1=(), theta2={}, state2={}, opt_state2=(),
+    model_state1={}, opt_state1=(), theta2={}, model_state2={}, opt_state2=(),
     label_state={}, sums={}, guard=metrics.zero_guard(),
   )  # fmt: skip
 

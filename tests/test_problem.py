@@ -29,12 +29,12 @@ def test_weighted_aux_loss_and_entropy_by_hand():
     args = make_problem(
       'conv', (2, 3), 8, example_weights=True, dtype=jnp.float64
     )
-    problem, theta1, state1, theta2, state2, batch = args
-    labels, _ = generated_labels(problem, theta2, state2, batch)
+    problem, theta1, model_state1, theta2, model_state2, batch = args
+    labels, _ = generated_labels(problem, theta2, model_state2, batch)
     w = np.asarray(labels.weights)
     assert w.shape == (8,) and np.all((w > 0) & (w < 1)) and np.ptp(w) > 1e-3
     (g_logits, w_logits), _ = problem.g_apply(
-      theta2, state2, batch['image'], True
+      theta2, model_state2, batch['image'], True
     )
     np.testing.assert_allclose(
       w, 1 / (1 + np.exp(-np.asarray(w_logits))), rtol=1e-12
@@ -45,7 +45,7 @@ def test_weighted_aux_loss_and_entropy_by_hand():
     )
     np.testing.assert_allclose(labels.targets, w[:, None] * probs, rtol=1e-12)
     _, out = estimate('structured', args, 0.1)
-    terms = np.asarray(aux_focal_terms(problem, theta1, state1, batch))
+    terms = np.asarray(aux_focal_terms(problem, theta1, model_state1, batch))
     by_hand = np.mean(w * np.sum(probs * terms, -1))
     np.testing.assert_allclose(
       out.train_metrics['loss_aux'], by_hand, rtol=1e-12
@@ -68,24 +68,26 @@ def test_label_smoothing_in_the_theta1_loss_only():
     args = make_problem(
       'conv', (2, 3), 6, dtype=jnp.float64, label_smoothing=0.3
     )
-    problem, theta1, state1, theta2, state2, batch = args
-    labels, _ = generated_labels(problem, theta2, state2, batch)
-    (logits, _), _ = problem.f_apply(theta1, state1, batch['image'], True)
+    problem, theta1, model_state1, theta2, model_state2, batch = args
+    labels, _ = generated_labels(problem, theta2, model_state2, batch)
+    (logits, _), _ = problem.f_apply(theta1, model_state1, batch['image'], True)
     smoothed = losses.primary_loss(logits, batch['label'], 2.0, 0.3)
     plain = losses.primary_loss(logits, batch['label'], 2.0)
     assert abs(smoothed - plain) > 1e-3
     for targets in (labels.targets, None):  # MAXL and Single.
-      _, (_, values) = train_loss(problem, theta1, state1, targets, batch)
+      _, (_, values) = train_loss(problem, theta1, model_state1, targets, batch)
       np.testing.assert_allclose(values['loss_pri'], smoothed, rtol=1e-12)
     np.testing.assert_allclose(
-      primary_loss_at(problem, theta1, state1, batch), plain, rtol=1e-12
+      primary_loss_at(problem, theta1, model_state1, batch), plain, rtol=1e-12
     )
     alpha = 0.3
     exact, out = estimate('unrolled', args, alpha)
     theta1_plus, *_ = lookahead(
-      problem, theta1, state1, labels.targets, batch, alpha
+      problem, theta1, model_state1, labels.targets, batch, alpha
     )
-    (logits, _), _ = problem.f_apply(theta1_plus, state1, batch['image'], True)
+    (logits, _), _ = problem.f_apply(
+      theta1_plus, model_state1, batch['image'], True
+    )
     np.testing.assert_allclose(
       out.loss_pri_after,
       losses.primary_loss(logits, batch['label'], 2.0),
@@ -105,15 +107,15 @@ def test_lookahead_forward_leaves_batch_stats_alone():
   close = functools.partial(chex.assert_trees_all_close, rtol=1e-10, atol=1e-13)
   with jax.enable_x64(True):
     args = make_problem('conv', (2, 3), 6, dtype=jnp.float64)
-    problem, theta1, state1, theta2, state2, batch = args
+    problem, theta1, model_state1, theta2, model_state2, batch = args
     _, out = estimate('unrolled', args, 0.5)
     images = batch['image']
-    _, stats_at_theta1 = problem.f_apply(theta1, state1, images, True)
-    close(out.new_state1, stats_at_theta1)
-    labels, _ = generated_labels(problem, theta2, state2, batch)
+    _, stats_at_theta1 = problem.f_apply(theta1, model_state1, images, True)
+    close(out.new_model_state1, stats_at_theta1)
+    labels, _ = generated_labels(problem, theta2, model_state2, batch)
     theta1_plus, *_ = lookahead(
-      problem, theta1, state1, labels.targets, batch, 0.5
+      problem, theta1, model_state1, labels.targets, batch, 0.5
     )
-    _, stats_at_plus = problem.f_apply(theta1_plus, state1, images, True)
+    _, stats_at_plus = problem.f_apply(theta1_plus, model_state1, images, True)
     with pytest.raises(AssertionError):
-      close(out.new_state1, stats_at_plus)
+      close(out.new_model_state1, stats_at_plus)

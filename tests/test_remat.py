@@ -34,7 +34,7 @@ def rel_err(a, b):
 
 
 def _problem(name, remats, n=4, seed=0, conv_impl='im2col'):
-  """{remat: (problem, θ1, state1, θ2, state2, batch)} in float64.
+  """{remat: (problem, θ1, model_state1, θ2, model_state2, batch)} in float64.
 
   Every remat setting shares the variables of 'none' (the same tree and
   values: `test_parameters_are_the_same_with_and_without_remat`).
@@ -50,14 +50,18 @@ def _problem(name, remats, n=4, seed=0, conv_impl='im2col'):
     f = models.MultiTaskNet(trunk(), num_primary, num_aux, 5, jnp.float64)
     g = models.LabelGenerator(trunk(), num_aux, 5, jnp.float64)
     if variables is None:
-      theta1, state1 = models.init_variables(f, jax.random.key(seed), shape)
-      theta2, state2 = models.init_variables(g, jax.random.key(seed + 1), shape)
+      theta1, model_state1 = models.init_variables(
+        f, jax.random.key(seed), shape
+      )
+      theta2, model_state2 = models.init_variables(
+        g, jax.random.key(seed + 1), shape
+      )
       rng = np.random.default_rng(seed)
       batch = {
         'image': jnp.asarray(rng.normal(size=(n, *shape)), jnp.float64),
         'label': jnp.asarray(rng.integers(0, num_primary, n), jnp.int32),
       }
-      variables = (theta1, state1, theta2, state2, batch)
+      variables = (theta1, model_state1, theta2, model_state2, batch)
     problem = MaxlProblem(
       f_apply=models.make_apply(f),
       g_apply=models.make_apply(g),
@@ -142,7 +146,7 @@ def test_meta_gradient_is_the_same_with_remat_float64(name, estimator, remats):
       assert regions >= 2 * (4 if name == 'convnet4' else 6), remat
       assert rel_err(grads, plain) < 1e-10, remat
       assert rel_err(out.theta1_grads, out_plain.theta1_grads) < 1e-10
-      assert rel_err(out.new_state1, out_plain.new_state1) < 1e-12
+      assert rel_err(out.new_model_state1, out_plain.new_model_state1) < 1e-12
       np.testing.assert_allclose(out.meta_loss, out_plain.meta_loss, 1e-12)
 
 

@@ -25,12 +25,12 @@ ALPHA = 0.1
 
 
 def _setup(psi=(2, 3), on_nonfinite='stop', dtype=jnp.float32):
-  problem, theta1, state1, theta2, state2, batch = make_problem(
+  problem, theta1, model_state1, theta2, model_state2, batch = make_problem(
     'conv', psi, n=6, dtype=dtype
   )
   tx1, tx2 = optax.sgd(0.1), optax.sgd(0.05)
   state = state_lib.initial_state(
-    theta1, state1, theta2, state2, tx1, tx2, {}, int(sum(psi))
+    theta1, model_state1, theta2, model_state2, tx1, tx2, {}, int(sum(psi))
   )
   source = GeneratedSource(psi=np.asarray(psi))
   deps = {
@@ -56,7 +56,9 @@ def test_meta_step_moves_only_theta2():
   new = step_fns.meta_step(state, batch, **deps)
   assert _changed(new.theta2, state.theta2)
   chex.assert_trees_all_equal(new.theta1, state.theta1)
-  chex.assert_trees_all_equal(new.state1, state.state1)  # f's BN stats.
+  chex.assert_trees_all_equal(
+    new.model_state1, state.model_state1
+  )  # f's BN stats.
   assert int(new.step2) == 1 and int(new.step1) == 0 and int(new.step) == 1
   assert float(new.sums['meta/count']) == 1.0
 
@@ -66,7 +68,7 @@ def test_generator_labels_stay_in_mask_after_meta_steps():
   for _ in range(3):
     state = step_fns.meta_step(state, batch, **deps)
   labels, _ = generated_labels(
-    deps['problem'], state.theta2, state.state2, batch
+    deps['problem'], state.theta2, state.model_state2, batch
   )
   probs = labels.probs
   assert bool(masked_targets_ok(probs, batch['label'], deps['problem'].mask))
@@ -88,7 +90,7 @@ def test_interleaved_theta1_update_equals_primary_step():
       chex.assert_trees_all_close, rtol=1e-10, atol=1e-13
     )
     close(both.theta1, only_theta1.theta1)
-    close(both.state1, only_theta1.state1)
+    close(both.model_state1, only_theta1.model_state1)
     close(both.theta2, only_theta2.theta2)
     assert int(both.step1) == 1 and int(both.step2) == 1
 
@@ -129,7 +131,7 @@ def test_eval_step_counts_only_real_examples():
     state, dict(batch, mask=mask), problem=deps['problem']
   )
   (logits, _), _ = deps['problem'].f_apply(
-    state.theta1, state.state1, batch['image'], False
+    state.theta1, state.model_state1, batch['image'], False
   )
   correct = np.sum(np.argmax(logits[:3], -1) == np.asarray(batch['label'][:3]))
   assert float(out['count']) == 3.0
@@ -151,7 +153,9 @@ def test_eval_step_sums_label_statistics_of_real_examples():
   state, batch, _, deps, _ = _setup(psi=(2, 3))
   problem = deps['problem']
   # Running averages unlike the batch's statistics: eval mode must use them.
-  state = state.replace(state2=jax.tree.map(lambda s: s + 0.3, state.state2))
+  state = state.replace(
+    model_state2=jax.tree.map(lambda s: s + 0.3, state.model_state2)
+  )
   labels = np.asarray(batch['label'])
   fine_to_primary = np.array([0, 1, 0, 1, 1])
   fine = np.array([np.flatnonzero(fine_to_primary == y)[0] for y in labels])
@@ -171,7 +175,7 @@ def test_eval_step_sums_label_statistics_of_real_examples():
     label_source=GeneratedSource(psi=np.array([2, 3])),
     num_fine=5,
   )
-  logits, _ = problem.g_apply(state.theta2, state.state2, image, False)
+  logits, _ = problem.g_apply(state.theta2, state.model_state2, image, False)
   logits = np.asarray(logits, np.float64)
   bounds = {0: (0, 2), 1: (2, 5)}
   sums, gaps = np.zeros((2, 5)), np.zeros(2)

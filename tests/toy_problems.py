@@ -83,7 +83,7 @@ def make_problem(
   example_weights=False,
   label_smoothing=0.0,
 ):
-  """A tiny problem: (problem, theta1, state1, theta2, state2, batch).
+  """A tiny problem: (problem, θ1, model_state1, θ2, model_state2, batch).
 
   `example_weights`: g also outputs per-example auxiliary weights.
   `label_smoothing`: ε of the θ1 step's primary targets.
@@ -104,8 +104,14 @@ def make_problem(
   cast = lambda t: jax.tree.map(lambda a: jnp.asarray(a, dtype), t)  # noqa: E731
   vf = cast(f.init(kf, images, False))
   vg = cast(g.init(kg, images, False))
-  theta1, state1 = vf['params'], {k: v for k, v in vf.items() if k != 'params'}
-  theta2, state2 = vg['params'], {k: v for k, v in vg.items() if k != 'params'}
+  theta1, model_state1 = (
+    vf['params'],
+    {k: v for k, v in vf.items() if k != 'params'},
+  )
+  theta2, model_state2 = (
+    vg['params'],
+    {k: v for k, v in vg.items() if k != 'params'},
+  )
   problem = MaxlProblem(
     f_apply=models.make_apply(f),
     g_apply=models.make_apply(g),
@@ -117,7 +123,7 @@ def make_problem(
     label_smoothing=label_smoothing,
   )
   batch = {'image': images, 'label': labels}
-  return problem, theta1, state1, theta2, state2, batch
+  return problem, theta1, model_state1, theta2, model_state2, batch
 
 
 # A toy dataset for runs built from a config alone (`contract.build_run`).

@@ -99,7 +99,7 @@ def _tsne(runs, restored, test, options, out):
     features = forward.trunk_features(
       r.run.f,
       r.state.theta1,
-      r.state.state1,
+      r.state.model_state1,
       images[index],
       r.config.data.eval_batch_size,
       desc=f'features {run.name}',
@@ -129,7 +129,7 @@ def _generator_figures(runs, restored, test, options, out):
     probs = forward.generated_probs(
       r.run.problem,
       r.state.theta2,
-      r.state.state2,
+      r.state.model_state2,
       images,
       labels,
       r.config.data.eval_batch_size,

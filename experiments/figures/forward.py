@@ -48,13 +48,13 @@ def _features(f, variables, images):
 
 
 def trunk_features(
-  f, theta1, state1, images, batch_size: int = 256, desc: str = 'features'
+  f, theta1, model_state1, images, batch_size: int = 256, desc: str = 'features'
 ):
   """The shared trunk's output of the multi-task network f(θ1).
 
   Args:
     f: the Flax multi-task network; its trunk is the submodule `trunk`.
-    theta1: f's params; state1: its other collections ({'batch_stats'}).
+    theta1: f's params; model_state1: its other collections ({'batch_stats'}).
     images: [N, H, W, C] float, normalised as the model saw them.
     batch_size: images per forward pass.
     desc: the progress bar's label.
@@ -63,14 +63,14 @@ def trunk_features(
     [N, D] float32 features.
   """
   fn = jax.jit(functools.partial(_features, f))
-  variables = {'params': theta1, **state1}
+  variables = {'params': theta1, **model_state1}
   return in_batches(
     lambda x: fn(variables, x), (np.asarray(images),), batch_size, desc
   )
 
 
-def _probs(problem, theta2, state2, images, labels):
-  outputs, _ = problem.g_apply(theta2, state2, images, False)
+def _probs(problem, theta2, model_state2, images, labels):
+  outputs, _ = problem.g_apply(theta2, model_state2, images, False)
   logits, _ = split_generator_outputs(problem, outputs)  # Weights unused.
   return losses.mask_softmax(logits, labels, problem.mask)
 
@@ -78,7 +78,7 @@ def _probs(problem, theta2, state2, images, labels):
 def generated_probs(
   problem,
   theta2,
-  state2,
+  model_state2,
   images,
   labels,
   batch_size: int = 256,
@@ -88,7 +88,7 @@ def generated_probs(
 
   Args:
     problem: a `MaxlProblem` with `g_apply` and the [P, K] `mask`.
-    theta2, state2: the generator's params and other collections.
+    theta2, model_state2: the generator's params and other collections.
     images: [N, H, W, C] float, normalised.
     labels: [N] int primary labels.
     batch_size: images per forward pass.
@@ -100,5 +100,5 @@ def generated_probs(
   fn = jax.jit(functools.partial(_probs, problem))
   arrays = (np.asarray(images), np.asarray(labels, np.int32))
   return in_batches(
-    lambda x, y: fn(theta2, state2, x, y), arrays, batch_size, desc
+    lambda x, y: fn(theta2, model_state2, x, y), arrays, batch_size, desc
   )

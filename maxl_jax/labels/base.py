@@ -61,18 +61,20 @@ class LabelSource:
     del images
     return {}
 
-  def targets(self, label_state, theta2, state2, batch, *, problem):
+  def targets(self, label_state, theta2, model_state2, batch, *, problem):
     """Auxiliary targets [N, K] for `batch` (no gradient), or None."""
-    del label_state, theta2, state2, batch, problem
+    del label_state, theta2, model_state2, batch, problem
     return None
 
-  def test_targets(self, label_state, theta2, state2, batch, *, problem):
+  def test_targets(self, label_state, theta2, model_state2, batch, *, problem):
     """Targets [N, K] for a test batch, to score what the labels know.
 
     Deterministic per image (no batch statistics) and unweighted;
     `batch['index']` is the position in the test split. Default: `targets`.
     """
-    return self.targets(label_state, theta2, state2, batch, problem=problem)
+    return self.targets(
+      label_state, theta2, model_state2, batch, problem=problem
+    )
 
   def refresh(self, label_state, step: int, images: TrainingImages):
     """Host-side update after 0-based step `step`; default: none."""

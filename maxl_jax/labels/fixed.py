@@ -33,7 +33,7 @@ class RandomSource(LabelSource):
 
   seed: int = 0
 
-  def targets(self, label_state, theta2, state2, batch, *, problem):
+  def targets(self, label_state, theta2, model_state2, batch, *, problem):
     psi = jnp.asarray(self.psi)
     offs = jnp.asarray(hierarchy.offsets(self.psi))
     key = jax.random.fold_in(jax.random.key(self.seed), 0x5A17)
@@ -59,7 +59,7 @@ class HumanSource(LabelSource):
   aux_index: np.ndarray | None = None
   smoothing: float = 0.0
 
-  def targets(self, label_state, theta2, state2, batch, *, problem):
+  def targets(self, label_state, theta2, model_state2, batch, *, problem):
     aux_class = jnp.asarray(self.aux_index)[batch['fine_label']]
     hard = one_hot(aux_class, self.num_aux)
     if not self.smoothing:
@@ -96,5 +96,5 @@ def _uniform_rows(psi, labels):
 class UniformSource(LabelSource):
   """Uniform soft targets over the primary class's psi[y] auxiliary classes."""
 
-  def targets(self, label_state, theta2, state2, batch, *, problem):
+  def targets(self, label_state, theta2, model_state2, batch, *, problem):
     return _uniform_rows(self.psi, batch['label'])

@@ -20,12 +20,12 @@ class GeneratedSource(LabelSource):
   learns: bool = True
   generates: bool = True
 
-  def targets(self, label_state, theta2, state2, batch, *, problem):
-    labels, _ = generated_labels(problem, theta2, state2, batch)
+  def targets(self, label_state, theta2, model_state2, batch, *, problem):
+    labels, _ = generated_labels(problem, theta2, model_state2, batch)
     return jax.lax.stop_gradient(labels.targets)
 
-  def test_targets(self, label_state, theta2, state2, batch, *, problem):
+  def test_targets(self, label_state, theta2, model_state2, batch, *, problem):
     """g's mask-softmax labels `g_nk` with BatchNorm's running averages."""
-    outputs, _ = problem.g_apply(theta2, state2, batch['image'], False)
+    outputs, _ = problem.g_apply(theta2, model_state2, batch['image'], False)
     logits, _ = split_generator_outputs(problem, outputs)  # No weights.
     return losses.mask_softmax(logits, batch['label'], problem.mask)

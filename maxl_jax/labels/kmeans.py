@@ -131,10 +131,10 @@ class KMeansSource(LabelSource):
   max_iter: int = 100
   encode_batch_size: int = 1000
 
-  def targets(self, label_state, theta2, state2, batch, *, problem):
+  def targets(self, label_state, theta2, model_state2, batch, *, problem):
     return one_hot(label_state['assign'][batch['index']], self.num_aux)
 
-  def test_targets(self, label_state, theta2, state2, batch, *, problem):
+  def test_targets(self, label_state, theta2, model_state2, batch, *, problem):
     """Test images: the nearest centroid among their class's clusters.
 
     `assign` covers training images only; a test image's code gets the

@@ -26,10 +26,10 @@ class MaxlState:
   step1: jnp.ndarray  # θ1 updates: drives θ1's schedule and α.
   step2: jnp.ndarray  # θ2 updates.
   theta1: Any
-  state1: Any
+  model_state1: Any
   opt_state1: optax.OptState  # State of θ1's optimiser (`Run.tx1`).
   theta2: Any
-  state2: Any
+  model_state2: Any
   opt_state2: optax.OptState  # State of θ2's optimiser (`Run.tx2`).
   label_state: Any
   sums: dict[str, jnp.ndarray]  # `metrics.zero_sums` (MAXL's).
@@ -38,9 +38,9 @@ class MaxlState:
 
 def initial_state(
   theta1,
-  state1,
+  model_state1,
   theta2,
-  state2,
+  model_state2,
   tx1,
   tx2,
   label_state,
@@ -59,10 +59,10 @@ def initial_state(
     step1=zero(),
     step2=zero(),
     theta1=theta1,
-    state1=state1,
+    model_state1=model_state1,
     opt_state1=tx1.init(theta1),
     theta2=theta2,
-    state2=state2,
+    model_state2=model_state2,
     opt_state2=tx2.init(theta2),
     label_state=label_state,
     sums=metrics.zero_sums(num_aux, aux_weight) if sums is None else sums,
@@ -73,13 +73,21 @@ def initial_state(
 def create_state(rng, f, g, tx1, tx2, image_shape, label_state):
   """Initial state: θ1 from `f`, θ2 from `g` (None: no generator)."""
   rng1, rng2 = jax.random.split(rng)
-  theta1, state1 = models.init_variables(f, rng1, image_shape)
+  theta1, model_state1 = models.init_variables(f, rng1, image_shape)
   if g is None:
-    theta2, state2, num_aux = {}, {}, getattr(f, 'num_aux', 0)
+    theta2, model_state2, num_aux = {}, {}, getattr(f, 'num_aux', 0)
   else:
-    theta2, state2 = models.init_variables(g, rng2, image_shape)
+    theta2, model_state2 = models.init_variables(g, rng2, image_shape)
     num_aux = g.num_aux
   aux_weight = getattr(g, 'example_weights', False)
   return initial_state(
-    theta1, state1, theta2, state2, tx1, tx2, label_state, num_aux, aux_weight
+    theta1,
+    model_state1,
+    theta2,
+    model_state2,
+    tx1,
+    tx2,
+    label_state,
+    num_aux,
+    aux_weight,
   )

@@ -33,11 +33,11 @@ def _update(params, grads, opt_state, tx):
   return optax.apply_updates(params, updates), opt_state
 
 
-def _theta1_update(state, grads, new_state1, values, tx1):
+def _theta1_update(state, grads, new_model_state1, values, tx1):
   theta1, opt_state1 = _update(state.theta1, grads, state.opt_state1, tx1)
   return state.replace(
     theta1=theta1,
-    state1=new_state1,
+    model_state1=new_model_state1,
     opt_state1=opt_state1,
     step1=state.step1 + 1,
     sums=metrics.add_train(state.sums, values),
@@ -53,7 +53,7 @@ def _theta2_update(state, grads2, out, tx2, problem):
   theta2, opt_state2 = _update(state.theta2, grads2, state.opt_state2, tx2)
   return state.replace(
     theta2=theta2,
-    state2=out.new_state2,
+    model_state2=out.new_model_state2,
     opt_state2=opt_state2,
     step2=state.step2 + 1,
     sums=metrics.add_meta(state.sums, out, parts),
@@ -72,9 +72,9 @@ def _meta_gradient(state, batch, meta_batch, problem, estimator, schedule):
   return estimator(
     problem,
     state.theta1,
-    state.state1,
+    state.model_state1,
     state.theta2,
-    state.state2,
+    state.model_state2,
     batch,
     alpha,
     meta_batch,
@@ -83,17 +83,17 @@ def _meta_gradient(state, batch, meta_batch, problem, estimator, schedule):
 
 def _targets(label_source, state, batch, problem):
   return label_source.targets(
-    state.label_state, state.theta2, state.state2, batch, problem=problem
+    state.label_state, state.theta2, state.model_state2, batch, problem=problem
   )
 
 
 def primary_step(state, batch, *, problem, label_source, tx1, on_nonfinite):
   """One θ1 update on `L_pri + L_aux` with the source's auxiliary targets."""
   targets = _targets(label_source, state, batch, problem)
-  grads, (new_state1, values) = jax.grad(train_loss, 1, has_aux=True)(
-    problem, state.theta1, state.state1, targets, batch
+  grads, (new_model_state1, values) = jax.grad(train_loss, 1, has_aux=True)(
+    problem, state.theta1, state.model_state1, targets, batch
   )
-  new = _theta1_update(state, grads, new_state1, values, tx1)
+  new = _theta1_update(state, grads, new_model_state1, values, tx1)
   guarded = {
     'loss_pri': values['loss_pri'],
     'loss_aux': values['loss_aux'],
@@ -152,7 +152,7 @@ def interleaved_step(
     state, batch, meta_batch, problem, estimator, alpha_schedule
   )
   new = _theta1_update(
-    state, out.theta1_grads, out.new_state1, out.train_metrics, tx1
+    state, out.theta1_grads, out.new_model_state1, out.train_metrics, tx1
   )
   new = _theta2_update(new, grads2, out, tx2, problem)
   norm = optax.global_norm(grads2) + optax.global_norm(out.theta1_grads)
@@ -181,14 +181,18 @@ def eval_step(state, batch, *, problem, label_source=None, num_fine=0):
   `batch['fine_label']`, also the (argmax auxiliary, fine) contingency.
   """
   (logits, _), _ = problem.f_apply(
-    state.theta1, state.state1, batch['image'], False
+    state.theta1, state.model_state1, batch['image'], False
   )
   terms = losses.focal_terms(jax.nn.log_softmax(logits), problem.gamma)
   loss = jnp.take_along_axis(terms, batch['label'][:, None], -1)[:, 0]
   out = _test_sums(logits, loss, batch)
   if label_source is not None and label_source.num_aux:
     targets = label_source.test_targets(
-      state.label_state, state.theta2, state.state2, batch, problem=problem
+      state.label_state,
+      state.theta2,
+      state.model_state2,
+      batch,
+      problem=problem,
     )
     fine = batch.get('fine_label') if num_fine else None
     out.update(
@@ -210,7 +214,7 @@ def drift_step(states, batch, *, problem, label_source):
   state, initial = states
   now, then = (
     label_source.test_targets(
-      s.label_state, s.theta2, s.state2, batch, problem=problem
+      s.label_state, s.theta2, s.model_state2, batch, problem=problem
     )
     for s in (state, initial)
   )
@@ -223,7 +227,9 @@ def cosine_step(state, batch, *, problem, label_source):
   targets = _targets(label_source, state, batch, problem)
 
   def part_losses(theta1):
-    (pri, aux), _ = problem.f_apply(theta1, state.state1, batch['image'], True)
+    (pri, aux), _ = problem.f_apply(
+      theta1, state.model_state1, batch['image'], True
+    )
     return (
       losses.primary_loss(pri, batch['label'], problem.gamma),
       losses.aux_loss(aux, targets, problem.gamma),
@@ -242,10 +248,10 @@ def cosine_step(state, batch, *, problem, label_source):
 
 def _combine_theta1(state, batch, problem, tx1):
   """A θ1 update on L_T(θ1, φ): (new state, values, gradient norm)."""
-  grads, (new_state1, values) = jax.grad(
+  grads, (new_model_state1, values) = jax.grad(
     combiner_problem.combined_loss, 1, has_aux=True
-  )(problem, state.theta1, state.theta2, state.state1, batch)
-  new = _theta1_update(state, grads, new_state1, values, tx1)
+  )(problem, state.theta1, state.theta2, state.model_state1, batch)
+  new = _theta1_update(state, grads, new_model_state1, values, tx1)
   return new, values, optax.global_norm(grads)
 
 
@@ -274,13 +280,13 @@ def combiner_interleaved_step(
 
   def inner(theta1, phi):
     loss, _ = combiner_problem.combined_loss(
-      problem, theta1, phi, new.state1, batch
+      problem, theta1, phi, new.model_state1, batch
     )
     return loss
 
   def outer(theta1):
     return combiner_problem.held_out_loss(
-      problem, theta1, new.state1, meta_batch
+      problem, theta1, new.model_state1, meta_batch
     )
 
   hypergrad = inverse_hvp.hypergradient(
@@ -309,7 +315,7 @@ def combiner_interleaved_step(
 def combiner_eval_step(state, batch, *, problem):
   """Sums over the real (mask 1) examples: correct, primary CE, count."""
   (logits, _), _ = problem.apply(
-    state.theta1, state.state1, batch['image'], False
+    state.theta1, state.model_state1, batch['image'], False
   )
   loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label'])
   return _test_sums(logits, loss, batch)
@@ -319,6 +325,6 @@ def combiner_weights_step(state, batch, *, problem):
   """{'weight/<task>': its effective weight at this batch's losses}, a
   metrics row's entries (`combiner_problem.batch_task_weights`)."""
   weights = combiner_problem.batch_task_weights(
-    problem, state.theta1, state.state1, state.theta2, batch
+    problem, state.theta1, state.model_state1, state.theta2, batch
   )
   return {f'weight/{name}': w for name, w in weights.items()}
