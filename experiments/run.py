@@ -75,16 +75,13 @@ def run_methods(config, workdir):
   # JAX and TensorFlow load after the allocator's re-exec (`__main__`).
   from maxl_jax import labels
   from maxl_jax.errors import UsageError
-  from maxl_jax.training import loop, timing
+  from maxl_jax.training import loop
   from maxl_jax.training import workdir as workdir_lib
 
   workdir_lib.check_writable(workdir)
   methods = [m.strip() for m in config.compare_methods.split(',') if m.strip()]
   if not methods:
-    # Start-up counts from the process's start (imports included).
-    result = loop.train_and_evaluate(
-      config, workdir, started=timing.process_start()
-    )
+    result = loop.train_and_evaluate(config, workdir)
     print(summary(result))
     return [result]
   for method in methods:
