@@ -233,14 +233,13 @@ def summarize_run(workdir, wall, args):
   rows = sorted((r for r in timing if r.get('epoch', 0) >= 1),
                 key=lambda r: r['epoch'])  # fmt: skip
   steps_per_epoch = result['steps'] // max(1, result['epochs'])
-  # train_s is cumulative and epoch 1's includes the compilation: the
-  # steady state is epochs 2.. (epoch 1 alone if that is all there is).
-  # eval_s is per evaluation.
-  if len(rows) > 1:
-    train_s = (rows[-1]['train_s'] - rows[0]['train_s']) / (len(rows) - 1)
-    eval_s = float(np.mean([r['eval_s'] for r in rows[1:]]))
-  else:
-    train_s, eval_s = rows[0]['train_s'], rows[0]['eval_s']
+  # Running totals (`timing.Ledger`, compilation apart); epoch 1 warms
+  # up, so the steady state is epochs 2.. (epoch 1 alone if that is all
+  # there is). The run evaluates every epoch.
+  first = rows[0] if len(rows) > 1 else {'steps_s': 0.0, 'eval_s': 0.0}
+  epochs = max(1, len(rows) - 1)
+  train_s = (rows[-1]['steps_s'] - first['steps_s']) / epochs
+  eval_s = (rows[-1]['eval_s'] - first['eval_s']) / epochs
   steps_per_s = steps_per_epoch / train_s
   batches = PAPER['train'] // PAPER['batch']
   epoch_s = train_s * (batches / args.batches)

@@ -75,13 +75,16 @@ def run_methods(config, workdir):
   # JAX and TensorFlow load after the allocator's re-exec (`__main__`).
   from maxl_jax import labels
   from maxl_jax.errors import UsageError
-  from maxl_jax.training import loop
+  from maxl_jax.training import loop, timing
   from maxl_jax.training import workdir as workdir_lib
 
   workdir_lib.check_writable(workdir)
   methods = [m.strip() for m in config.compare_methods.split(',') if m.strip()]
   if not methods:
-    result = loop.train_and_evaluate(config, workdir)
+    # Start-up counts from the process's start (imports included).
+    result = loop.train_and_evaluate(
+      config, workdir, started=timing.process_start()
+    )
     print(summary(result))
     return [result]
   for method in methods:
@@ -111,7 +114,9 @@ def run_methods(config, workdir):
 
 def summary(result: dict) -> str:
   """One run's line: its test accuracy (a combiner's task weights too) and
-  its parameters' sha256."""
+  its parameters' sha256; where its wall clock went."""
+  from maxl_jax.training import timing
+
   name = result['method']
   weights = ''
   if 'weights' in result:  # A loss combiner (`combiner_run.result_fields`).
@@ -122,6 +127,7 @@ def summary(result: dict) -> str:
     f'{100 * result["test_accuracy"]:.2f}%'
     + (f', task weights {weights}' if weights else '')
     + f', params sha256 {result["params_sha256"]}'
+    + (f'\n  {timing.describe(result["timing"])}' if 'timing' in result else '')
   )
 
 

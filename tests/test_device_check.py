@@ -41,12 +41,12 @@ def test_dry_run_writes_the_table(tmp_path):
 
 
 def test_projection_from_the_steady_state(tmp_path):
-  """Epoch 1 (compiling) is left out; eval_s is per evaluation."""
+  """Epoch 1 (warming up) is left out; the seconds are running totals."""
   rows = [
-    {'epoch': 0, 'step': 0, 'train_s': 0.0, 'eval_s': 9.0},
-    {'epoch': 1, 'step': 100, 'train_s': 30.0, 'eval_s': 1.0},
-    {'epoch': 2, 'step': 200, 'train_s': 40.0, 'eval_s': 1.0},
-    {'epoch': 3, 'step': 300, 'train_s': 50.0, 'eval_s': 1.0},
+    {'epoch': 0, 'step': 0, 'steps_s': 0.0, 'eval_s': 9.0},
+    {'epoch': 1, 'step': 100, 'steps_s': 30.0, 'eval_s': 10.0},
+    {'epoch': 2, 'step': 200, 'steps_s': 40.0, 'eval_s': 11.0},
+    {'epoch': 3, 'step': 300, 'steps_s': 50.0, 'eval_s': 12.0},
   ]
   (tmp_path / 'timing.jsonl').write_text(
     ''.join(json.dumps(r) + '\n' for r in rows)

@@ -130,7 +130,7 @@ def test_finished_run_does_not_train_again(reference, tmp_path):
   new_log = log.read_text()
   assert new_log.startswith(old_log)
   assert 'This run already finished' in new_log[len(old_log) :]
-  assert 'steps_per_sec' not in new_log[len(old_log) :]  # No step ran.
+  assert 'Training ' not in new_log[len(old_log) :]  # No step ran.
   assert ep.sha_printed(proc.stdout) == reference[1]['params_sha256']
   assert modified() == before  # Nothing else written.
 

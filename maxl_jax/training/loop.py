@@ -31,17 +31,17 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 from absl import logging
-from clu import parameter_overview, periodic_actions
+from clu import parameter_overview
 
 from maxl_jax.data import pipeline
 from maxl_jax.errors import Preempted
 from maxl_jax.training import (
   checkpointing,
-  compilation,
   console,
   contract,
   metrics,
   resumption,
+  timing,
 )
 from maxl_jax.training import workdir as workdir_lib
 from maxl_jax.training.evaluation import DriftProbe, evaluate, params_digest
@@ -88,11 +88,13 @@ def _evaluate_all(ctx, state) -> dict:
   return out
 
 
-def train_and_evaluate(config, workdir: str) -> dict:
+def train_and_evaluate(config, workdir: str, *, started=None) -> dict:
   """Trains per `config`, writing into `workdir`; returns the result dict.
 
   Resumes from the newest usable checkpoint in `workdir`; a finished run
   (result.json present, final step reached) returns its result untouched.
+  `started`: the `time.perf_counter()` from which the run's start-up counts
+  (`timing`; `experiments.run` passes the process's start), default now.
 
   Raises:
     UsageError: a bad config or workdir (before anything is written) or no
@@ -100,6 +102,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     NonFiniteError: a non-finite step with `train.on_nonfinite='stop'`.
     Preempted: SIGTERM; a checkpoint was saved.
   """
+  started = time.perf_counter() if started is None else started
   # From the start, so that a SIGTERM is never lost.
   watch = checkpointing.PreemptionWatch()
   try:
@@ -127,6 +130,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         path,
         manager,
         watch,
+        started,
       )
     finally:
       manager.close()
@@ -145,12 +149,10 @@ class _Context(NamedTuple):
   mesh: Any
   fns: dict  # `run.jit_steps(mesh)`.
   writer: metrics.EpochWriter
-  report: Any  # `periodic_actions.ReportProgress`.
   images: Any  # `labels.TrainingImages`.
   probe_batch: Any  # The fixed batch of 'probe', on the mesh.
   drift: DriftProbe | None
   total: int  # Global steps of the run.
-  compile_base: float  # compile_s carried over, less this process's so far.
   first: int  # The first step of this session (for steps/s).
   session_tick: float  # perf_counter at this session's first step.
 
@@ -163,6 +165,7 @@ class _Progress(NamedTuple):
   last_saved: int | None  # The step of the newest checkpoint, if any.
   train_s: float  # Training's wall clock so far, evaluations excluded.
   tick: float  # perf_counter when the current epoch's training resumed.
+  ledger: timing.Ledger  # Where the wall clock went (timing.jsonl).
   final: dict | None = None  # The last evaluation of the test set.
   probed: dict = {}  # The last probe's row entries.
 
@@ -182,12 +185,18 @@ def _check_guard(ctx: _Context, p: _Progress) -> int:
   )
 
 
+def _charge(p: _Progress, phase: str) -> _Progress:
+  """`p` with the wall clock since the last charge charged to `phase`."""
+  return p._replace(ledger=p.ledger.charge(phase))
+
+
 def _save(ctx: _Context, p: _Progress, wait: bool = False) -> _Progress:
   """A checkpoint at `p.step` (after the non-finite guard)."""
   _check_guard(ctx, p)
+  p = _charge(p, 'steps')
   position = resumption.data_position(ctx.data)
   checkpointing.save(ctx.manager, p.step, p.state, position, wait=wait)
-  return p._replace(last_saved=p.step)
+  return _charge(p._replace(last_saved=p.step), 'checkpoint')
 
 
 def _stop_if_preempted(ctx: _Context, p: _Progress):
@@ -204,18 +213,21 @@ def _stop_if_preempted(ctx: _Context, p: _Progress):
   )
 
 
-def _seconds(ctx: _Context, train_s: float, eval_s: float) -> dict:
-  """A timing.jsonl row's wall clocks."""
-  compile_s = ctx.compile_base + compilation.seconds()
-  return {'train_s': train_s, 'eval_s': eval_s, 'compile_s': compile_s}
+def _write(ctx: _Context, p: _Progress, row: dict) -> _Progress:
+  """`row` to metrics.jsonl, and the running totals of `timing` with
+  `train_s` (training's wall clock, evaluations excluded) to
+  timing.jsonl."""
+  p = _charge(p, 'other')
+  ctx.writer.write(p.step, row, {'train_s': p.train_s, **p.ledger.row()})
+  return p
 
 
 def _evaluate_initial(ctx: _Context, p: _Progress) -> _Progress:
   """Row 0 of metrics.jsonl: every curve starts at the initial networks."""
-  eval_s = time.perf_counter()
+  p = _charge(p, 'startup')
   row = {'epoch': 0, 'step': 0}
   row.update(_evaluate_all(ctx, p.state))
-  ctx.writer.write(0, row, _seconds(ctx, 0.0, time.perf_counter() - eval_s))
+  p = _write(ctx, _charge(p, 'eval'), row)
   console.say(console.evaluation_line(row, ctx.options.epochs))
   return p._replace(tick=time.perf_counter())
 
@@ -232,7 +244,6 @@ def _train_step(ctx: _Context, p: _Progress) -> _Progress:
     label_state=run.refresh_label_state(state.label_state, step, ctx.images)
   )
   p = p._replace(step=step + 1, state=state)
-  ctx.report(p.step)
   speed = (p.step - ctx.first) / (time.perf_counter() - ctx.session_tick)
   console.progress(p.step, ctx.total, speed)
   if p.step % ctx.options.progress_every_steps == 0:
@@ -279,18 +290,17 @@ def _end_epoch(ctx: _Context, p: _Progress) -> _Progress:
   epoch, options = p.step // ctx.run.schedule.epoch_steps - 1, ctx.options
   jax.block_until_ready(p.state)
   p = p._replace(train_s=p.train_s + time.perf_counter() - p.tick)
+  p = _charge(p, 'steps')
   row, probed = _epoch_row(ctx, p, epoch)
   final = p.final
-  eval_s = time.perf_counter()
   if _evaluates(options, epoch, p.step, ctx.total):
-    with ctx.report.timed('eval'):
-      final = _evaluate_all(ctx, p.state)
+    final = _evaluate_all(ctx, p.state)
     row.update(final)
-  eval_s = time.perf_counter() - eval_s
+  p = _charge(p, 'eval')
   p = p._replace(
     state=_zero_sums(p.state, ctx.mesh), final=final, probed=probed
   )
-  ctx.writer.write(p.step, row, _seconds(ctx, p.train_s, eval_s))
+  p = _write(ctx, p, row)
   if 'test/accuracy' in row:
     console.say(console.evaluation_line(row, options.epochs))
   if _checkpoints(options, epoch, p.step, ctx.total):
@@ -312,7 +322,7 @@ def _loop(ctx: _Context, p: _Progress) -> _Progress:
   finally:
     ctx.manager.wait_until_finished()
     ctx.writer.flush()
-  return p
+  return _charge(p, 'checkpoint')  # The last asynchronous writes.
 
 
 def _result(ctx: _Context, p: _Progress, start: float) -> dict:
@@ -321,6 +331,7 @@ def _result(ctx: _Context, p: _Progress, start: float) -> dict:
   if final is None:  # Resumed from the final checkpoint without a result.
     final = _evaluate_all(ctx, p.state)
     probed = _probe(ctx, p.state)
+    p = _charge(p, 'eval')
   sha, norms = params_digest(p.state.theta1, p.state.theta2)
   run = ctx.run
   return {
@@ -334,6 +345,7 @@ def _result(ctx: _Context, p: _Progress, start: float) -> dict:
     'wall_time_s': time.time() - start,
     'params_sha256': sha,
     'param_norms': norms,
+    'timing': _charge(p, 'other').ledger.summary(),
   }
 
 
@@ -347,7 +359,9 @@ def _announce(run, options: LoopOptions, total: int):
   )
 
 
-def _train(run, options, config_json, data, workdir, manager, watch) -> dict:
+def _train(
+  run, options, config_json, data, workdir, manager, watch, started
+) -> dict:
   """The training loop of `train_and_evaluate`."""
   lead, mesh = jax.process_index() == 0, make_mesh()
   total = options.epochs * run.schedule.epoch_steps
@@ -365,12 +379,15 @@ def _train(run, options, config_json, data, workdir, manager, watch) -> dict:
     parameter_overview.log_parameter_overview(state.theta1)
   start = time.time()
   ctx = _context(run, options, data, manager, watch, mesh, step, workdir)
-  p = _Progress(step, state, last_saved, ctx.writer.carried('train_s'), 0.0)
-  p = p._replace(tick=time.perf_counter())
   drift = DriftProbe.create(run, state, data.eval, mesh, options.drift_images)
   ctx = ctx._replace(drift=drift)
+  ledger = timing.Ledger.open(started, ctx.writer.carried_row())
+  p = _Progress(
+    step, state, last_saved, ctx.writer.carried('train_s'), 0.0, ledger
+  )
   if step == 0:
     p = _evaluate_initial(ctx, p)
+  p = _charge(p, 'startup')._replace(tick=time.perf_counter())
   p = _loop(ctx, p)
   result = _result(ctx, p, start)
   if lead:
@@ -387,11 +404,6 @@ def _context(run, options, data, manager, watch, mesh, step, workdir):
   # A run from scratch drops every row an earlier attempt wrote.
   first_row = step // run.schedule.epoch_steps if step else -1
   writer = metrics.EpochWriter(workdir, first_row, lead)
-  report = periodic_actions.ReportProgress(
-    num_train_steps=total,
-    writer=writer.scalars,
-    every_steps=options.progress_every_steps,
-  )
   return _Context(
     run=run,
     options=options,
@@ -401,13 +413,10 @@ def _context(run, options, data, manager, watch, mesh, step, workdir):
     mesh=mesh,
     fns=run.jit_steps(mesh),
     writer=writer,
-    report=report,
     images=resumption.training_images(data.train),
     probe_batch=global_batch(run.probe_batch(data), mesh),
     drift=None,
     total=total,
-    # Compiling (or reading the persistent cache) every program of the run.
-    compile_base=writer.carried('compile_s') - compilation.seconds(),
     first=step,
     session_tick=time.perf_counter(),  # For steps/s and ETA.
   )

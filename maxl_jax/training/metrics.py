@@ -217,8 +217,9 @@ class EpochWriter:
   """One row per epoch to `metrics.jsonl` and TensorBoard (CLU), timings.
 
   `metrics.jsonl` holds what training computed (bitwise the same when a run
-  is resumed); `timing.jsonl` the wall-clock seconds of training (without
-  evaluations), cumulated over resumptions, for time-to-accuracy plots.
+  is resumed); `timing.jsonl` where the wall clock went (`timing.Ledger`'s
+  running totals and `train_s`, training without evaluations, for
+  time-to-accuracy plots), cumulated over resumptions.
   Only the lead process writes files; the others only log.
   """
 
@@ -240,8 +241,12 @@ class EpochWriter:
 
   def carried(self, key: str) -> float:
     """`key`'s cumulated seconds in the epochs kept from earlier sessions."""
+    return self.carried_row().get(key, 0.0)
+
+  def carried_row(self) -> dict:
+    """The last timing.jsonl row kept from earlier sessions ({} if none)."""
     rows = self._timing.rows if self._timing else []
-    return rows[-1].get(key, 0.0) if rows else 0.0
+    return rows[-1] if rows else {}
 
   def write(self, step: int, row: dict, timing: dict):
     """Appends `row`; lists (the histogram) go to metrics.jsonl only."""
