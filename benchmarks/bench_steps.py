@@ -108,7 +108,7 @@ def make_run(backbone, conv_impl='auto', single=False, batch_size=100,
 
   The dataset description has 500 steps of `batch_size` per epoch (this only
   places the, here irrelevant, learning-rate decay). `batches` is (training
-  batch,), plus a held-out batch for `implicit` (default `config.implicit`:
+  batch,), plus a held-out batch for `implicit` (default `config.inverse_hvp`:
   Neumann, K = 3).
   """
   channels, classes, psi_per_class, hidden = BACKBONES[backbone]
@@ -120,8 +120,8 @@ def make_run(backbone, conv_impl='auto', single=False, batch_size=100,
   config.data.batch_size = batch_size
   if meta_grad_name == 'implicit_cg':
     meta_grad_name = 'implicit'
-    config.implicit.solver = 'cg'
-    config.implicit.cg_steps = config.implicit.neumann_steps
+    config.inverse_hvp.solver = 'cg'
+    config.inverse_hvp.cg_steps = config.inverse_hvp.neumann_steps
   config.maxl.meta_grad = meta_grad_name
   held_out = meta_grad_name == 'implicit' and not single
   config.data.meta_fraction = 0.1 if held_out else 0.0

@@ -144,7 +144,7 @@ class InverseHvp:
 
 
 def from_config(group) -> InverseHvp:
-  """The solver of a config group (config.implicit: solver, neumann_steps,
+  """The solver of a config group (config.inverse_hvp: solver, neumann_steps,
   neumann_lr, cg_steps, damping), shared by `implicit` and the combiner."""
   steps = group.neumann_steps if group.solver == 'neumann' else group.cg_steps
   return InverseHvp(

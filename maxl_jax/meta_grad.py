@@ -508,7 +508,7 @@ class Estimator:
 
 
 def _implicit_settings(fn, group):
-  """config.implicit: the inverse-HVP solver; the hypergradient's clip."""
+  """config.inverse_hvp: the inverse-HVP solver; the hypergradient's clip."""
   bound = functools.partial(fn, inverse=inverse_hvp.from_config(group))
   clip = group.max_grad_norm
   return bound, optax.clip_by_global_norm(clip) if clip > 0 else None
@@ -518,7 +518,7 @@ ESTIMATORS = {
   'unrolled': Estimator(unrolled),
   'structured': Estimator(structured),
   'first_order': Estimator(first_order),
-  'implicit': Estimator(implicit, True, 'implicit', _implicit_settings),
+  'implicit': Estimator(implicit, True, 'inverse_hvp', _implicit_settings),
   'entropy_only': Estimator(entropy_only),
 }
 

@@ -34,7 +34,7 @@ def get_config():
   config.data.meta_fraction = 0.1
 
   # The loss combiner c(ℓ; φ) (maxl_jax/training/combiner_run.py). The
-  # hypergradient's inverse-HVP solver is config.implicit's (neumann, K = 3,
+  # hypergradient's inverse-HVP solver is config.inverse_hvp's (neumann, K = 3,
   # η = 0.1, damping 0.1); config.method, maxl, label_opt, baseline and
   # kmeans are not used (train, checkpoint and log are, as in every run).
   config.combiner = ml_collections.ConfigDict()

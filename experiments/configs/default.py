@@ -135,22 +135,24 @@ def get_config():
   # normalized (each part at unit norm, the entropy part times lam).
   config.maxl.balance = 'sum'
 
-  # meta_grad = implicit (AuxiLearn's IFT hypergradient; needs
-  # data.meta_fraction > 0): the inverse-Hessian-vector product.
-  config.implicit = ml_collections.ConfigDict()
+  # The inverse-Hessian-vector product of the IFT hypergradient, shared by
+  # meta_grad = implicit (AuxiLearn's; needs data.meta_fraction > 0) and the
+  # loss combiner (run = 'combiner').
+  config.inverse_hvp = ml_collections.ConfigDict()
   # neumann | cg.
-  config.implicit.solver = 'neumann'
+  config.inverse_hvp.solver = 'neumann'
   # K of the truncated series (AuxiLearn).
-  config.implicit.neumann_steps = 3
+  config.inverse_hvp.neumann_steps = 3
   # eta of the series (AuxiLearn: 0.1).
-  config.implicit.neumann_lr = 0.1
+  config.inverse_hvp.neumann_lr = 0.1
   # Conjugate-gradient iterations.
-  config.implicit.cg_steps = 10
+  config.inverse_hvp.cg_steps = 10
   # Both solvers invert H + damping * I (the Hessian of a network is
   # indefinite early in training).
-  config.implicit.damping = 0.1
-  # Hypergradient clip (0 = none).
-  config.implicit.max_grad_norm = 10.0
+  config.inverse_hvp.damping = 0.1
+  # meta_grad = implicit's hypergradient clip (0 = none; the combiner's is
+  # combiner.max_grad_norm).
+  config.inverse_hvp.max_grad_norm = 10.0
 
   # theta1 (multi-task network) optimiser: SGD, lr halved every 50 epochs.
   config.primary_opt = ml_collections.ConfigDict()

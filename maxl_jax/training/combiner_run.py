@@ -9,7 +9,7 @@ as every run: its state is a `MaxlState` with θ1 = the network, θ2 = φ.
 
 Every `combiner.meta_every` θ steps, a combined step takes a φ step after
 the θ step, on the implicit hypergradient of the primary cross-entropy on a
-held-out batch (config.implicit's solver), clipped to
+held-out batch (config.inverse_hvp's solver), clipped to
 `combiner.max_grad_norm`; forms without parameters ('fixed', 'none' =
 Single) take θ steps only. Each epoch logs every task's effective weight on
 the first held-out batch (`weight/<task>`).
@@ -208,6 +208,6 @@ def build(config, info: DatasetInfo) -> CombinerRun:
       per_epoch,
       cc.meta_every if learns else 1,
     ),
-    inverse=inverse_hvp.from_config(config.implicit),
+    inverse=inverse_hvp.from_config(config.inverse_hvp),
     on_nonfinite=config.train.on_nonfinite,
   )
