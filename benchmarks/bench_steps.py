@@ -50,7 +50,7 @@ from experiments import allocator
 from experiments.configs import default
 from maxl_jax import meta_grad
 from maxl_jax.data.info import DatasetInfo
-from maxl_jax.networks import layers, models
+from maxl_jax.networks import layers, trunks
 from maxl_jax.training import contract, maxl_run
 from maxl_jax.training import mesh as mesh_lib
 
@@ -81,7 +81,7 @@ _QUICK = flags.DEFINE_bool('quick', False, 'ConvNet-4 only, few steps.')
 _BATCH = flags.DEFINE_integer('batch', 100, 'Batch size.')
 _CONV = flags.DEFINE_enum('conv_impl', 'auto', layers.CONV_IMPLS, '')
 _REMAT = flags.DEFINE_list(
-  'remat', ['none'], f'config.model.remat: some of {list(models.REMAT_MODES)}.'
+  'remat', ['none'], f'config.model.remat: some of {list(trunks.REMAT_MODES)}.'
 )
 _MEMORY_ONLY = flags.DEFINE_bool(
   'memory_only', False, 'Compile only: XLA memory analysis, no timed steps.'
@@ -495,7 +495,7 @@ def main(argv):
   if _CONV.value == 'im2col_bf16':  # Differentiable once: no grad of grad.
     kinds = [k for k in kinds if not k.endswith('_unrolled')]
   for remat in _REMAT.value:
-    if remat not in models.REMAT_MODES:
+    if remat not in trunks.REMAT_MODES:
       raise app.UsageError(f'unknown remat {remat!r}.')
   jobs = [
     (bb, kind, remat)

@@ -1,4 +1,5 @@
-"""Tests of models.py: shapes, parameter layout, impl equivalence, BatchNorm."""
+"""Tests of trunks.py and models.py: shapes, parameter layout, impl
+equivalence, BatchNorm."""
 
 import functools
 
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 from maxl_jax.errors import UsageError
-from maxl_jax.networks import models
+from maxl_jax.networks import models, trunks
 
 P, K = 10, 30
 FEATURES = {'convnet4': 1024, 'vgg16': 512, 'resnet32': 64}
@@ -51,7 +52,7 @@ def _to64(tree):
 
 
 @pytest.mark.parametrize('channels', [1, 3])
-@pytest.mark.parametrize('name', sorted(models.TRUNKS))
+@pytest.mark.parametrize('name', sorted(trunks.TRUNKS))
 def test_output_shapes(name, channels):
   f, g = models.build_models(_config(name), num_primary=P, num_aux=K)
   params, state = _abstract_init(f, channels)
@@ -121,11 +122,11 @@ def test_param_counts():
 @pytest.mark.parametrize(
   'trunk_cls, kwargs',
   [
-    (models.ConvNet4, {}),
-    (models.VGG16, {}),
+    (trunks.ConvNet4, {}),
+    (trunks.VGG16, {}),
     # One block per stage has every kind of layer of ResNet-32 (strided
     # convolutions, projections) and compiles faster.
-    (models.ResNet32, {'blocks_per_stage': 1}),
+    (trunks.ResNet32, {'blocks_per_stage': 1}),
   ],
 )
 def test_xla_and_im2col_agree(trunk_cls, kwargs):
@@ -173,7 +174,7 @@ def test_xla_and_im2col_param_grads_agree():
     onehot = jax.nn.one_hot(jnp.arange(4) % P, P, dtype=jnp.float64)
     nets = [
       models.MultiTaskNet(
-        models.ConvNet4((8, 8, 8, 8), impl, jnp.float64),
+        trunks.ConvNet4((8, 8, 8, 8), impl, jnp.float64),
         P,
         K,
         16,
@@ -200,7 +201,7 @@ def test_xla_and_im2col_param_grads_agree():
 @pytest.fixture(scope='module')
 def small_net():
   """(net, params, model_state): a 2-layer ConvNet with BatchNorm."""
-  trunk = models.ConvNet4(widths=(4, 8), conv_impl='im2col')
+  trunk = trunks.ConvNet4(widths=(4, 8), conv_impl='im2col')
   f = models.MultiTaskNet(trunk, P, K, head_hidden=6)
   return (f, *models.init_variables(f, jax.random.key(3), (32, 32, 3)))
 
@@ -212,7 +213,7 @@ def test_batch_norm_train_updates_running_averages(small_net):
   # float64, so 1e-9 holds on any CPU and tells the two variances apart.
   _, params, state = small_net
   with jax.enable_x64(True):
-    trunk = models.ConvNet4(
+    trunk = trunks.ConvNet4(
       widths=(4, 8), conv_impl='im2col', dtype=jnp.float64
     )
     f = models.MultiTaskNet(trunk, P, K, head_hidden=6, dtype=jnp.float64)
@@ -259,7 +260,7 @@ def test_batch_norm_eval_uses_running_averages(small_net):
   assert not np.allclose(train_a[0], eval_a[0], atol=1e-3)
 
 
-@pytest.mark.parametrize('name', sorted(models.TRUNKS))
+@pytest.mark.parametrize('name', sorted(trunks.TRUNKS))
 def test_bfloat16_compute_float32_params(name):
   f, g = models.build_models(
     _config(name, compute_dtype='bfloat16'), num_primary=P, num_aux=K

@@ -12,15 +12,15 @@ from jax.flatten_util import ravel_pytree
 from experiments.configs import default
 from maxl_jax import hierarchy, meta_grad
 from maxl_jax.errors import UsageError
-from maxl_jax.networks import layers, models
+from maxl_jax.networks import layers, models, trunks
 from maxl_jax.problem import MaxlProblem
 
 # Small trunks of each architecture: (trunk class, its kwargs, image shape).
 SMALL = {
-  'convnet4': (models.ConvNet4, {'widths': (2, 3, 3, 2)}, (16, 16, 1)),
-  'vgg16': (models.VGG16, {'blocks': ((3, 1), (2, 2))}, (8, 8, 1)),
+  'convnet4': (trunks.ConvNet4, {'widths': (2, 3, 3, 2)}, (16, 16, 1)),
+  'vgg16': (trunks.VGG16, {'blocks': ((3, 1), (2, 2))}, (8, 8, 1)),
   'resnet32': (
-    models.ResNet32,
+    trunks.ResNet32,
     {'widths': (2, 3, 2), 'blocks_per_stage': 1},
     (8, 8, 1),
   ),
@@ -101,14 +101,14 @@ def test_parameters_are_the_same_with_and_without_remat():
     np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize('name', list(models.TRUNKS))
+@pytest.mark.parametrize('name', list(trunks.TRUNKS))
 def test_full_trunks_keep_their_parameter_tree(name):
   """The real backbones (shapes only, no compute): one tree for every mode."""
   config = default.get_config()
   config.model.name = name
   x = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
   trees = set()
-  for remat in models.REMAT_MODES:
+  for remat in trunks.REMAT_MODES:
     config.model.remat = remat
     trunk = models.build_trunk(config.model)
     assert trunk.remat == remat
