@@ -18,12 +18,16 @@ import pytest  # noqa: E402
 def _tfds_mock_needs_no_network():
   """`tfds.testing.mock_data` replaces downloads: skip the network probe.
 
-  (Tests never download; the probe's own tests patch it themselves.)
+  Only where TFDS is imported (mock data needs it), so other tests do not
+  import TensorFlow; readers is imported here, so the probe is patched
+  whichever test imports it first. (Tests never download; the probe's own
+  tests patch it themselves.)
   """
-  readers = sys.modules.get('maxl_jax.data.readers')
-  if readers is None:
+  if 'tensorflow_datasets' not in sys.modules:
     yield
     return
+  from maxl_jax.data import readers
+
   with mock.patch.object(readers, 'network_reachable', return_value=True):
     yield
 

@@ -1,4 +1,4 @@
-"""The runner on a user's own data (maxl_jax/data/readers.py): an .npz of
+"""The runner on a user's own data (maxl_jax/data/user_data.py): an .npz of
 arrays, an image folder, any TFDS dataset, and ψ per class from the
 command line.
 
