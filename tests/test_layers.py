@@ -246,10 +246,13 @@ class MaxPoolTest(chex.TestCase):
 def test_resolve_impl():
   assert layers.resolve_impl('xla') == 'xla'
   assert layers.resolve_impl('im2col') == 'im2col'
-  want = 'im2col' if jax.default_backend() == 'cpu' else 'xla'
-  assert layers.resolve_impl('auto') == want
+  cpu = jax.default_backend() == 'cpu'
+  assert layers.resolve_impl('auto') == ('im2col' if cpu else 'xla')
+  inference = layers.resolve_impl('auto', train=False)
+  assert inference == ('mixed' if cpu else 'xla')
+  assert layers.resolve_impl('im2col', train=False) == 'im2col'
   assert layers.resolve_impl('im2col_bf16') == 'im2col_bf16'
-  choices = 'xla, im2col, im2col_bf16, im2col_tiled, auto'
+  choices = 'xla, im2col, im2col_bf16, im2col_tiled, mixed, auto'
   with pytest.raises(UsageError, match=choices):
     layers.resolve_impl('cudnn')
   with pytest.raises(UsageError, match='cudnn'):
@@ -345,3 +348,60 @@ def test_im2col_bf16_conv_is_nn_conv_to_bfloat16_precision(case):
   want = jax.jvp(lambda p: ref.apply(p, x), (params,), (tangent,))[1]
   got = jax.jvp(lambda p: ours.apply(p, x), (params,), (tangent,))[1]
   assert _rel(got, want) < 2e-2
+
+
+@pytest.mark.parametrize('size', [2, 3, layers.XLA_MIN_SIZE, 8])
+def test_mixed_conv_is_lax_from_its_size_and_im2col_below(size, monkeypatch):
+  """'mixed' calls XLA's convolution exactly on inputs of XLA_MIN_SIZE and
+  up, and matches it (float64, first and second order) at every size."""
+  calls = []
+  lax_conv = lax.conv_general_dilated
+
+  def counted(*args, **kwargs):
+    calls.append(args[0].shape)
+    return lax_conv(*args, **kwargs)
+
+  with jax.enable_x64(True):
+    x = _normal(6, (2, size, size, 3), jnp.float64)
+    kernel = _normal(7, (3, 3, 3, 4), jnp.float64)
+    common = dict(
+      window_strides=(1, 1), padding='SAME', dimension_numbers=_NHWC
+    )
+    monkeypatch.setattr(layers.lax, 'conv_general_dilated', counted)
+    mixed = functools.partial(layers.mixed_conv_general_dilated, **common)
+    got = mixed(x, kernel)
+    assert bool(calls) == (size >= layers.XLA_MIN_SIZE)
+    monkeypatch.undo()
+    want = lax.conv_general_dilated(x, kernel, **common)
+    chex.assert_trees_all_close(got, want, rtol=1e-12, atol=1e-12)
+    v = [_normal(8, kernel.shape, jnp.float64)]
+    xla = functools.partial(lax.conv_general_dilated, **common)
+    chex.assert_trees_all_close(
+      _second_order(lambda p, x: mixed(x, p), kernel, x, v),
+      _second_order(lambda p, x: xla(x, p), kernel, x, v),
+      rtol=1e-10,
+      atol=1e-10,
+    )
+
+
+def test_auto_infers_with_mixed_and_trains_with_im2col_on_a_cpu():
+  """The same VGG-16 parameters; inference with 'auto' is 'mixed'."""
+  if jax.default_backend() != 'cpu':
+    pytest.skip('auto is xla off the CPU')
+  from maxl_jax.networks import trunks
+
+  x = _normal(9, (2, 32, 32, 3))
+  nets = {i: trunks.VGG16(conv_impl=i) for i in ('auto', 'mixed', 'im2col')}
+  variables = nets['auto'].init(jax.random.key(0), x, train=False)
+  out = {i: nets[i].apply(variables, x, train=False) for i in ('auto', 'mixed')}
+  chex.assert_trees_all_equal(out['auto'], out['mixed'])
+  jaxpr = str(
+    jax.make_jaxpr(
+      lambda v: nets['auto'].apply(v, x, train=True, mutable=['batch_stats'])
+    )(variables)
+  )
+  assert 'conv_general_dilated' not in jaxpr  # Training: im2col only.
+  inference = str(
+    jax.make_jaxpr(lambda v: nets['auto'].apply(v, x, train=False))(variables)
+  )
+  assert 'conv_general_dilated' in inference

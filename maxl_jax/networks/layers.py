@@ -26,7 +26,13 @@ are the same whatever the choice, so a checkpoint moves between them:
   fit stay one matmul). The same values as 'im2col' up to the summation
   order of the kernel gradient over tiles; on VGG-16 it cuts XLA's
   temporaries of a meta step several-fold (benchmarks/README.md, "Remat").
-- 'auto': 'im2col' when `jax.default_backend() == 'cpu'`, else 'xla'. Never
+- 'mixed': per layer, XLA's convolution on inputs of at least
+  `XLA_MIN_SIZE` x `XLA_MIN_SIZE`, 'im2col' on smaller ones. XLA:CPU's
+  forward convolution is 1.5-12x faster than 'im2col' from 8x8 up (the
+  patches of large layers make 'im2col' memory-bound), equal at 4x4, and
+  ~80x slower at 2x2 (benchmarks/README.md, "Convolutions").
+- 'auto': on a CPU, 'im2col' for training and 'mixed' for inference
+  (`train=False`: evaluation, g's test labels); 'xla' elsewhere. Never
   'im2col_bf16': rounding is a choice, not a hardware default.
 
 Gradients of the max-pool: the reshape pool is a chain of selects, so the
@@ -49,7 +55,9 @@ from jax.custom_derivatives import SymbolicZero, linear_call
 
 from maxl_jax.errors import UsageError
 
-CONV_IMPLS = ('xla', 'im2col', 'im2col_bf16', 'im2col_tiled', 'auto')
+CONV_IMPLS = ('xla', 'im2col', 'im2col_bf16', 'im2col_tiled', 'mixed', 'auto')
+# 'mixed': the smallest input height and width for XLA's own convolution.
+XLA_MIN_SIZE = 4
 # 'im2col_tiled': the most bytes of patches one batch tile builds.
 PATCH_TILE_BYTES = 32 * 2**20
 # What a tile's backward keeps: nothing (its patches and matmul are redone).
@@ -58,15 +66,18 @@ TILE_POLICY = jax.checkpoint_policies.nothing_saveable
 _NHWC_SPECS = ('NHWC', 'HWIO', 'NHWC')
 
 
-def resolve_impl(conv_impl: str) -> str:
-  """Returns 'xla', 'im2col' or 'im2col_bf16' for one of CONV_IMPLS."""
+def resolve_impl(conv_impl: str, train: bool = True) -> str:
+  """The implementation of one of CONV_IMPLS ('auto' resolved), for
+  training or (`train=False`) inference."""
   if conv_impl not in CONV_IMPLS:
     raise UsageError(
       f'unknown conv_impl {conv_impl!r}; valid choices: '
       f'{", ".join(CONV_IMPLS)}.'
     )
   if conv_impl == 'auto':
-    return 'im2col' if jax.default_backend() == 'cpu' else 'xla'
+    if jax.default_backend() != 'cpu':
+      return 'xla'
+    return 'im2col' if train else 'mixed'
   return conv_impl
 
 
@@ -256,6 +267,7 @@ def conv(
   kernel_size: Sequence[int] = (3, 3),
   *,
   conv_impl: str = 'auto',
+  train: bool = True,
   **kwargs: Any,
 ) -> nn.Conv:
   """An `nn.Conv` computed by `conv_impl` (one of CONV_IMPLS).
@@ -268,20 +280,31 @@ def conv(
     features: number of output channels Cout.
     kernel_size: (kh, kw).
     conv_impl: one of CONV_IMPLS.
+    train: whether the network trains ('auto' differs for inference).
     **kwargs: any other `nn.Conv` argument (strides, padding, use_bias,
       dtype, kernel_init, name, ...).
 
   Returns:
     The `nn.Conv` module.
   """
-  impl = resolve_impl(conv_impl)
-  if impl != 'xla':
+  impl = resolve_impl(conv_impl, train)
+  if impl == 'mixed':
+    kwargs['conv_general_dilated'] = mixed_conv_general_dilated
+  elif impl != 'xla':
     kwargs['conv_general_dilated'] = functools.partial(
       im2col_conv_general_dilated,
       bf16_operands=impl == 'im2col_bf16',
       tile_bytes=PATCH_TILE_BYTES if impl == 'im2col_tiled' else 0,
     )
   return nn.Conv(features, tuple(kernel_size), **kwargs)
+
+
+def mixed_conv_general_dilated(lhs, rhs, *args, **kwargs) -> jax.Array:
+  """'mixed': `lax.conv_general_dilated` on NHWC inputs of at least
+  XLA_MIN_SIZE x XLA_MIN_SIZE, `im2col_conv_general_dilated` otherwise."""
+  large = lhs.ndim == 4 and min(lhs.shape[1:3]) >= XLA_MIN_SIZE
+  conv_fn = lax.conv_general_dilated if large else im2col_conv_general_dilated
+  return conv_fn(lhs, rhs, *args, **kwargs)
 
 
 def max_pool(
@@ -291,6 +314,7 @@ def max_pool(
   padding: str = 'VALID',
   *,
   conv_impl: str = 'auto',
+  train: bool = True,
 ) -> jax.Array:
   """Max-pool of [N, H, W, C] inputs, as `nn.max_pool`.
 
@@ -306,6 +330,7 @@ def max_pool(
     strides: (sh, sw); None means window_shape (the default 2x2/2 pool).
     padding: 'VALID', 'SAME' or explicit pads, as `nn.max_pool`.
     conv_impl: one of CONV_IMPLS.
+    train: whether the network trains ('auto' differs for inference).
 
   Returns:
     [N, H // kh, W // kw, C] for non-overlapping VALID windows.
@@ -313,7 +338,7 @@ def max_pool(
   window_shape = tuple(window_shape)
   strides = window_shape if strides is None else tuple(strides)
   reshape_ok = x.ndim == 4 and strides == window_shape and padding == 'VALID'
-  if resolve_impl(conv_impl) == 'xla' or not reshape_ok:
+  if resolve_impl(conv_impl, train) == 'xla' or not reshape_ok:
     return nn.max_pool(x, window_shape, strides, padding)
   n, h, w, c = x.shape
   kh, kw = window_shape

@@ -82,6 +82,7 @@ def _conv_bn_relu(x, width, train, conv_impl, dtype):
     width,
     (3, 3),
     conv_impl=conv_impl,
+    train=train,
     dtype=dtype,
     kernel_init=_xavier,
     bias_init=_zeros,
@@ -112,7 +113,7 @@ class ConvNet4(nn.Module):
       def block(mdl, x, width=width):
         del mdl  # The layers are created in the caller's scope.
         x = _conv_bn_relu(x, width, train, self.conv_impl, self.dtype)
-        return layers.max_pool(x, (2, 2), conv_impl=self.conv_impl)
+        return layers.max_pool(x, (2, 2), conv_impl=self.conv_impl, train=train)
 
       x = _remat_block(block, self.remat)(self, x)
     return x.reshape(x.shape[0], -1)
@@ -151,7 +152,7 @@ class VGG16(nn.Module):
         del mdl  # The layers are created in the caller's scope.
         for _ in range(depth):
           x = _conv_bn_relu(x, width, train, self.conv_impl, self.dtype)
-        return layers.max_pool(x, (2, 2), conv_impl=self.conv_impl)
+        return layers.max_pool(x, (2, 2), conv_impl=self.conv_impl, train=train)
 
       x = _remat_block(block, self.remat)(self, x)
     return x.reshape(x.shape[0], -1)
@@ -175,6 +176,7 @@ class BasicBlock(nn.Module):
     conv = functools.partial(
       layers.conv,
       conv_impl=self.conv_impl,
+      train=train,
       dtype=self.dtype,
       use_bias=False,
       kernel_init=_xavier,
@@ -216,6 +218,7 @@ class ResNet32(nn.Module):
       self.widths[0],
       (3, 3),
       conv_impl=self.conv_impl,
+      train=train,
       dtype=self.dtype,
       use_bias=False,
       kernel_init=_xavier,
