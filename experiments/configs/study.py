@@ -42,6 +42,7 @@ def get_config():
   config.train.eval_every_epochs = 2
   config.checkpoint.every_steps = 10_000  # Epoch ends only.
   config.log.progress_every_steps = 100
+  config.log.tensorboard = False  # The analysis reads metrics.jsonl.
   return config
 
 

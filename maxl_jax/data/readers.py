@@ -23,18 +23,29 @@ import os
 import socket
 
 import numpy as np
-import tensorflow as tf
-import tensorflow_datasets as tfds
 from absl import logging
+from etils import epy
 from PIL import Image
 
 from maxl_jax.data import cifar100_hierarchy, synthetic
 from maxl_jax.errors import UsageError
 
-try:  # Keep TF off the accelerators: JAX owns them.
-  tf.config.set_visible_devices([], 'GPU')
-except RuntimeError:  # TF already initialised its devices elsewhere.
-  pass
+# Imported on first use (~4 s and ~0.6 GB): only TFDS datasets and resizing
+# need them, not the offline Fashion-MNIST, digits or synthetic data.
+with epy.lazy_imports():
+  import tensorflow as tf
+  import tensorflow_datasets as tfds
+
+
+@functools.cache
+def _tf_off_accelerators():
+  """Keeps TensorFlow off the accelerators (JAX owns them); call before
+  TensorFlow's first operation."""
+  try:
+    tf.config.set_visible_devices([], 'GPU')
+  except RuntimeError:  # TF already initialised its devices elsewhere.
+    pass
+
 
 Arrays = tuple[np.ndarray, np.ndarray]  # images uint8 [n, 32, 32, C], labels.
 
@@ -68,6 +79,7 @@ class Reader(abc.ABC):
 
 def area_resize(images):
   """Area-resizes [..., h, w, C] images to uint8 [..., 32, 32, C] (TF)."""
+  _tf_off_accelerators()
   images = tf.image.resize(images, (SIZE, SIZE), method='area')
   return tf.cast(tf.clip_by_value(tf.round(images), 0, 255), tf.uint8)
 
@@ -127,6 +139,7 @@ def prepared_builder(name: str, data_dir: str, download: bool):
     UsageError: the dataset is not prepared and `download` is False, or
       download_and_prepare failed (chained).
   """
+  _tf_off_accelerators()
   builder = tfds.builder(name, data_dir=data_dir or None)
   if builder.is_prepared():
     return builder

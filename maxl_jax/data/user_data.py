@@ -17,11 +17,10 @@ the built-in datasets and the `Reader` interface live in `readers.py`.
 import os
 
 import numpy as np
-import tensorflow_datasets as tfds
 from PIL import Image
 
 from maxl_jax.data import readers
-from maxl_jax.data.readers import Arrays
+from maxl_jax.data.readers import Arrays, tfds
 from maxl_jax.errors import UsageError
 
 ARRAY_KEYS = ('x_train', 'y_train', 'x_test', 'y_test')

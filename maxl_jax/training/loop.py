@@ -65,6 +65,7 @@ class LoopOptions:
   keep_checkpoints: int
   progress_every_steps: int
   drift_images: int = 1000
+  tensorboard: bool = True
 
   @classmethod
   def from_config(cls, config) -> 'LoopOptions':
@@ -76,6 +77,7 @@ class LoopOptions:
       keep_checkpoints=config.checkpoint.keep,
       progress_every_steps=config.log.progress_every_steps,
       drift_images=config.log.get('drift_images', 1000),
+      tensorboard=config.log.get('tensorboard', True),
     )
 
 
@@ -403,7 +405,7 @@ def _context(run, options, data, manager, watch, mesh, step, workdir):
   lead = jax.process_index() == 0
   # A run from scratch drops every row an earlier attempt wrote.
   first_row = step // run.schedule.epoch_steps if step else -1
-  writer = metrics.EpochWriter(workdir, first_row, lead)
+  writer = metrics.EpochWriter(workdir, first_row, lead, options.tensorboard)
   return _Context(
     run=run,
     options=options,

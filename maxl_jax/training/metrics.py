@@ -219,25 +219,27 @@ class EpochWriter:
   `metrics.jsonl` holds what training computed (bitwise the same when a run
   is resumed); `timing.jsonl` where the wall clock went (`timing.Ledger`'s
   running totals and `train_s`, training without evaluations, for
-  time-to-accuracy plots), cumulated over resumptions.
-  Only the lead process writes files; the others only log.
+  time-to-accuracy plots), cumulated over resumptions. Only the lead
+  process writes files; the others only log (with `tensorboard`).
   """
 
-  def __init__(self, workdir: epath.Path, completed_epochs: int, lead: bool):
-    from clu import metric_writers  # Imports TensorFlow: only here.
+  def __init__(
+    self,
+    workdir: epath.Path,
+    completed_epochs: int,
+    lead: bool,
+    tensorboard: bool = True,
+  ):
+    self._scalars = self._metrics = self._timing = None
+    if tensorboard:
+      from clu import metric_writers  # Imports TensorFlow: only here.
 
-    self._scalars = metric_writers.create_default_writer(
-      str(workdir), just_logging=not lead
-    )
-    self._metrics = self._timing = None
+      self._scalars = metric_writers.create_default_writer(
+        str(workdir), just_logging=not lead
+      )
     if lead:
       self._metrics = _JsonLines(workdir / METRICS, completed_epochs)
       self._timing = _JsonLines(workdir / TIMING, completed_epochs)
-
-  @property
-  def scalars(self):
-    """The CLU writer (for progress reports)."""
-    return self._scalars
 
   def carried(self, key: str) -> float:
     """`key`'s cumulated seconds in the epochs kept from earlier sessions."""
@@ -250,11 +252,13 @@ class EpochWriter:
 
   def write(self, step: int, row: dict, timing: dict):
     """Appends `row`; lists (the histogram) go to metrics.jsonl only."""
-    scalars = {k: v for k, v in row.items() if not isinstance(v, list)}
-    self._scalars.write_scalars(step, scalars)
+    if self._scalars is not None:
+      scalars = {k: v for k, v in row.items() if not isinstance(v, list)}
+      self._scalars.write_scalars(step, scalars)
     if self._metrics is not None:
       self._metrics.append(row)
       self._timing.append({'epoch': row['epoch'], 'step': step, **timing})
 
   def flush(self):
-    self._scalars.flush()
+    if self._scalars is not None:
+      self._scalars.flush()
