@@ -12,7 +12,7 @@ experiments/configs/default.py.
 Each (backbone, kind) runs in a fresh child process, so its peak RSS is its
 own. The child imports no TFDS/TensorFlow (the input pipeline does: +~570 MB
 RSS): `contract.build_run` builds a run from a dataset description alone.
-Columns and ratios: benchmarks/README.md.
+Columns and ratios: benchmarks/README.md; the tables: step_tables.py.
 
 Memory: XLA's compiled memory analysis of each step (temporaries, arguments,
 outputs, aliased = donated bytes; what a device allocator would need,
@@ -44,6 +44,7 @@ import time
 
 import jax
 import numpy as np
+import step_tables
 from absl import app, flags
 
 from experiments import allocator
@@ -62,15 +63,8 @@ BACKBONES = {  # name: (image channels, primary classes, psi[c], head hidden)
 }
 # Every estimator; implicit_cg: implicit with the CG solver (both K = 3).
 METHODS = (*meta_grad.ESTIMATORS, 'implicit_cg')
-META_EVERY = (1, 5, 25)  # θ2 every k θ1 steps (interleaved), amortised.
 KINDS = ('single', 'theta1', *(f'{g}_{m}' for g in ('meta', 'interleaved')
                                for m in METHODS))  # fmt: skip
-# Our kind -> the peer's kind it is compared with.
-PEER_KINDS = {'single': 'single', 'theta1': 'theta1', 'meta_unrolled': 'meta2',
-              'meta_structured': 'meta2', 'meta_first_order': 'fd'}  # fmt: skip
-TARGETS = {'meta': 3.0, 'paper': 4.5, 'interleaved': 3.2}  # x single.
-TARGET_BACKBONES = ('convnet4', 'vgg16')  # The issue's ratio targets.
-MAX_COMPILE_S, PEER_META_SPEEDUP = 30.0, 1.2
 RESULT = 'RESULT '
 
 _BACKBONES = flags.DEFINE_list('backbones', None, f'Of {list(BACKBONES)}.')
@@ -308,9 +302,9 @@ def run_ours(jobs, steps_, warmup, quiet_wait):
       )
     note = results[-1].get('error', '')[-300:]
     wait = f' (waited {waited:.0f}s for quiet)' if waited > 1 else ''
+    name = step_tables.label(results[-1])
     print(
-      f'  {label(results[-1])} {kind}: {time.time() - start:.0f}s{wait} {note}',
-      flush=True,
+      f'  {name} {kind}: {time.time() - start:.0f}s{wait} {note}', flush=True
     )
   return results
 
@@ -323,7 +317,7 @@ def run_peer(backbones, steps_, warmup, quiet_wait):
     return []
   with tempfile.TemporaryDirectory() as tmp:
     path = os.path.join(tmp, 'peer.json')
-    kinds = ','.join(sorted(set(PEER_KINDS.values())))
+    kinds = ','.join(sorted(set(step_tables.PEER_KINDS.values())))
     cmd = [sys.executable, _PEER_SCRIPT.value, '--json', path, '--kinds']
     cmd += [kinds, '--backbones', ','.join(backbones), '--steps', str(steps_)]
     cmd += ['--warmup', str(warmup), '--batch', str(_BATCH.value)]
@@ -335,136 +329,6 @@ def run_peer(backbones, steps_, warmup, quiet_wait):
     subprocess.run(cmd + ['--quick'] * _QUICK.value, check=True, env=env)
     with open(path) as f:
       return json.load(f)['results']
-
-
-def _fmt(value, spec):
-  return '-' if value is None else format(value, spec)
-
-
-def label(result):
-  """'vgg16', or 'vgg16+blocks' with a remat setting other than none."""
-  remat = result.get('remat', 'none')
-  return result['backbone'] + ('' if remat == 'none' else f'+{remat}')
-
-
-def print_memory(results, peer):
-  """Markdown table: XLA's memory analysis, RSS, and the peer's RSS."""
-  peer_rss = {(r['backbone'], r['kind']): r.get('peak_rss_mb') for r in peer}
-  print("\nMemory (MB): XLA's buffer assignment and the process RSS\n")
-  print('| backbone | kind | XLA temp | XLA args | XLA out | XLA alias |'
-        ' XLA total | RSS compiled | peak RSS | device peak | peer RSS |'
-        ' XLA total / peer RSS | peak RSS / peer RSS |')  # fmt: skip
-  print('|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|')
-  for r in results:
-    if 'error' in r:
-      continue
-    p = peer_rss.get((r['backbone'], PEER_KINDS.get(r['kind'])))
-    total, rss = r.get('xla_total_mb'), r.get('peak_rss_mb')
-    cells = [r.get(f'xla_{n}_mb') for n in ('temp', 'argument', 'output')]
-    cells += [r.get('xla_alias_mb'), total, r.get('rss_compiled_mb'), rss]
-    cells += [r.get('device_peak_mb'), p]
-    print(
-      f'| {label(r)} | {r["kind"]} | '
-      + ' | '.join(_fmt(c, '.0f') for c in cells)
-      + f' | {_fmt(p and total and total / p, ".2f")}'
-      + f' | {_fmt(p and rss and rss / p, ".2f")} |'
-    )
-
-
-def print_table(results, title):
-  """Markdown table: ms per step, x single, GFLOP, compile s, peak RSS."""
-  ms = {(label(r), r['kind']): r.get('median_ms') for r in results}
-  print(f'\n{title}\n')
-  print('| backbone | kind | median ms | min ms | max ms | x single | GFLOP |'
-        ' compile s | peak RSS MB | other_cpu |')  # fmt: skip
-  print('|---|---|--:|--:|--:|--:|--:|--:|--:|--:|')
-  for r in results:
-    if 'error' in r:
-      print(f'| {label(r)} | {r["kind"]} | ERROR {r["error"][-80:]!r} |')
-      continue
-    if r.get('median_ms') is None:  # --memory_only: compiled, not run.
-      continue
-    single = ms.get((label(r), 'single'))
-    print(
-      f'| {label(r)} | {r["kind"]} | {r["median_ms"]:.1f} | '
-      f'{r["min_ms"]:.1f} | {r["max_ms"]:.1f} | '
-      f'{_fmt(single and r["median_ms"] / single, ".2f")} | '
-      f'{_fmt(r.get("gflop"), ".1f")} | '
-      f'{_fmt(r.get("compile_s"), ".1f")} | {r["peak_rss_mb"]:.0f} | '
-      f'{_fmt(r.get("other_cpu"), ".2f")} |'
-    )
-
-
-def print_ratios(results, peer):
-  """Ratio lines per backbone (of medians), each with its target verdict."""
-  ms = {(label(r), r['kind']): r['median_ms'] for r in results if 'n' in r}
-  pms = {(r['backbone'], r['kind']): r['median_ms'] for r in peer if 'n' in r}
-  print()
-  for bb in dict.fromkeys(label(r) for r in results):
-    t = {k: v for (b, k), v in ms.items() if b == bb}
-    base = bb.split('+')[0]
-
-    def line(name, limit, pairs, at_most=True, bb=bb, base=base):
-      parts = []
-      for key, value in pairs:
-        ok = value <= limit if at_most else value >= limit
-        target = base in TARGET_BACKBONES
-        verdict = (' ok' if ok else ' MISS') if target else ''
-        parts.append(f'{key} {value:.2f}x{verdict}')
-      if parts:
-        sign = '<=' if at_most else '>='
-        print(f'{bb} {name} (target {sign} {limit}): {", ".join(parts)}')
-
-    one = t.get('single')
-    meta = {m: t[f'meta_{m}'] for m in METHODS if f'meta_{m}' in t}
-    inter = {
-      m: t[f'interleaved_{m}'] for m in METHODS if f'interleaved_{m}' in t
-    }
-    if one:
-      line(
-        'meta/single', TARGETS['meta'], [(m, v / one) for m, v in meta.items()]
-      )
-      if 'theta1' in t:
-        paper = [(m, (t['theta1'] + v) / one) for m, v in meta.items()]
-        line('paper epoch/single', TARGETS['paper'], paper)
-      line(
-        'interleaved epoch/single',
-        TARGETS['interleaved'],
-        [(m, v / one) for m, v in inter.items()],
-      )
-      if 'theta1' in t:  # θ2 every k θ1 steps: (k-1) θ1 steps + 1 both.
-        for m, v in inter.items():
-          amortised = [
-            (f'k={k}', ((k - 1) * t['theta1'] + v) / (k * one))
-            for k in META_EVERY
-          ]
-          print(
-            f'{bb} {m} every k, epoch/single: '
-            + ', '.join(f'{key} {value:.2f}x' for key, value in amortised)
-          )
-    p = {
-      k: pms[base, v]
-      for k, v in PEER_KINDS.items()
-      if (base, v) in pms and k in t
-    }
-    line(
-      'ours/peer',
-      1.0,
-      [(f'{k}/{PEER_KINDS[k]}', t[k] / v) for k, v in p.items()],
-    )
-    fast = [(k, v / t[k]) for k, v in p.items() if PEER_KINDS[k] == 'meta2']
-    line('peer meta2 / our meta', PEER_META_SPEEDUP, fast, at_most=False)
-  done = [r for r in results if 'compile_s' in r]
-  if done:
-    worst = max(done, key=lambda r: r['compile_s'])
-    print(
-      f'compile (target <= {MAX_COMPILE_S:.0f} s per step function): max '
-      f'{worst["compile_s"]:.1f} s ({worst["backbone"]} {worst["kind"]})'
-      + (' ok' if worst['compile_s'] <= MAX_COMPILE_S else ' MISS')
-    )
-  others = [r['other_cpu'] for r in results + peer if 'other_cpu' in r]
-  if others and max(others) > 0.05:
-    print(f'WARNING: other_cpu up to {max(others):.2f}: machine busy; rerun.')
 
 
 def main(argv):
@@ -505,11 +369,13 @@ def main(argv):
   ]
   results = run_ours(jobs, steps_, warmup, quiet_wait)
   peer = run_peer(backbones, steps_, warmup, quiet_wait) if _PEER.value else []
-  print_table(results, f'maxl_jax (jax {jax.__version__})')
+  step_tables.print_table(results, f'maxl_jax (jax {jax.__version__})')
   if peer:
-    print_table(peer, 'PyTorch peer (torch, same machine, same sitting)')
-  print_memory(results, peer)
-  print_ratios(results, peer)
+    step_tables.print_table(
+      peer, 'PyTorch peer (torch, same machine, same sitting)'
+    )
+  step_tables.print_memory(results, peer)
+  step_tables.print_ratios(results, peer, METHODS)
   if _JSON.value:
     with open(_JSON.value, 'w') as f:
       allocators = {'ours': allocator.active(), 'peer': _PEER_ALLOC.value}

@@ -76,17 +76,9 @@ class MetaOutput(NamedTuple):
   entropy_grads: Any = None
 
 
-def _meta_output(
-  labels,
-  new_model_state2,
-  lookahead_out,
-  loss_after,
-  entropy,
-  lam,
-  entropy_grads,
-):
-  """Assembles a MetaOutput from the pieces every estimator computes."""
-  _, grads1, new_model_state1, metrics = lookahead_out
+def _meta_output(labels, new_model_state2, ahead, loss_after, entropy, lam, e):
+  """A MetaOutput from the pieces every estimator computes (`e`: λ∇θ2 H)."""
+  _, grads1, new_model_state1, metrics = ahead
   return MetaOutput(
     meta_loss=loss_after + lam * entropy,
     loss_pri_before=metrics['loss_pri'],
@@ -98,20 +90,14 @@ def _meta_output(
     aux_probs=labels.probs,
     train_metrics=metrics,
     aux_weights=labels.weights,
-    entropy_grads=entropy_grads,
+    entropy_grads=e,
   )
 
 
 def _meta_objective(
-  theta2,
-  problem,
-  theta1,
-  model_state1,
-  model_state2,
-  batch,
-  alpha,
+  problem, theta1, model_state1, theta2, model_state2, batch, alpha,
   meta_batch=None,
-):
+):  # fmt: skip
   """`J(θ2)` with the lookahead inside; returns (J, MetaOutput)."""
   meta_batch = batch if meta_batch is None else meta_batch
   labels, new_model_state2 = generated_labels(
@@ -127,52 +113,25 @@ def _meta_objective(
 
 
 def meta_objective(
-  problem,
-  theta1,
-  model_state1,
-  theta2,
-  model_state2,
-  batch,
-  alpha,
+  problem, theta1, model_state1, theta2, model_state2, batch, alpha,
   meta_batch=None,
-):
+):  # fmt: skip
   """`J(θ2)` as a scalar (for finite-difference checks and logging)."""
-  meta_loss, _ = _meta_objective(
-    theta2,
-    problem,
-    theta1,
-    model_state1,
-    model_state2,
-    batch,
-    alpha,
-    meta_batch,
-  )
-  return meta_loss
+  args = (problem, theta1, model_state1, theta2, model_state2, batch, alpha)
+  return _meta_objective(*args, meta_batch)[0]
 
 
 def unrolled(
-  problem,
-  theta1,
-  model_state1,
-  theta2,
-  model_state2,
-  batch,
-  alpha,
+  problem, theta1, model_state1, theta2, model_state2, batch, alpha,
   meta_batch=None,
-):
+):  # fmt: skip
   """(a) `jax.grad` through the lookahead's own `jax.grad`: the reference.
 
   λ∇θ2 H (`MetaOutput.entropy_grads`) is differentiated on its own.
   """
-  grads2, out = jax.grad(_meta_objective, has_aux=True)(
-    theta2,
-    problem,
-    theta1,
-    model_state1,
-    model_state2,
-    batch,
-    alpha,
-    meta_batch,
+  args = (problem, theta1, model_state1, theta2, model_state2, batch, alpha)
+  grads2, out = jax.grad(_meta_objective, argnums=3, has_aux=True)(
+    *args, meta_batch
   )
   return grads2, out._replace(
     entropy_grads=entropy_gradient(problem, theta2, model_state2, batch)
@@ -192,14 +151,9 @@ def entropy_gradient(problem, theta2, model_state2, batch):
 def meta_primary_loss(problem, theta1, model_state1, meta_batch):
   """The meta objective's `L_pri(θ1⁺)`: focal with `problem.meta_gamma`
   (None: `problem.gamma`, MAXL as published; 0: cross-entropy)."""
-  if problem.meta_gamma is None:
-    return primary_loss_at(problem, theta1, model_state1, meta_batch)
-  return primary_loss_at(
-    dataclasses.replace(problem, gamma=problem.meta_gamma),
-    theta1,
-    model_state1,
-    meta_batch,
-  )
+  if problem.meta_gamma is not None:
+    problem = dataclasses.replace(problem, gamma=problem.meta_gamma)
+  return primary_loss_at(problem, theta1, model_state1, meta_batch)
 
 
 def _labels_with_vjp(problem, theta2, model_state2, batch):
@@ -222,8 +176,9 @@ def _labels_with_vjp(problem, theta2, model_state2, batch):
 
 
 def _labels_and_outer(
-  problem, theta1, model_state1, theta2, model_state2, batch, alpha, meta_batch
-):
+  problem, theta1, model_state1, theta2, model_state2, batch, alpha,
+  meta_batch,
+):  # fmt: skip
   """Shared part of the non-unrolled estimators.
 
   Computes g with its VJP, the lookahead, `v = ∇θ1 L_pri(θ1⁺; meta_batch)`
@@ -237,20 +192,18 @@ def _labels_and_outer(
   loss_after, v = jax.value_and_grad(meta_primary_loss, argnums=1)(
     problem, ahead[0], model_state1, meta_batch
   )
-  entropy, entropy_grad = jax.value_and_grad(losses.entropy_regularizer)(
-    labels.probs
-  )
-  entropy_cot = problem.lam * entropy_grad
+  entropy, entropy_cot = _entropy_and_cotangent(problem, labels)
+  e = _entropy_part(g_vjp, entropy_cot)  # λ∇θ2 H.
   out = _meta_output(
-    labels,
-    new_model_state2,
-    ahead,
-    loss_after,
-    entropy,
-    problem.lam,
-    _entropy_part(g_vjp, entropy_cot),
+    labels, new_model_state2, ahead, loss_after, entropy, problem.lam, e
   )
   return g_vjp, v, entropy_cot, out
+
+
+def _entropy_and_cotangent(problem, labels):
+  """(H, λ∂H/∂g): the entropy of the labels and its cotangent, [N, K]."""
+  entropy, grad = jax.value_and_grad(losses.entropy_regularizer)(labels.probs)
+  return entropy, problem.lam * grad
 
 
 def _entropy_part(g_vjp, entropy_cot):
@@ -259,54 +212,37 @@ def _entropy_part(g_vjp, entropy_cot):
   return grads2
 
 
-def _mixed_grad(
-  problem, theta1, model_state1, batch, g_vjp, w, scale, entropy_cot
-):
+def _mixed_grad(problem, theta1, model_state1, batch, g_vjp, w, scale, cot):
   """`-scale ∇θ2 ⟨w, ∇θ1 L_aux(θ1, θ2)⟩` plus λ∇H, without a Hessian.
 
   The focal loss is linear in its target, so `⟨w, ∇θ1 L_aux⟩ =
   (1/N) Σ_nk t_nk(θ2) C_nk` with `C = JVP_θ1(ℓ_nk, w)` [N, K]: one
   forward-mode pass through the multi-task network and one VJP of g, with
-  `-(scale/N) C` for the targets t and `entropy_cot` (λ∇H with respect to
-  the labels, [N, K]) for the probabilities.
+  `-(scale/N) C` for the targets t and `cot` (λ∇H with respect to the
+  labels, [N, K]) for the probabilities.
   """
-  _, c = jax.jvp(
-    lambda t1: aux_focal_terms(problem, t1, model_state1, batch),
-    (theta1,),
-    (w,),
-  )
+
+  def focal(t1):
+    return aux_focal_terms(problem, t1, model_state1, batch)
+
+  _, c = jax.jvp(focal, (theta1,), (w,))
   n = c.shape[0]
-  dtype = entropy_cot.dtype  # g's output dtype.
-  (grads2,) = g_vjp((entropy_cot, (-(scale / n) * c).astype(dtype)))
+  (grads2,) = g_vjp((cot, (-(scale / n) * c).astype(cot.dtype)))  # g's dtype.
   return grads2
 
 
 def structured(
-  problem,
-  theta1,
-  model_state1,
-  theta2,
-  model_state2,
-  batch,
-  alpha,
+  problem, theta1, model_state1, theta2, model_state2, batch, alpha,
   meta_batch=None,
-):
+):  # fmt: skip
   """(b) Exact, without a second-order graph (DESIGN §2b).
 
   `∇θ2 L_pri(θ1⁺) = -(α/N) VJP_θ2(g, C)` with `C = JVP_θ1(ℓ_nk, v)`: the
   focal loss is linear in its target, so only one forward-mode pass through
   the multi-task network is needed.
   """
-  g_vjp, v, entropy_cot, out = _labels_and_outer(
-    problem,
-    theta1,
-    model_state1,
-    theta2,
-    model_state2,
-    batch,
-    alpha,
-    meta_batch,
-  )
+  args = (problem, theta1, model_state1, theta2, model_state2, batch, alpha)
+  g_vjp, v, entropy_cot, out = _labels_and_outer(*args, meta_batch)
   grads2 = _mixed_grad(
     problem, theta1, model_state1, batch, g_vjp, v, alpha, entropy_cot
   )
@@ -314,44 +250,25 @@ def structured(
 
 
 def first_order(
-  problem,
-  theta1,
-  model_state1,
-  theta2,
-  model_state2,
-  batch,
-  alpha,
+  problem, theta1, model_state1, theta2, model_state2, batch, alpha,
   meta_batch=None,
-):
+):  # fmt: skip
   """(c) The original's central finite difference along v (DESIGN §2c).
 
   `∇θ2 L_pri(θ1⁺) ≈ -α [∇θ2 L_train(θ1+εv) - ∇θ2 L_train(θ1-εv)] / (2ε)`
   with `ε = fd_eps / ‖v‖`; unlike the original it includes λ∇H. Only L_aux
   depends on θ2 and it is linear in g, so the two gradients share one VJP.
   """
-  g_vjp, v, entropy_cot, out = _labels_and_outer(
-    problem,
-    theta1,
-    model_state1,
-    theta2,
-    model_state2,
-    batch,
-    alpha,
-    meta_batch,
-  )
+  args = (problem, theta1, model_state1, theta2, model_state2, batch, alpha)
+  g_vjp, v, entropy_cot, out = _labels_and_outer(*args, meta_batch)
   eps = problem.fd_eps / (optax.global_norm(v) + 1e-30)
-  plus = aux_focal_terms(
-    problem,
-    jax.tree.map(lambda p, d: p + eps * d, theta1, v),
-    model_state1,
-    batch,
-  )
-  minus = aux_focal_terms(
-    problem,
-    jax.tree.map(lambda p, d: p - eps * d, theta1, v),
-    model_state1,
-    batch,
-  )
+
+  def focal_at(move):  # ℓ_nk at θ1 moved along v.
+    theta = jax.tree.map(move, theta1, v)
+    return aux_focal_terms(problem, theta, model_state1, batch)
+
+  plus = focal_at(lambda p, d: p + eps * d)
+  minus = focal_at(lambda p, d: p - eps * d)
   n = out.aux_probs.shape[0]
   targets_cot = -alpha * (plus - minus) / (2 * eps * n)
   # ε follows θ1's dtype; the cotangent must have g's output dtype (float32
@@ -366,17 +283,9 @@ AUXILEARN_INVERSE = inverse_hvp.InverseHvp()
 
 
 def implicit(
-  problem,
-  theta1,
-  model_state1,
-  theta2,
-  model_state2,
-  batch,
-  alpha,
-  meta_batch=None,
-  *,
-  inverse: inverse_hvp.InverseHvp = AUXILEARN_INVERSE,
-):
+  problem, theta1, model_state1, theta2, model_state2, batch, alpha,
+  meta_batch=None, *, inverse: inverse_hvp.InverseHvp = AUXILEARN_INVERSE,
+):  # fmt: skip
   """(d) AuxiLearn's implicit (IFT) hypergradient (DESIGN §2d).
 
   `∇θ2 L_A = -∇²θ2θ1 L_T · w` with `w = (H + δI)⁻¹ ∇θ1 L_A`, where
@@ -406,55 +315,33 @@ def implicit(
     theta1,
     has_aux=True,
   )
-  loss_held_out, g = jax.value_and_grad(meta_primary_loss, argnums=1)(
+  loss_a, g = jax.value_and_grad(meta_primary_loss, argnums=1)(  # L_A.
     problem, theta1, model_state1, meta_batch
   )
   w = inverse.solve(hvp_fn, g)
-  entropy, entropy_grad = jax.value_and_grad(losses.entropy_regularizer)(
-    labels.probs
-  )
-  entropy_cot = problem.lam * entropy_grad
+  entropy, entropy_cot = _entropy_and_cotangent(problem, labels)
   grads2 = _mixed_grad(
     problem, theta1, model_state1, batch, g_vjp, w, 1.0, entropy_cot
   )
   train_out = (theta1, grads1, new_model_state1, metrics)
+  e = _entropy_part(g_vjp, entropy_cot)  # λ∇θ2 H.
   out = _meta_output(
-    labels,
-    new_model_state2,
-    train_out,
-    loss_held_out,
-    entropy,
-    problem.lam,
-    _entropy_part(g_vjp, entropy_cot),
+    labels, new_model_state2, train_out, loss_a, entropy, problem.lam, e
   )
   return grads2, out
 
 
 def entropy_only(
-  problem,
-  theta1,
-  model_state1,
-  theta2,
-  model_state2,
-  batch,
-  alpha,
+  problem, theta1, model_state1, theta2, model_state2, batch, alpha,
   meta_batch=None,
-):
+):  # fmt: skip
   """The `entropy_only` control: θ2 follows λ∇θ2 H alone (no meta part).
 
   J and the lookahead are still computed, so that the control logs the same
   meta objective as MAXL (the one it does not optimise).
   """
-  _, _, _, out = _labels_and_outer(
-    problem,
-    theta1,
-    model_state1,
-    theta2,
-    model_state2,
-    batch,
-    alpha,
-    meta_batch,
-  )
+  args = (problem, theta1, model_state1, theta2, model_state2, batch, alpha)
+  out = _labels_and_outer(*args, meta_batch)[3]
   return out.entropy_grads, out
 
 
