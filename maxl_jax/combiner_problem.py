@@ -120,7 +120,7 @@ def combined_loss(problem: CombinerProblem, theta, phi, model_state, batch):
   )
   loss_pri, loss_aux = jnp.mean(primary), jnp.zeros(())
   if problem.combine is not None:
-    loss_aux = loss_combiner.combined_loss(problem.combine, phi, ell)
+    loss_aux = loss_combiner.combined_aux_loss(problem.combine, phi, ell)
   values = {
     'loss': loss_pri + loss_aux,
     'loss_pri': loss_pri,

@@ -129,7 +129,7 @@ def make_combiner(
   return init_fn, apply_fn
 
 
-def combined_loss(apply_fn, params, losses):
+def combined_aux_loss(apply_fn, params, losses):
   """`mean_n c(ℓ_n; φ)`, the auxiliary part of L_T; `losses` [N, T]."""
   return jnp.mean(apply_fn(params, losses))
 

@@ -42,7 +42,7 @@ def test_linear_is_a_weighted_sum_with_softplus_weights():
   ell = random_losses()
   np.testing.assert_allclose(apply(params, ell), ell @ weights, rtol=1e-6)
   np.testing.assert_allclose(
-    loss_combiner.combined_loss(apply, params, ell), jnp.mean(ell @ weights)
+    loss_combiner.combined_aux_loss(apply, params, ell), jnp.mean(ell @ weights)
   )
   for seed in (1, 2):  # The same weights whatever the losses.
     got = loss_combiner.task_weights(apply, params, random_losses(seed=seed))
@@ -79,8 +79,8 @@ def test_task_weights_are_mean_loss_derivatives():
     h = 1e-6
     for t in range(3):
       step = h * jax.nn.one_hot(t, 3, dtype=ell.dtype)
-      plus = loss_combiner.combined_loss(apply, params, ell + step)
-      minus = loss_combiner.combined_loss(apply, params, ell - step)
+      plus = loss_combiner.combined_aux_loss(apply, params, ell + step)
+      minus = loss_combiner.combined_aux_loss(apply, params, ell - step)
       np.testing.assert_allclose(got[t], (plus - minus) / (2 * h), rtol=1e-7)
 
 
@@ -125,7 +125,7 @@ def test_learns_to_down_weight_a_harmful_auxiliary(seed, solver):
     pred = x @ theta
     aux = (pred[:, None] - aux_y) ** 2  # [N, 2] per-example losses.
     main = jnp.mean((pred - y) ** 2)
-    return main + loss_combiner.combined_loss(apply, phi, aux)
+    return main + loss_combiner.combined_aux_loss(apply, phi, aux)
 
   def outer(theta):
     return jnp.mean((x_val @ theta - y_val) ** 2)

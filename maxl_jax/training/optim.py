@@ -4,10 +4,12 @@ import optax
 
 
 def lr_schedule(opt_config, steps_per_epoch: int) -> optax.Schedule:
-  """Step schedule: `lr * decay_factor ** floor(epoch / decay_every_epochs)`.
+  """The learning rate by step, `lr * decay_factor ** floor(epoch / d)` with
+  d = `decay_every_epochs`.
 
-  Steps count the updates of the optimiser that uses the schedule; each
-  network takes `steps_per_epoch` updates per epoch in both schedules.
+  Steps count the updates of the optimiser that uses it; each network takes
+  `steps_per_epoch` updates per epoch under both step kinds' schedules
+  (paper, interleaved).
   """
   return optax.exponential_decay(
     init_value=opt_config.lr,
@@ -23,10 +25,10 @@ OPTIMIZERS = ('sgd', 'adam')
 
 def make_optimizer(opt_config, steps_per_epoch: int):
   """SGD (or Adam, `opt_config.name`) with coupled weight decay (as
-  PyTorch's) and the step schedule."""
-  schedule = lr_schedule(opt_config, steps_per_epoch)
+  PyTorch's) and the learning rate of `lr_schedule`."""
+  lr = lr_schedule(opt_config, steps_per_epoch)
   if opt_config.get('name', 'sgd') == 'adam':
-    step = optax.adam(schedule)
+    step = optax.adam(lr)
   else:
-    step = optax.sgd(schedule, momentum=opt_config.momentum or None)
+    step = optax.sgd(lr, momentum=opt_config.momentum or None)
   return optax.chain(optax.add_decayed_weights(opt_config.weight_decay), step)

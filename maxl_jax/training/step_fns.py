@@ -4,7 +4,10 @@ The caller binds the keyword-only dependencies with `functools.partial` and
 applies `jax.jit` (with donation of `state`). Metrics are accumulated in
 `state.sums` on device, so a step returns nothing for the host to wait on.
 
-AuxiLearn's loss combiner (DESIGN §2e) has its own `combine_*` steps on
+`alpha_schedule` is α's schedule: θ1's learning rate at θ1 step t
+(`Run.lr_schedule`), not the step kinds' `schedule.Schedule`.
+
+AuxiLearn's loss combiner (DESIGN §2e) has its own `combiner_*` steps on
 the same `MaxlState`: θ1 is its multi-head network, θ2 the combiner φ.
 
 Every update step passes through the non-finite guard: a step whose losses
@@ -60,13 +63,15 @@ def _theta2_update(state, grads2, out, tx2, problem):
   )
 
 
-def _meta_gradient(state, batch, meta_batch, problem, estimator, schedule):
+def _meta_gradient(
+  state, batch, meta_batch, problem, estimator, alpha_schedule
+):
   """∇θ2 J at the state's θ1, θ2 with α = θ1's current learning rate
   (times `problem.lookahead_scale`: 1 as published).
 
   `meta_batch`: the held-out batch of the meta objective (None: `batch`).
   """
-  alpha = schedule(state.step1)
+  alpha = alpha_schedule(state.step1)
   if problem.lookahead_scale != 1:
     alpha = problem.lookahead_scale * alpha
   return estimator(
@@ -246,7 +251,7 @@ def cosine_step(state, batch, *, problem, label_source):
 # ------------------------------------------- AuxiLearn's loss combiner ---
 
 
-def _combine_theta1(state, batch, problem, tx1):
+def _combiner_theta1(state, batch, problem, tx1):
   """A θ1 update on L_T(θ1, φ): (new state, values, gradient norm)."""
   grads, (new_model_state1, values) = jax.grad(
     combiner_problem.combined_loss, 1, has_aux=True
@@ -257,7 +262,7 @@ def _combine_theta1(state, batch, problem, tx1):
 
 def combiner_primary_step(state, batch, *, problem, tx1, on_nonfinite):
   """One θ1 update on L_T(θ1, φ) (`combiner_problem.combined_loss`)."""
-  new, values, norm = _combine_theta1(state, batch, problem, tx1)
+  new, values, norm = _combiner_theta1(state, batch, problem, tx1)
   guarded = {
     'loss_pri': values['loss_pri'],
     'loss_aux': values['loss_aux'],
@@ -276,7 +281,7 @@ def combiner_interleaved_step(
   Both use the batch statistics; only the θ1 update writes BatchNorm's
   running averages.
   """
-  new, values, norm = _combine_theta1(state, batch, problem, tx1)
+  new, values, norm = _combiner_theta1(state, batch, problem, tx1)
 
   def inner(theta1, phi):
     loss, _ = combiner_problem.combined_loss(
