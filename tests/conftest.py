@@ -6,7 +6,6 @@ input pipeline), `entry_point` (the entry points in subprocesses).
 """
 
 import os
-import sys
 from unittest import mock
 
 os.environ.setdefault('CUDA_VISIBLE_DEVICES', '')
@@ -18,14 +17,10 @@ import pytest  # noqa: E402
 def _tfds_mock_needs_no_network():
   """`tfds.testing.mock_data` replaces downloads: skip the network probe.
 
-  Only where TFDS is imported (mock data needs it), so other tests do not
-  import TensorFlow; readers is imported here, so the probe is patched
-  whichever test imports it first. (Tests never download; the probe's own
-  tests patch it themselves.)
+  readers imports TensorFlow only on first use, so importing it here is
+  cheap and patches the probe whichever test imports readers first. (Tests
+  never download; the probe's own tests patch it themselves.)
   """
-  if 'tensorflow_datasets' not in sys.modules:
-    yield
-    return
   from maxl_jax.data import readers
 
   with mock.patch.object(readers, 'network_reachable', return_value=True):
