@@ -337,7 +337,7 @@ def test_xavier_init_zero_biases(small_net):
   'field, value, choices',
   [
     ('name', 'resnet50', 'convnet4, vgg16, resnet32'),
-    ('conv_impl', 'cudnn', 'xla, im2col, im2col_bf16, im2col_tiled, auto'),
+    ('conv_impl', 'cudnn', 'xla, im2col, im2col_bf16, im2col_tiled, mixed'),
     ('compute_dtype', 'float16', 'float32, bfloat16'),
   ],
 )
