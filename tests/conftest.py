@@ -38,3 +38,36 @@ def no_gcs():
 
   with tfds.testing.disable_gcs_access():
     yield
+
+
+@pytest.fixture(scope='module')
+def fast_compiles():
+  """XLA with most optimisations off, for a module of tiny programs, where
+  they cost more compile time than they save (values agree to rounding):
+  `pytestmark = pytest.mark.usefixtures('fast_compiles')`."""
+  import jax
+
+  before = jax.config.values['jax_disable_most_optimizations']
+  jax.config.update('jax_disable_most_optimizations', True)
+  yield
+  jax.config.update('jax_disable_most_optimizations', before)
+
+
+@pytest.fixture(scope='session')
+def finished_smoke_run(tmp_path_factory):
+  """(workdir, result) of one finished smoke run (`configs/smoke.py`, MAXL,
+  in process), shared by the tests that only read it (test_restore,
+  test_loop)."""
+  import jax
+
+  from experiments.configs import smoke
+  from maxl_jax.training import loop
+
+  before = jax.config.values['jax_disable_most_optimizations']
+  jax.config.update('jax_disable_most_optimizations', True)  # Tiny: faster.
+  try:
+    workdir = tmp_path_factory.mktemp('smoke') / 'run'
+    result = loop.train_and_evaluate(smoke.get_config(), str(workdir))
+  finally:
+    jax.config.update('jax_disable_most_optimizations', before)
+  return workdir, result

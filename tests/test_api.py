@@ -27,13 +27,8 @@ SHAPE = (5, 5, 2)
 LR1, LR2 = 0.1, 0.05
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _fast_compiles():
-  """Tiny problems: XLA's optimisations cost more than they save."""
-  before = jax.config.values['jax_disable_most_optimizations']
-  jax.config.update('jax_disable_most_optimizations', True)
-  yield
-  jax.config.update('jax_disable_most_optimizations', before)
+# Tiny problems: XLA's optimisations cost more than they save (conftest.py).
+pytestmark = pytest.mark.usefixtures('fast_compiles')
 
 
 def _nets():

@@ -9,7 +9,6 @@ import importlib.util
 import pathlib
 import sys
 
-import jax
 import pytest
 
 EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / 'examples'
@@ -21,13 +20,8 @@ TINY = {
 }
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _fast_compiles():
-  """Tiny runs: XLA's optimisations cost more than they save."""
-  before = jax.config.values['jax_disable_most_optimizations']
-  jax.config.update('jax_disable_most_optimizations', True)
-  yield
-  jax.config.update('jax_disable_most_optimizations', before)
+# Tiny runs: XLA's optimisations cost more than they save (conftest.py).
+pytestmark = pytest.mark.usefixtures('fast_compiles')
 
 
 def _load(name):

@@ -8,9 +8,13 @@ import json
 
 import jax
 import numpy as np
+import pytest
 
 from experiments.configs import smoke
 from maxl_jax.training import loop, restore
+
+# Tiny runs: the checks are on the loop's rows and states (conftest.py).
+pytestmark = pytest.mark.usefixtures('fast_compiles')
 
 
 def test_implicit_every_k_steps_trains_with_a_held_out_split(tmp_path):
@@ -19,11 +23,7 @@ def test_implicit_every_k_steps_trains_with_a_held_out_split(tmp_path):
   config.maxl.update(meta_grad='implicit', schedule='interleaved', meta_every=2)
   config.data.meta_fraction = 0.2
   config.train.epochs, config.train.steps_per_epoch = 1, 4
-  jax.config.update('jax_disable_most_optimizations', True)
-  try:
-    result = loop.train_and_evaluate(config, str(tmp_path))
-  finally:
-    jax.config.update('jax_disable_most_optimizations', False)
+  result = loop.train_and_evaluate(config, str(tmp_path))
   assert result['steps'] == 4
   _, row = [json.loads(x) for x in (tmp_path / 'metrics.jsonl').open()]
   assert row['nonfinite_steps'] == 0 and np.isfinite(row['meta/meta_loss'])
@@ -49,10 +49,14 @@ def _smoke_run(tmp_path, method, **config_updates):
   return result, _rows(tmp_path)
 
 
-def test_every_run_starts_with_an_evaluation_at_step_0(tmp_path):
-  """Row 0 scores the initial networks: f at chance, g's labels undrifted."""
-  result, rows = _smoke_run(tmp_path, 'maxl')
-  first, last = rows
+def test_every_run_starts_with_an_evaluation_at_step_0(finished_smoke_run):
+  """Row 0 scores the initial networks: f at chance, g's labels undrifted.
+
+  (On conftest's shared MAXL smoke run: 2 epochs, so 3 rows.)
+  """
+  workdir, result = finished_smoke_run
+  rows = _rows(workdir)
+  first, last = rows[0], rows[-1]
   assert (first['epoch'], first['step']) == (0, 0)
   assert first['test/label_drift'] == 0.0
   assert not any(k.startswith(('train/', 'meta/')) for k in first)

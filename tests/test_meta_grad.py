@@ -24,6 +24,8 @@ from maxl_jax.problem import (
 )
 from maxl_jax.training import metrics
 
+pytestmark = pytest.mark.usefixtures('fast_compiles')  # conftest.py.
+
 
 def held_out_batch(batch, n, num_primary, seed=100):
   """A batch like `batch` with n other examples (a held-out meta batch)."""

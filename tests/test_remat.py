@@ -15,6 +15,8 @@ from maxl_jax.errors import UsageError
 from maxl_jax.networks import layers, models, trunks
 from maxl_jax.problem import MaxlProblem
 
+pytestmark = pytest.mark.usefixtures('fast_compiles')  # conftest.py.
+
 # Small trunks of each architecture: (trunk class, its kwargs, image shape).
 SMALL = {
   'convnet4': (trunks.ConvNet4, {'widths': (2, 3, 3, 2)}, (16, 16, 1)),

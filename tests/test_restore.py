@@ -1,7 +1,8 @@
 """Restoring a run from its workdir: no data, nothing retrained, read-only.
 
-One tiny MAXL run (`configs/smoke.py`) is trained in process; the tests
-rebuild it from `config.json`, `dataset.json` and its checkpoints.
+One tiny MAXL run (`configs/smoke.py`, conftest's `finished_smoke_run`) is
+trained in process; the tests rebuild it from `config.json`, `dataset.json`
+and its checkpoints.
 """
 
 import json
@@ -9,25 +10,17 @@ import re
 import shutil
 
 import entry_point as ep
-import jax
 import numpy as np
 import pytest
 
-from experiments.configs import smoke
 from maxl_jax.errors import UsageError
-from maxl_jax.training import evaluation, loop, restore
+from maxl_jax.training import evaluation, restore
 
 
-@pytest.fixture(scope='module')
-def finished(tmp_path_factory):
-  """(workdir, result) of a finished smoke run."""
-  jax.config.update('jax_disable_most_optimizations', True)
-  try:
-    workdir = tmp_path_factory.mktemp('restore') / 'run'
-    result = loop.train_and_evaluate(smoke.get_config(), str(workdir))
-  finally:
-    jax.config.update('jax_disable_most_optimizations', False)
-  return workdir, result
+@pytest.fixture
+def finished(finished_smoke_run):
+  """(workdir, result) of a finished smoke run (conftest.py)."""
+  return finished_smoke_run
 
 
 def test_restore_gives_the_final_state(finished):

@@ -4,9 +4,9 @@ COMMAND:
   python -m experiments.run --config=experiments/configs/smoke.py \
     --workdir=/tmp/maxl_smoke
 
-2 epochs of 3 θ1 + 3 θ2 steps (batch 16, heads of 32 units), a checkpoint
-every 2 steps: the entry-point, resume and analysis tests run it. It
-checks the machinery, not the method.
+2 epochs of 3 θ1 + 3 θ2 steps (batch 16, a ConvNet-4 of widths 8-16-16-32,
+heads of 32 units), a checkpoint every 2 steps: the entry-point, resume and
+analysis tests run it. It checks the machinery, not the method.
 """
 
 from experiments.configs import quickstart
@@ -18,6 +18,7 @@ def get_config():
   config.compare_methods = ''
   config.method = 'maxl'
   config.data.batch_size = 16
+  config.model.widths = (8, 16, 16, 32)  # A small trunk: quick steps.
   config.model.head_hidden = 32
   config.train.epochs = 2
   config.train.steps_per_epoch = 3
