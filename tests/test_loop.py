@@ -68,9 +68,11 @@ def test_every_run_starts_with_an_evaluation_at_step_0(finished_smoke_run):
 
 
 def test_frozen_generator_never_moves(tmp_path):
-  """`frozen`: g's labels train f, θ2 stays at its initialisation."""
+  """`frozen`: g's labels train f, θ2 stays at its initialisation while its
+  BatchNorm statistics refresh in θ2 steps, as MAXL's do."""
   result, rows = _smoke_run(tmp_path, 'frozen')
   assert rows[-1]['test/label_drift'] == 0.0
+  assert rows[-1]['test/param_drift'] == 0.0
   assert rows[-1]['train/loss_aux'] > 0  # g's labels do train f.
   restored = restore.restore_run(str(tmp_path))
   initial = restored.run.init_state(restored.state.label_state)
@@ -78,7 +80,29 @@ def test_frozen_generator_never_moves(tmp_path):
     lambda a, b: bool(np.array_equal(a, b)), restored.state.theta2,
     initial.theta2,
   )  # fmt: skip
-  assert all(jax.tree.leaves(same)) and int(restored.state.step2) == 0
+  assert all(jax.tree.leaves(same)) and int(restored.state.step2) == 3
+  moved = jax.tree.map(
+    lambda a, b: not np.array_equal(a, b), restored.state.model_state2,
+    initial.model_state2,
+  )  # fmt: skip
+  assert all(jax.tree.leaves(moved))
+
+
+def test_frozen_scores_the_labels_of_maxl_at_learning_rate_0(tmp_path):
+  """The statistics-matched null: `frozen` and MAXL whose θ2 steps have
+  learning rate 0 train f on the same labels and score the same labels
+  (both refresh g's BatchNorm statistics in their θ2 steps)."""
+  parity = {'data.hierarchy': 'parity'}  # Hidden fine labels: NMI.
+  frozen, frozen_rows = _smoke_run(tmp_path / 'frozen', 'frozen', **parity)
+  still, still_rows = _smoke_run(
+    tmp_path / 'lr0', 'maxl', **parity, **{'label_opt.lr': 0.0}
+  )
+  assert frozen['params_sha256'] == still['params_sha256']
+  keys = ('test/accuracy', 'test/aux_information', 'test/aux_recovery_nmi',
+          'test/label_drift', 'test/param_drift')  # fmt: skip
+  for a, b in zip(frozen_rows, still_rows, strict=True):
+    np.testing.assert_allclose([a[k] for k in keys], [b[k] for k in keys])
+  assert still_rows[-1]['test/label_drift'] == 0.0
 
 
 def test_entropy_only_has_no_meta_part(tmp_path):

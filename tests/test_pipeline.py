@@ -61,6 +61,34 @@ def test_low_data_options_through_get_datasets():
   assert abs(info.num_train - 1437 / 2) <= 10
 
 
+def test_balance_fine_gives_every_pair_the_same_count():
+  """digit_pairs at 10%: 10 images of each of the 25 pairs (auto = fine);
+  balanced by parity alone the pairs' counts vary with the seed."""
+  pairs = {'hierarchy': 'parity', 'train_fraction': 0.1, 'batch_size': 50}
+  for seed in (0, 1):
+    train, _, _ = load(make_config('digit_pairs', **pairs), seed=seed)
+    np.testing.assert_array_equal(np.bincount(train.fine_labels), [10] * 25)
+    held = pipeline.get_datasets(
+      make_config(
+        'digit_pairs', **pairs, meta_fraction=0.1, meta_batch_size=25
+      ),
+      seed=seed,
+      device_count=1,
+    )
+    np.testing.assert_array_equal(np.bincount(held.train.fine_labels), [9] * 25)
+    np.testing.assert_array_equal(np.bincount(held.meta.fine_labels), [1] * 25)
+  coarse, _, _ = load(make_config('digit_pairs', **pairs, balance='primary'))
+  assert len(set(np.bincount(coarse.fine_labels, minlength=25))) > 1
+  np.testing.assert_array_equal(np.bincount(coarse.labels), [130, 120])
+
+
+def test_balance_errors_say_what_to_set():
+  with pytest.raises(UsageError, match='data.balance = .nope.'):
+    load(make_config(balance='nope', train_fraction=0.5))
+  with pytest.raises(UsageError, match='--config.data.hierarchy'):
+    load(make_config(balance='fine', train_fraction=0.5))
+
+
 # -------------------------------------------------------------- Iterator ---
 
 

@@ -39,6 +39,11 @@ def get_config():
   config.data.train_fraction = 1.0
   # Low-data setting: N images per class (0 = all).
   config.data.per_class = 0
+  # The classes that train_fraction / per_class and meta_fraction keep in
+  # proportion: primary | fine (the hidden fine classes of data.hierarchy,
+  # so that each gets the same count) | auto (fine for digit_pairs, the
+  # positive control; primary otherwise).
+  config.data.balance = 'auto'
   # Class-balanced fraction of the training set held out for the meta
   # objective's primary loss (AuxiLearn's auxiliary set); 0 = MAXL as
   # published (meta loss on the training batch). implicit needs it > 0.

@@ -22,6 +22,7 @@ from experiments.figures.curves import (
 from experiments.figures.finished import Group, series
 
 SHARE, DRIFT = 'meta/meta_share', 'test/label_drift'
+PARAM_DRIFT = 'test/param_drift'
 META_NORM, ENTROPY_NORM = 'meta/grad_meta_norm', 'meta/grad_entropy_norm'
 LOSS_AFTER = 'meta/loss_after'
 PANELS = (
@@ -65,6 +66,7 @@ def signal_rows(groups: list[Group]) -> list[dict]:
     row = {'label': group.label, 'n': len(group.runs)}
     for name, values in (
       ('drift', [_last(r, DRIFT) for r in group.runs]),
+      ('param_drift', [_last(r, PARAM_DRIFT) for r in group.runs]),
       ('share', [_run_mean(r, SHARE) for r in group.runs]),
       ('ratio', ratios),
       ('loss_after', [_last(r, LOSS_AFTER) for r in group.runs]),
@@ -88,14 +90,16 @@ def signal_markdown(groups: list[Group]) -> str:
   if not rows:
     return ''
   lines = [
-    '| Group | n | Label drift (final) | Meta share (mean) '
-    '| ‖meta‖ / ‖entropy‖ (mean) | L_pri(θ1⁺) (last epoch) |',
-    '|---|---:|---:|---:|---:|---:|',
+    '| Group | n | Label drift (final) | ‖θ2 − θ2⁰‖ / ‖θ2⁰‖ (final) '
+    '| Meta share (mean) | ‖meta‖ / ‖entropy‖ (mean) '
+    '| L_pri(θ1⁺) (last epoch) |',
+    '|---|---:|---:|---:|---:|---:|---:|',
   ]
   for row in rows:
     lines.append(
       f'| {row["label"]} | {row["n"]} | {_cell(row, "drift")} '
-      f'| {_cell(row, "share")} | {_cell(row, "ratio")} '
+      f'| {_cell(row, "param_drift")} | {_cell(row, "share")} '
+      f'| {_cell(row, "ratio")} '
       f'| {_cell(row, "loss_after", 4)} |'
     )
   return '\n'.join(lines)
@@ -103,8 +107,10 @@ def signal_markdown(groups: list[Group]) -> str:
 
 SIGNAL_NOTE = (
   "What trains g. Label drift: mean total variation between g's labels of "
-  'the first log.drift_images test images at the end and at step 0 (0: '
-  'where the initialisation put them). Meta share: ‖meta‖ / (‖meta‖ + '
+  'the first log.drift_images test images under θ2 at the end and under '
+  "step 0's θ2⁰, both with the final BatchNorm statistics (0: where the "
+  'initialisation put them). ‖θ2 − θ2⁰‖ / ‖θ2⁰‖: how far the parameters '
+  'moved. Meta share: ‖meta‖ / (‖meta‖ + '
   "‖entropy‖) of the two parts of the gradient given to θ2's optimiser "
   '(meta part ∇θ2 L_pri(θ1⁺), entropy part λ∇θ2 H; after maxl.balance), '
   'the mean over epochs of the epoch means; ‖meta‖ / ‖entropy‖ likewise. '

@@ -249,6 +249,37 @@ def label_maps(data_config, reader) -> groupings.LabelMaps:
   return groupings.LabelMaps(np.asarray(parents, np.int64), fine)
 
 
+# config.data.balance: the classes a low-data subset and the held-out split
+# keep in proportion. auto: fine for digit_pairs (the positive control,
+# whose pairs are its point), primary for every other dataset.
+BALANCES = ('auto', 'primary', 'fine')
+
+
+def balance_labels(data_config, maps: groupings.LabelMaps) -> np.ndarray:
+  """Stored label -> the class that subsets balance (config.data.balance).
+
+  Raises:
+    UsageError: an unknown value, or 'fine' without a label hierarchy.
+  """
+  # `.get`: the config.json of runs older than the field lacks it.
+  balance = data_config.get('balance', 'primary')
+  if balance not in BALANCES:
+    raise UsageError(
+      f'config.data.balance = {balance!r}; use one of {list(BALANCES)}.'
+    )
+  if balance == 'auto':
+    balance = 'fine' if data_config.name == 'digit_pairs' else 'primary'
+  if balance == 'primary':
+    return maps.primary_of
+  if maps.fine_of is None:
+    raise UsageError(
+      f"config.data.balance = 'fine' needs fine classes, and "
+      f'{data_config.name} has no label hierarchy as configured: set '
+      '--config.data.hierarchy, or --config.data.balance=primary.'
+    )
+  return maps.fine_of
+
+
 def eval_batch_size(size: int, device_count: int, process_count: int) -> int:
   """`size` rounded up to a multiple of the devices and hosts.
 
@@ -330,20 +361,18 @@ def get_datasets(
   maps = label_maps(data_config, reader)
   primary_of, fine_of = maps.primary_of, maps.fine_of
   fraction, per_class = data_config.train_fraction, data_config.per_class
+  balanced = balance_labels(data_config, maps)[reader.labels('train')]
   subset, held_out = None, None
   if fraction < 1 or per_class > 0:
     subset = subset_indices(
-      primary_of[reader.labels('train')],
-      train_fraction=fraction,
-      per_class=per_class,
-      seed=seed,
+      balanced, train_fraction=fraction, per_class=per_class, seed=seed
     )
   if data_config.meta_fraction > 0:
     pool = subset
     if pool is None:
       pool = np.arange(len(reader.labels('train')))
     kept, held = meta_split(
-      primary_of[reader.labels('train')[pool]],
+      balanced[pool],
       fraction=data_config.meta_fraction,
       seed=seed,
     )

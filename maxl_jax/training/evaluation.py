@@ -86,11 +86,27 @@ class DriftProbe(NamedTuple):
     return cls(fn, initial, list(itertools.islice(eval_data, count)))
 
   def measure(self, state, mesh) -> dict[str, float]:
-    """{'test/label_drift': mean total variation from step 0's labels}."""
+    """{'test/label_drift': mean total variation from step 0's labels
+    (both under the current statistics), 'test/param_drift':
+    ‖θ2 - θ2⁰‖ / ‖θ2⁰‖}."""
     totals = None
     for batch in self.batches:
       sums = self.fn((state, self.initial), global_batch(batch, mesh))
       totals = sums if totals is None else _accumulate(totals, sums)
     totals = to_host(totals)
     drift = float(totals['drift']) / max(float(totals['count']), 1.0)
-    return {'test/label_drift': drift}
+    return {
+      'test/label_drift': drift,
+      'test/param_drift': relative_distance(state.theta2, self.initial.theta2),
+    }
+
+
+def relative_distance(params, reference) -> float:
+  """‖params - reference‖ / ‖reference‖ over all leaves (float64 on host)."""
+  now, then = (
+    [np.asarray(x, np.float64) for x in jax.tree.leaves(to_host(t))]
+    for t in (params, reference)
+  )
+  diff = sum(np.sum(np.square(a - b)) for a, b in zip(now, then, strict=True))
+  norm = sum(np.sum(np.square(b)) for b in then)
+  return float(np.sqrt(diff / max(norm, 1e-300)))

@@ -48,7 +48,7 @@ def choices() -> dict:
 # result.json (DESIGN §6).
 LABEL_SCORE_KEYS = ('aux_information', 'aux_recovery_nmi', 'aux_recovery_ari')
 # How far g's labels moved from step 0 (runs with a generator, DESIGN §1-2).
-DRIFT = 'label_drift'
+DRIFT = ('label_drift', 'param_drift')
 
 
 def check_config(config):
@@ -169,7 +169,7 @@ class MaxlRun:
     §6), where `final` (the last evaluation) has it."""
     return {
       f'test_{k}': final[f'test/{k}']
-      for k in (*LABEL_SCORE_KEYS, DRIFT)
+      for k in (*LABEL_SCORE_KEYS, *DRIFT)
       if f'test/{k}' in final
     }
 
@@ -222,7 +222,9 @@ def build(config, info: DatasetInfo) -> MaxlRun:
   )
   f, g = _networks(config, info, source)
   estimator, grad_tx = _estimator(config)
-  learns = source.learns
+  # `frozen` takes MAXL's θ2 steps with a zero update: its g's statistics
+  # refresh as MAXL's do, its parameters never move (DESIGN §6).
+  steps2 = source.generates
   return MaxlRun(
     method=config.method,
     seed=config.seed,
@@ -232,24 +234,26 @@ def build(config, info: DatasetInfo) -> MaxlRun:
     problem=_problem(config, source, f, g),
     label_source=source,
     tx1=optim.make_optimizer(config.primary_opt, per_epoch),
-    tx2=_label_optimizer(config, per_epoch, grad_tx),
+    tx2=_label_optimizer(config, per_epoch, grad_tx)
+    if source.learns
+    else optax.set_to_zero(),
     lr_schedule=optim.lr_schedule(config.primary_opt, per_epoch),
     schedule=schedule.Schedule(
-      config.maxl.schedule if learns else 'single',
+      config.maxl.schedule if steps2 else 'single',
       per_epoch,
-      config.maxl.meta_every if learns else 1,
+      config.maxl.meta_every if steps2 else 1,
     ),
-    estimator=estimator if learns else None,
+    estimator=estimator if steps2 else None,
     on_nonfinite=config.train.on_nonfinite,
   )
 
 
 def _estimator(config):
   """(estimator, θ2 gradient transformation or None): config.maxl.meta_grad
-  with its settings (`meta_grad.from_config`); method entropy_only: its
-  own."""
+  with its settings (`meta_grad.from_config`); methods entropy_only and
+  frozen (whose θ2 update is zero): the entropy part alone."""
   estimator, grad_tx = meta_grad.from_config(config.maxl.meta_grad, config)
-  if config.method == 'entropy_only':
+  if config.method in ('entropy_only', 'frozen'):
     return meta_grad.entropy_only, grad_tx
   return estimator, grad_tx
 

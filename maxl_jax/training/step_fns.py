@@ -215,13 +215,18 @@ def eval_step(state, batch, *, problem, label_source=None, num_fine=0):
 
 def drift_step(states, batch, *, problem, label_source):
   """Sums of g's label drift from step 0 over a test batch's real examples
-  (`diagnostics.label_drift`); `states` is (state, the state at step 0)."""
+  (`diagnostics.label_drift`); `states` is (state, the state at step 0).
+
+  Both θ2 and step 0's θ2⁰ label with the current BatchNorm statistics, so
+  the drift is that of the parameters alone (DESIGN §6): a generator whose
+  θ2 never moves has drift 0 whatever its statistics did.
+  """
   state, initial = states
   now, then = (
     label_source.test_targets(
-      s.label_state, s.theta2, s.model_state2, batch, problem=problem
+      state.label_state, theta2, state.model_state2, batch, problem=problem
     )
-    for s in (state, initial)
+    for theta2 in (state.theta2, initial.theta2)
   )
   return diagnostics.label_drift(now, then, batch['mask'])
 

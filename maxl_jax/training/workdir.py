@@ -91,4 +91,3 @@ def read_config(workdir: epath.Path) -> ml_collections.ConfigDict:
 
 def read_info(workdir: epath.Path) -> DatasetInfo:
   return DatasetInfo.from_json(json.loads(_need(workdir, DATASET).read_text()))
-
