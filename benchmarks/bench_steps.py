@@ -4,7 +4,7 @@ Times `step_fns.primary_step` (Single, and MAXL's θ1 step), `step_fns.meta_step
 and `step_fns.interleaved_step` (each with every estimator of
 `meta_grad.ESTIMATORS`), built by `contract.build_run` and jitted by
 `maxl_run.jit_steps` exactly as training does, with the shapes of the
-PyTorch peer (../shared/peer): ConvNet-4 32x32x1
+paper's settings: ConvNet-4 32x32x1
 psi=[3]*10 hidden 256, VGG-16 32x32x3 psi=[5]*20 hidden 512, and ResNet-32
 32x32x3 psi=[5]*10 hidden 512 (no peer). Batch 100; optimisers, γ, λ, α of
 experiments/configs/default.py.
@@ -24,10 +24,11 @@ Like `experiments.run`, the benchmark restarts itself under jemalloc when it
 can (`experiments/allocator.py`), so it times what training runs; children
 inherit it. MAXL_ALLOCATOR=system times the system allocator instead. The
 peer runs on `--peer_allocator` (default: the system allocator, as its
-authors run it).
+authors run it). The peer is a script you provide (`--peer_script`); the
+repository holds none (benchmarks/README.md, "The peer").
 
 COMMAND:
-  python benchmarks/bench_steps.py --peer --json=/tmp/bench_steps.json
+  python benchmarks/bench_steps.py --json=/tmp/bench_steps.json
   python benchmarks/bench_steps.py --quick            # ConvNet-4, < 2 min
   python benchmarks/bench_steps.py --memory_only --remat=none,blocks
 """
@@ -83,9 +84,7 @@ _MEMORY_ONLY = flags.DEFINE_bool(
 _JSON = flags.DEFINE_string('json', None, 'Write all results to this file.')
 _PEER = flags.DEFINE_bool('peer', False, 'Also run the PyTorch peer.')
 _PEER_SCRIPT = flags.DEFINE_string(
-  'peer_script',
-  os.path.join(REPO, '..', 'shared', 'peer', 'peer_torch.py'),
-  'The peer script (default: ../shared/peer/ beside the repository).',
+  'peer_script', None, 'The peer script (required with --peer).'
 )
 _QUIET = flags.DEFINE_float(
   'quiet_wait', None, 'Max s to wait for a quiet machine per config (60/5).'
@@ -341,6 +340,8 @@ def main(argv):
   for name in backbones + kinds:
     if name not in BACKBONES and name not in KINDS:
       raise app.UsageError(f'unknown backbone or kind {name!r}.')
+  if _PEER.value and not _PEER_SCRIPT.value:
+    raise app.UsageError('--peer needs --peer_script=PATH (a PyTorch peer).')
   steps_ = _STEPS.value or (5 if quick else 20)
   warmup = _WARMUP.value if _WARMUP.value is not None else (1 if quick else 3)
   quiet_wait = _QUIET.value if _QUIET.value is not None else 5 if quick else 60

@@ -10,7 +10,7 @@ benchmarks/README.md.
 PEER_KINDS = {'single': 'single', 'theta1': 'theta1', 'meta_unrolled': 'meta2',
               'meta_structured': 'meta2', 'meta_first_order': 'fd'}  # fmt: skip
 TARGETS = {'meta': 3.0, 'paper': 4.5, 'interleaved': 3.2}  # x single.
-TARGET_BACKBONES = ('convnet4', 'vgg16')  # The ratio targets.
+TARGET_BACKBONES = ('convnet4', 'vgg16')  # The ratio targets.
 MAX_COMPILE_S, PEER_META_SPEEDUP = 30.0, 1.2
 META_EVERY = (1, 5, 25)  # θ2 every k θ1 steps (interleaved), amortised.
 

@@ -1,5 +1,6 @@
-"""README's Architecture block names every module, so it cannot drift from
-the package: each folder's listed `*.py` files are the files on disk."""
+"""docs/library.md's Architecture block names every module, so it cannot
+drift from the package: each folder's listed `*.py` files are the files on
+disk."""
 
 import pathlib
 import re
@@ -10,8 +11,8 @@ FILE = re.compile(r'(?<![/\w])(\w+\.py)\b')  # Not 'benchmarks/x.py'.
 
 
 def layout_block() -> list[str]:
-  """The lines of the fenced block under README's '## Architecture'."""
-  text = (REPO / 'README.md').read_text()
+  """The lines of the fenced block under docs/library.md's '## Architecture'."""
+  text = (REPO / 'docs' / 'library.md').read_text()
   section = text.split('## Architecture', 1)[1]
   return section.split('```\n', 2)[1].splitlines()
 
