@@ -123,7 +123,8 @@ def test_plotted_curves_equal_the_metrics(analysed, parent):
   timed = read_csv(out / 'time_to_accuracy.csv')
   for method in ('single', 'maxl'):
     path = parent / method / 'timing.jsonl'
-    seconds = [json.loads(line)['train_s'] for line in path.open()]
+    lines = path.read_text().splitlines()
+    seconds = [json.loads(line)['train_s'] for line in lines]
     plotted = [r for r in timed if r['runs'] == f'runs/{method}']
     assert [float(r['train_seconds_mean']) for r in plotted] == pytest.approx(
       seconds, rel=1e-12
