@@ -108,7 +108,7 @@ def main(argv=None):
   parser.add_argument('--psi', type=int, default=3)
   args = parser.parse_args(argv)
   seeds = list(range(args.seeds))
-  accuracies, _ = train(
+  accuracies, states = train(
     learner([args.psi] * 10), load(), seeds, args.epochs, args.steps
   )
   for seed, accuracy in zip(seeds, accuracies, strict=True):
@@ -118,7 +118,12 @@ def main(argv=None):
     f'mean test accuracy over {len(seeds)} seeds: {100 * mean:.2f}% '
     f'± {100 * ci:.2f} (95% CI)'
   )
-  return {'accuracies': accuracies.tolist(), 'mean': mean, 'ci95': ci}
+  return {
+    'accuracies': accuracies.tolist(),
+    'mean': mean,
+    'ci95': ci,
+    'states': states,  # Stacked: a leading axis of len(seeds).
+  }
 
 
 if __name__ == '__main__':
