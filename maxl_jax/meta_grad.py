@@ -39,6 +39,7 @@ from maxl_jax.problem import (
   aux_focal_terms,
   generated_labels,
   lookahead,
+  optimizer_lookahead,
   primary_loss_at,
   train_loss,
 )
@@ -343,6 +344,59 @@ def entropy_only(
   args = (problem, theta1, model_state1, theta2, model_state2, batch, alpha)
   out = _labels_and_outer(*args, meta_batch)[3]
   return out.entropy_grads, out
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerLookahead:
+  """∇θ2 J with a K-step lookahead: θ1⁺ is `steps` updates of θ1's own
+  optimiser `tx` (momentum included) on g's labels, from θ1's optimiser
+  state `opt_state1` (`problem.optimizer_lookahead`, DESIGN §2h).
+
+  Exact: `jax.grad` through the scan of K `jax.grad`s (the unrolled
+  estimator's construction; the scan's body is rematerialised). α is
+  unused: the optimiser's own learning rate is the step. With
+  `entropy_only`, θ2 follows λ∇θ2 H alone (the control) while J is still
+  computed and logged. One step (K = 1) with plain SGD is `unrolled`.
+  """
+
+  tx: optax.GradientTransformation
+  steps: int
+  entropy_only: bool = False
+
+  def objective(
+    self, problem, theta1, model_state1, theta2, model_state2, batch,
+    opt_state1, meta_batch=None,
+  ):  # fmt: skip
+    """(J(θ2), MetaOutput) with the K-step θ1⁺."""
+    meta_batch = batch if meta_batch is None else meta_batch
+    labels, new_model_state2 = generated_labels(
+      problem, theta2, model_state2, batch
+    )
+    ahead = optimizer_lookahead(
+      problem, theta1, model_state1, labels.targets, batch, self.tx,
+      opt_state1, self.steps,
+    )  # fmt: skip
+    loss_after = meta_primary_loss(problem, ahead[0], model_state1, meta_batch)
+    entropy = losses.entropy_regularizer(labels.probs)
+    out = _meta_output(
+      labels, new_model_state2, ahead, loss_after, entropy, problem.lam, None
+    )
+    return out.meta_loss, out
+
+  def __call__(
+    self, problem, theta1, model_state1, theta2, model_state2, batch, alpha,
+    meta_batch=None, *, opt_state1,
+  ):  # fmt: skip
+    del alpha  # The optimiser's own learning rate takes α's place.
+    args = (problem, theta1, model_state1, theta2, model_state2, batch)
+    entropy = entropy_gradient(problem, theta2, model_state2, batch)
+    if self.entropy_only:
+      out = self.objective(*args, opt_state1, meta_batch)[1]
+      return entropy, out._replace(entropy_grads=entropy)
+    grads2, out = jax.grad(self.objective, argnums=3, has_aux=True)(
+      *args, opt_state1, meta_batch
+    )
+    return grads2, out._replace(entropy_grads=entropy)
 
 
 def gradient_parts(grads2, out: MetaOutput):

@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from maxl_jax import losses
 
@@ -160,6 +161,51 @@ def lookahead(
     train_loss, argnums=1, has_aux=True
   )(problem, theta1, model_state1, aux_targets, batch)
   return sgd_step(theta1, grads1, alpha), grads1, new_model_state1, metrics
+
+
+def optimizer_lookahead(
+  problem: MaxlProblem,
+  theta1,
+  model_state1,
+  aux_targets,
+  batch,
+  tx,
+  opt_state,
+  steps: int,
+):
+  """θ1⁺ after `steps` updates of θ1's own optimiser `tx` from `opt_state`
+  (momentum, weight decay and learning-rate schedule included), each on
+  `L_train(·, θ2; batch)`: the K-step lookahead (DESIGN §2h).
+
+  The first step is outside the scan so that its gradient and statistics
+  are returned as `lookahead`'s are; the other `steps - 1` run in a
+  `lax.scan` whose body is rematerialised (`jax.checkpoint`), so that
+  differentiating through it keeps one θ1 per step, not every activation.
+
+  Returns:
+    (theta1_plus, grads1, new_model_state1, metrics) as `lookahead`.
+  """
+
+  def grads_at(theta):
+    return jax.grad(train_loss, argnums=1, has_aux=True)(
+      problem, theta, model_state1, aux_targets, batch
+    )
+
+  def update(theta, opt, grads):
+    updates, opt = tx.update(grads, opt, theta)
+    return optax.apply_updates(theta, updates), opt
+
+  grads1, (new_model_state1, metrics) = grads_at(theta1)
+  carry = update(theta1, opt_state, grads1)
+
+  @jax.checkpoint
+  def body(carry, _):
+    theta, opt = carry
+    grads, _ = grads_at(theta)
+    return update(theta, opt, grads), None
+
+  (theta, _), _ = jax.lax.scan(body, carry, None, length=steps - 1)
+  return theta, grads1, new_model_state1, metrics
 
 
 def primary_loss_at(problem: MaxlProblem, theta1, model_state1, batch):

@@ -136,6 +136,11 @@ def get_config():
   # The lookahead's step is lookahead_scale * alpha (1 / (1 - momentum) =
   # how far one gradient moves theta1 in the long run under momentum).
   config.maxl.lookahead_scale = 1.0
+  # K of the lookahead theta1+: 1 = one SGD step of size alpha (the paper);
+  # K > 1 = K updates of theta1's own optimiser (momentum included) on the
+  # meta step's batch, differentiated exactly (meta_grad structured or
+  # unrolled; DESIGN §2h).
+  config.maxl.lookahead_steps = 1
   # theta2's gradient: sum (meta part + lam * grad H, as published) |
   # normalized (each part at unit norm, the entropy part times lam).
   config.maxl.balance = 'sum'

@@ -77,6 +77,21 @@ def check_config(config):
       'config.maxl.lookahead_scale must be > 0, got '
       f'{config.maxl.lookahead_scale!r} (1 = the paper).'
     )
+  steps = config.maxl.get('lookahead_steps', 1)
+  if not isinstance(steps, int) or steps < 1:
+    raise UsageError(
+      f'config.maxl.lookahead_steps must be an int >= 1, got {steps!r} '
+      '(1 = the paper).'
+    )
+  if steps > 1 and (
+    config.maxl.meta_grad not in ('structured', 'unrolled')
+    or config.maxl.get('lookahead_scale', 1.0) != 1
+  ):
+    raise UsageError(
+      f'config.maxl.lookahead_steps = {steps} differentiates exactly '
+      "through θ1's own optimiser: use --config.maxl.meta_grad=structured "
+      '(or unrolled) and --config.maxl.lookahead_scale=1.'
+    )
   if example_weights and config.method != 'maxl':
     raise UsageError(
       'maxl.example_weights=True weights the auxiliary loss of learnt '
@@ -221,7 +236,8 @@ def build(config, info: DatasetInfo) -> MaxlRun:
     soft_human_eps=config.baseline.get('soft_human_eps', 0.0),
   )
   f, g = _networks(config, info, source)
-  estimator, grad_tx = _estimator(config)
+  tx1 = optim.make_optimizer(config.primary_opt, per_epoch)
+  estimator, grad_tx = _estimator(config, tx1)
   # `frozen` takes MAXL's θ2 steps with a zero update: its g's statistics
   # refresh as MAXL's do, its parameters never move (DESIGN §6).
   steps2 = source.generates
@@ -233,7 +249,7 @@ def build(config, info: DatasetInfo) -> MaxlRun:
     g=g if source.generates else None,
     problem=_problem(config, source, f, g),
     label_source=source,
-    tx1=optim.make_optimizer(config.primary_opt, per_epoch),
+    tx1=tx1,
     tx2=_label_optimizer(config, per_epoch, grad_tx)
     if source.learns
     else optax.set_to_zero(),
@@ -248,12 +264,18 @@ def build(config, info: DatasetInfo) -> MaxlRun:
   )
 
 
-def _estimator(config):
+def _estimator(config, tx1):
   """(estimator, θ2 gradient transformation or None): config.maxl.meta_grad
   with its settings (`meta_grad.from_config`); methods entropy_only and
-  frozen (whose θ2 update is zero): the entropy part alone."""
+  frozen (whose θ2 update is zero): the entropy part alone. With
+  maxl.lookahead_steps = K > 1, the K-step lookahead through θ1's
+  optimiser `tx1` (`meta_grad.OptimizerLookahead`)."""
+  control = config.method in ('entropy_only', 'frozen')
+  steps = config.maxl.get('lookahead_steps', 1)
+  if steps > 1:
+    return meta_grad.OptimizerLookahead(tx1, steps, entropy_only=control), None
   estimator, grad_tx = meta_grad.from_config(config.maxl.meta_grad, config)
-  if config.method in ('entropy_only', 'frozen'):
+  if control:
     return meta_grad.entropy_only, grad_tx
   return estimator, grad_tx
 

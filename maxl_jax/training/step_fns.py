@@ -74,6 +74,10 @@ def _meta_gradient(
   alpha = alpha_schedule(state.step1)
   if problem.lookahead_scale != 1:
     alpha = problem.lookahead_scale * alpha
+  # The K-step lookahead continues θ1's own optimiser from its state.
+  extra = {}
+  if isinstance(estimator, meta_grad.OptimizerLookahead):
+    extra['opt_state1'] = state.opt_state1
   return estimator(
     problem,
     state.theta1,
@@ -83,6 +87,7 @@ def _meta_gradient(
     batch,
     alpha,
     meta_batch,
+    **extra,
   )
 
 
