@@ -8,6 +8,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from maxl_jax import losses, meta_grad
+from maxl_jax.problem import lookahead, optimizer_lookahead, train_loss
+
 
 def _unit_rows(leaf):
   """A weight as [units, fan_in]: one row per output unit (last axis)."""
@@ -245,4 +248,106 @@ def label_scores(stats, psi, fine_to_primary=None) -> dict[str, float]:
     scores = recovery(stats['contingency'], fine_to_primary)
     out['aux_recovery_nmi'] = scores['nmi']
     out['aux_recovery_ari'] = scores['ari']
+  return out
+
+
+# ------------------------------------ Where the meta objective points ---
+
+
+def one_step_meta_loss(problem, theta1, model_state1, batch, alpha, meta_batch):
+  """t ↦ L_pri(θ1⁺(t); meta_batch), θ1⁺ = θ1 − α∇θ1 L_train(θ1, t; batch):
+  the published meta objective's primary part as a function of the
+  auxiliary targets t [N, K] (g's labels enter J only through them)."""
+
+  def loss(targets):
+    theta = lookahead(problem, theta1, model_state1, targets, batch, alpha)[0]
+    return meta_grad.meta_primary_loss(problem, theta, model_state1, meta_batch)
+
+  return loss
+
+
+def k_step_meta_loss(
+  problem, theta1, model_state1, batch, tx, opt_state, steps, meta_batch
+):
+  """t ↦ L_pri(θ1⁺_K(t); meta_batch), θ1⁺_K = `steps` updates of θ1's
+  optimiser `tx` from `opt_state` (`problem.optimizer_lookahead`)."""
+
+  def loss(targets):
+    theta = optimizer_lookahead(
+      problem, theta1, model_state1, targets, batch, tx, opt_state, steps
+    )[0]
+    return meta_grad.meta_primary_loss(problem, theta, model_state1, meta_batch)
+
+  return loss
+
+
+def held_out_meta_loss(
+  problem, theta1, model_state1, batch, targets, meta_batch, inverse
+):
+  """t ↦ the first-order change of L_A(θ1*(t)) = L_pri(θ1*; meta_batch) at
+  the fixed point θ1* of L_train(·, t; batch), by the implicit function
+  theorem: `−⟨w, ∇θ1 L_train(θ1, t)⟩` with `w = (H + δI)⁻¹ ∇θ1 L_A`
+  solved once at `targets` (`inverse`, as meta_grad.implicit). Linear in
+  t; its gradient is the implicit hypergradient's label-space part."""
+
+  def grads_of(t, t1=theta1):
+    return jax.grad(train_loss, 1, has_aux=True)(
+      problem, t1, model_state1, t, batch
+    )[0]
+
+  _, hvp = jax.linearize(lambda t1: grads_of(targets, t1), theta1)
+  g = jax.grad(meta_grad.meta_primary_loss, argnums=1)(
+    problem, theta1, model_state1, meta_batch
+  )
+  w = jax.lax.stop_gradient(inverse.solve(hvp, g))
+
+  def loss(t):
+    return -_dot(w, grads_of(t))
+
+  return loss
+
+
+def _dot(a, b) -> jax.Array:
+  """⟨a, b⟩ over every leaf of two pytrees of one structure."""
+  pairs = zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+  return sum(jnp.vdot(x, y) for x, y in pairs)
+
+
+def _tangent(x, allowed):
+  """x projected onto the labels' tangent space: zero outside each row's
+  allowed classes and summing to 0 over them (moves that keep a label a
+  distribution over its primary class's auxiliary classes)."""
+  x = jnp.where(allowed, x, 0.0)
+  mean = jnp.sum(x, -1, keepdims=True) / jnp.sum(allowed, -1, keepdims=True)
+  return jnp.where(allowed, x - mean, 0.0)
+
+
+def _cosine(a, b):
+  norm = jnp.linalg.norm(a) * jnp.linalg.norm(b)
+  return jnp.where(norm > 0, jnp.vdot(a, b) / jnp.maximum(norm, 1e-30), 0.0)
+
+
+def label_space_slopes(meta_loss, probs, lam, directions, allowed) -> dict:
+  """Where J(t) = meta_loss(t) + λ H(t) points in label space, at g's
+  labels t = `probs` [N, K].
+
+  For each direction d [N, K] of `directions` (e.g. Human − g, Uniform −
+  g): 'meta', the directional derivative ⟨∇t meta_loss, d⟩ (negative: J's
+  meta part falls when the labels move towards it); 'entropy', λ⟨∇t H, d⟩
+  likewise; 'meta_cosine' and 'entropy_cosine', the cosine of each part's
+  descent direction (−∇, on the tangent space of `allowed` [N, K]: each
+  row's auxiliary classes) with d; 'norm', ‖d‖. One reverse pass each
+  gives every direction's slope at once.
+  """
+  meta = jax.grad(meta_loss)(probs)
+  entropy = lam * jax.grad(losses.entropy_regularizer)(probs)
+  out = {}
+  for name, d in directions.items():
+    out[name] = {
+      'meta': jnp.vdot(meta, d),
+      'entropy': jnp.vdot(entropy, d),
+      'meta_cosine': _cosine(-_tangent(meta, allowed), d),
+      'entropy_cosine': _cosine(-_tangent(entropy, allowed), d),
+      'norm': jnp.linalg.norm(d),
+    }
   return out
