@@ -1,0 +1,174 @@
+"""Where the meta objective points, at checkpoints of finished MAXL runs.
+
+  python -m studies.meta_signal.directions --workdir=runs/meta_signal \
+    --out=runs/meta_signal/analysis/directions
+
+For every finished run with a label generator under WORKDIR whose name
+matches --only (default: MAXL's), at step 0 and at its final checkpoint, on
+the first --batches training batches: the slope of each meta objective's
+primary part along the label directions Human − g and Uniform − g (g's
+labels as θ1 trains on them, batch statistics) beside the entropy term's
+(`maxl_jax.diagnostics.label_space_slopes`, docs/DESIGN.md §2i):
+
+  one_step  L_pri(θ1 − α∇L_train(t)) on the training batch (as published);
+  k_step    L_pri after --k updates of θ1's own optimiser on the batch;
+  held_out  L_pri at the fixed point (IFT, AuxiLearn's solver) on a held-out
+            batch: the run's held-out split, or else a test batch.
+
+Negative slope: the objective falls as the labels move that way. Writes
+directions.csv (one row per run, state, objective, direction, batch mean)
+and directions.md (seed means ± std per group).
+"""
+
+import collections
+import csv
+import functools
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+
+from maxl_jax import diagnostics, hierarchy, inverse_hvp
+from maxl_jax.data import pipeline
+from maxl_jax.labels.fixed import UniformSource, human_source
+from maxl_jax.problem import generated_labels
+from maxl_jax.training import restore
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('workdir', 'runs/meta_signal', 'Parent folder of runs.')
+flags.DEFINE_string('out', None, 'Folder of directions.csv and .md.')
+flags.DEFINE_multi_string('only', ['study/maxl/', 'paper/maxl/'], 'Prefixes.')
+flags.DEFINE_integer('batches', 4, 'Training batches per state.')
+flags.DEFINE_integer('k', 5, 'Optimiser updates of the K-step objective.')
+
+OBJECTIVES = ('one_step', 'k_step', 'held_out')
+FIELDS = ('meta', 'entropy', 'meta_cosine', 'entropy_cosine', 'norm')
+
+
+def _as_device(batch):
+  return {k: jnp.asarray(v) for k, v in batch.items() if k != 'mask'}
+
+
+def batch_slopes(run, k, inverse, state, batch, meta_batch):
+  """{objective: {direction: {field: value}}} on one batch; `inverse`:
+  the held-out objective's inverse-HVP solver (the run's config.inverse_hvp)."""
+  problem = run.problem
+  info = run.info
+  labels, _ = generated_labels(problem, state.theta2, state.model_state2, batch)
+  human = human_source(info.fine_to_primary, info.num_classes)
+  uniform = UniformSource(psi=run.psi)
+  targets = {
+    name: source.targets({}, None, None, batch, problem=problem)
+    for name, source in (('human', human), ('uniform', uniform))
+  }
+  directions = {n: t - labels.probs for n, t in targets.items()}
+  allowed = jnp.asarray(hierarchy.class_mask(run.psi))[batch['label']]
+  alpha = run.lr_schedule(state.step1) * problem.lookahead_scale
+  theta1, ms1 = state.theta1, state.model_state1
+  fns = {
+    'one_step': diagnostics.one_step_meta_loss(
+      problem, theta1, ms1, batch, alpha, batch
+    ),
+    'k_step': diagnostics.k_step_meta_loss(
+      problem, theta1, ms1, batch, run.tx1, state.opt_state1, k, batch
+    ),
+    'held_out': diagnostics.held_out_meta_loss(
+      problem, theta1, ms1, batch, labels.targets, meta_batch, inverse,
+    ),
+  }  # fmt: skip
+  return {
+    name: diagnostics.label_space_slopes(
+      fn, labels.probs, problem.lam, directions, allowed
+    )
+    for name, fn in fns.items()
+  }
+
+
+def run_slopes(workdir: pathlib.Path, batches: int, k: int) -> list[dict]:
+  """Rows (state, objective, direction, fields) of one finished run."""
+  final = restore.restore_run(str(workdir))
+  run, config = final.run, final.config
+  data = pipeline.get_datasets(config.data, seed=config.seed, device_count=1)
+  step0 = run.init_state(final.state.label_state)
+  inverse = inverse_hvp.from_config(config.inverse_hvp)
+  slopes = jax.jit(functools.partial(batch_slopes, run, k, inverse))
+  rows = []
+  for label, state in (('step 0', step0), ('final', final.state)):
+    sums = collections.defaultdict(list)
+    for b in range(batches):
+      batch = _as_device(data.train.batch(0, b))
+      if data.meta is not None:
+        meta_batch = _as_device(data.meta.batch(0, b))
+      else:
+        meta_batch = _as_device(next(iter(data.eval)))
+      out = jax.device_get(slopes(state, batch, meta_batch))
+      for obj, by_dir in out.items():
+        for direction, fields in by_dir.items():
+          sums[obj, direction].append(fields)
+    for (obj, direction), values in sums.items():
+      row = {'state': label, 'objective': obj, 'direction': direction}
+      for f in FIELDS:
+        row[f] = float(np.mean([v[f] for v in values]))
+      rows.append(row)
+  return rows
+
+
+def finished_runs(root: pathlib.Path, prefixes) -> list[pathlib.Path]:
+  runs = sorted(p.parent for p in root.glob('**/result.json'))
+  names = {p: p.relative_to(root).as_posix() + '/' for p in runs}
+  return [p for p in runs if any(names[p].startswith(x) for x in prefixes)]
+
+
+def markdown(rows: list[dict]) -> str:
+  """Seed means ± std per (group, state, objective, direction)."""
+  groups = collections.defaultdict(list)
+  for r in rows:
+    key = (r['group'], r['state'], r['objective'], r['direction'])
+    groups[key].append(r)
+  lines = [
+    '| group | state | objective | towards | n | meta slope | entropy slope '
+    '| meta cosine | entropy cosine |',
+    '|---|---|---|---|--:|--:|--:|--:|--:|',
+  ]
+
+  def cell(values, digits=4):
+    mean = np.mean(values)
+    if len(values) < 2:
+      return f'{mean:+.{digits}f}'
+    return f'{mean:+.{digits}f} ± {np.std(values, ddof=1):.{digits}f}'
+
+  for (group, state, obj, direction), rs in groups.items():
+    lines.append(
+      f'| {group} | {state} | {obj} | {direction} | {len(rs)} '
+      + ' | '.join(
+        cell([r[f] for r in rs], 3 if 'cosine' in f else 4)
+        for f in ('meta', 'entropy', 'meta_cosine', 'entropy_cosine')
+      ).join(('| ', ' |'))
+    )
+  return '\n'.join(lines) + '\n'
+
+
+def main(argv):
+  del argv
+  root = pathlib.Path(FLAGS.workdir)
+  out = pathlib.Path(FLAGS.out or root / 'analysis' / 'directions')
+  out.mkdir(parents=True, exist_ok=True)
+  rows = []
+  for path in finished_runs(root, FLAGS.only):
+    name = path.relative_to(root).as_posix()
+    group, seed = name.rsplit('/', 1)
+    for row in run_slopes(path, FLAGS.batches, FLAGS.k):
+      rows.append({'group': group, 'seed': seed, **row})
+    print(f'{name}: done', flush=True)
+  with (out / 'directions.csv').open('w', newline='') as f:
+    writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+  (out / 'directions.md').write_text(markdown(rows))
+  print((out / 'directions.md').read_text())
+
+
+if __name__ == '__main__':
+  app.run(main)
