@@ -87,6 +87,12 @@ def horizons():
   return runs
 
 
+# VGG-16 at the paper's settings, a few epochs: the meta share early on.
+VGG = {**PAPER, 'model.name': 'vgg16', 'model.widths': (),
+       'model.head_hidden': 512, 'train.epochs': 10,
+       'train.eval_every_epochs': 5, 'checkpoint.every_epochs': 5}  # fmt: skip
+
+
 def sweep():
   """[(run name, {dotted config field: value})], in the order they run."""
   return [
@@ -94,6 +100,7 @@ def sweep():
     *_runs('study', GENERATOR, SEEDS, **PAIRS),
     *_runs('paper', ('maxl', 'entropy_only'), PAPER_SEEDS, **PAPER),
     *horizons(),
+    *_runs('vgg16', ('maxl',), (0,), **VGG),
   ]
 
 
