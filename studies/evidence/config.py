@@ -2,16 +2,17 @@
 
 COMMAND (the whole study; skips finished runs, resumes interrupted ones, then
 writes the figures and tables of docs/RESULTS.md):
-  python -m experiments.sweep --config=experiments/configs/study.py \
+  python -m experiments.sweep --config=studies/evidence/config.py \
     --workdir=runs/study --out=runs/study/analysis
 
-Fashion-MNIST (real, offline: apt-get install dataset-fashion-mnist), 5% of
-the training set, class-balanced (3,000 images, AuxiLearn's low-data
-setting), ConvNet-4 at half width (16-32-64-128: a quarter of the FLOPs, so
-the study fits about an hour on 2 CPU cores), 20 epochs of batch 100 (600 θ1
-steps), SGD with momentum 0.9 at lr 0.01 for θ1 of every method (the same
-budget and optimiser for the baselines and MAXL; nothing is tuned per
-method). Evaluation on all 10,000 test images every other epoch.
+The setting is experiments/configs/fashion_low_data.py: Fashion-MNIST
+(real, offline: apt-get install dataset-fashion-mnist), 5% of the training
+set, class-balanced (3,000 images, AuxiLearn's low-data setting), ConvNet-4
+at half width (16-32-64-128: a quarter of the FLOPs, so the study fits about
+an hour on 2 CPU cores), 20 epochs of batch 100 (600 θ1 steps), SGD with
+momentum 0.9 at lr 0.01 for θ1 of every method (the same budget and
+optimiser for the baselines and MAXL; nothing is tuned per method).
+Evaluation on all 10,000 test images every other epoch.
 
 `sweep()` lists the runs, most informative first: Single, Uniform, Random,
 MAXL, MAXL with a held-out meta split and AuxiLearn's implicit
@@ -20,30 +21,11 @@ MAXL every k in {1, 5, 25} θ1 steps (interleaved); `investigation()`;
 Single and MAXL on the full training set (1 seed, 2 epochs).
 """
 
-from experiments.configs import default
+from experiments.configs import fashion_low_data
 
 SEEDS = (0, 1, 2)
-
-
-def get_config():
-  """Fashion-MNIST 5%, half-width ConvNet-4, 20 epochs."""
-  config = default.get_config()
-  config.data.name = 'fashion_mnist'
-  config.data.augment = 'none'
-  config.data.train_fraction = 0.05
-  config.data.eval_batch_size = 1000
-  config.model.name = 'convnet4'
-  config.model.widths = (16, 32, 64, 128)
-  config.model.head_hidden = 128
-  config.maxl.psi_per_class = 5
-  config.primary_opt.lr = 0.01
-  config.primary_opt.momentum = 0.9
-  config.train.epochs = 20
-  config.train.eval_every_epochs = 2
-  config.checkpoint.every_steps = 10_000  # Epoch ends only.
-  config.log.progress_every_steps = 100
-  config.log.tensorboard = False  # The analysis reads metrics.jsonl.
-  return config
+# Fashion-MNIST 5%, half-width ConvNet-4, 20 epochs.
+get_config = fashion_low_data.get_config
 
 
 def _seeds(name, **overrides):

@@ -1,8 +1,9 @@
 """Does the meta-gradient train g? Controls, live variants, a positive control.
 
-COMMAND (every number of docs/RESULTS.md, part 3; skips finished runs,
-resumes interrupted ones, then writes the tables and figures):
-  python -m experiments.sweep --config=experiments/configs/controls.py \
+COMMAND (the first version of docs/RESULTS.md, part 3, which
+studies/meta_signal follows up; skips finished runs, resumes interrupted
+ones, then writes the tables and figures):
+  python -m experiments.sweep --config=studies/controls/config.py \
     --workdir=runs/controls --out=runs/controls/analysis
 
 `search()`: where do the true fine labels beat uniform soft ones? Human,
@@ -11,11 +12,12 @@ classes (parity, halves: five digits per coarse class, so each coarse class
 is a union of five distinct shapes that its label does not name), at few
 training images, 3 seeds. `table()`: every control and live variant in the
 positive control found by the search and in the headroom study's parity 5%
-setting (Fashion-MNIST, experiments/configs/headroom.py), 3 seeds.
+setting (Fashion-MNIST, studies/headroom/config.py), 3 seeds.
 """
 
-from experiments.configs import headroom, quickstart
+from experiments.configs import quickstart
 from experiments.figures.finished import flatten
+from studies.headroom import config as headroom
 
 SEEDS = (0, 1, 2)
 # (name, overrides) of the search's digits settings: about 250 θ1 steps each.
