@@ -1,6 +1,6 @@
 """Runs a config's sweep, then analyses it: `python -m experiments.sweep`.
 
-  python -m experiments.sweep --config=experiments/configs/study.py \
+  python -m experiments.sweep --config=studies/evidence/config.py \
     --workdir=runs/study --out=runs/study/analysis
 
 The config module's `sweep()` lists (run name, {dotted field: value}); each
@@ -39,7 +39,7 @@ flags.DEFINE_string(
   'WORKDIR/compile_cache; "none": off).',
 )
 EXAMPLE = (
-  'python -m experiments.sweep --config=experiments/configs/study.py '
+  'python -m experiments.sweep --config=studies/evidence/config.py '
   '--workdir=runs/study --out=runs/study/analysis'
 )
 

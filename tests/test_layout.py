@@ -44,6 +44,10 @@ def test_the_layout_names_every_module():
     for p in (REPO / 'maxl_jax').rglob('__init__.py')
     for p in [p.parent]
   } | {'experiments/'}
+  packages |= {  # studies/ and one folder per study.
+    f'{p.parent.relative_to(REPO)}/'
+    for p in (REPO / 'studies').rglob('__init__.py')
+  }
   assert packages <= set(listed), packages - set(listed)
   for folder in packages:
     on_disk = {

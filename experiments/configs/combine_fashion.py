@@ -5,7 +5,7 @@ COMMAND (one form; `none` is Single, `fixed` weights every task 1):
     --config=experiments/configs/combine_fashion.py \
     --workdir=runs/combine/linear/seed0 --config.combiner.form=linear
 
-The study's setting (experiments/configs/study.py): 5% of the training set,
+The evidence study's setting (fashion_low_data.py): 5% of the training set,
 class-balanced, 10% of it held out for the hypergradient's primary loss (all
 forms hold it out, so all train on the same 2,700 images), ConvNet-4 at half
 width, 20 epochs of batch 100, SGD with momentum 0.9 at lr 0.01 for θ. Two
@@ -24,12 +24,12 @@ on 2 busy CPU cores.
 
 import ml_collections
 
-from experiments.configs import study
+from experiments.configs import fashion_low_data
 
 
 def get_config():
-  """The study's Fashion-MNIST 5% setting, a held-out split, two tasks."""
-  config = study.get_config()
+  """Fashion-MNIST 5% (fashion_low_data.py), a held-out split, two tasks."""
+  config = fashion_low_data.get_config()
   config.run = 'combiner'
   config.data.meta_fraction = 0.1
 

@@ -18,7 +18,7 @@ in two settings:
           run (the paper halves it every 50 of its 500-step epochs).
 """
 
-from experiments.configs import controls
+from studies.controls import config as controls
 
 get_config = controls.get_config
 
