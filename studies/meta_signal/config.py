@@ -10,7 +10,7 @@ The positive control (digit_pairs, parity, 250 images) balanced by pair
 in two settings:
 
   study   the controls study's: half-width ConvNet-4, θ1 SGD with momentum
-          0.9, batch 50, no augmentation (experiments/configs/controls.py).
+          0.9, batch 50, no augmentation (studies/controls/config.py).
   paper   the paper's optimiser settings (`PAPER`): θ1 plain SGD lr 0.01,
           θ2 SGD lr 1e-3 with weight decay 5e-4, focal γ = 2, λ = 0.2,
           crop + flip, batch 100, full-width ConvNet-4. At 250 images an
@@ -101,6 +101,9 @@ def sweep():
     *_runs('paper', ('maxl', 'entropy_only'), PAPER_SEEDS, **PAPER),
     *horizons(),
     *_runs('vgg16', ('maxl',), (0,), **VGG),
+    # Parity 5% (Fashion-MNIST, part 2's setting): the statistics-matched
+    # frozen null beside part 3's first MAXL and entropy_only runs.
+    *_runs('parity', ('frozen',), FEWER_SEEDS, **controls.parity_setting()),
   ]
 
 
@@ -108,5 +111,5 @@ def analyses():
   """(OUT subfolder, run-name prefixes, analysis options)."""
   return [
     (name, [f'{name}/'], {'tsne_images': 0})
-    for name in ('study', 'paper', 'heldout')
+    for name in ('study', 'paper', 'heldout', 'vgg16', 'parity')
   ]
