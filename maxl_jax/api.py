@@ -19,10 +19,10 @@ A batch is a dict of arrays: 'image' [N, H, W, C] float, 'label' [N] int
 examples). `single`, `uniform`, `human` and `fixed_targets` train θ1 on
 fixed targets (no θ2 update).
 
-One implementation: every update is a step function of
-`training/step_fns.py`, bound by `bind_steps`, the same binding the runner
-jits (`training.maxl_run.make_step_fns`); the API only adds the read-out
-of the step's metrics from the running sums the runner accumulates.
+One implementation: every update is a step function of `steps.py`, bound
+by `steps.bind_steps`, the same binding the runner jits
+(`training.maxl_run.make_step_fns`); the API only adds the read-out of the
+step's metrics from the running sums the runner accumulates.
 """
 
 import dataclasses
@@ -35,14 +35,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from maxl_jax import hierarchy, meta_grad
+from maxl_jax import hierarchy, meta_grad, steps
 from maxl_jax.labels.base import LabelSource
 from maxl_jax.labels.fixed import UniformSource, human_source
 from maxl_jax.labels.generated import GeneratedSource
 from maxl_jax.networks import models
 from maxl_jax.problem import MaxlProblem
-from maxl_jax.training import step_fns
-from maxl_jax.training.state import MaxlState, initial_state
+from maxl_jax.state import MaxlState, initial_state
+from maxl_jax.steps import bind_steps
 
 Batch = dict[str, jax.Array]
 
@@ -92,61 +92,6 @@ class Learner(NamedTuple):
   evaluate: Callable[..., dict]
   problem: MaxlProblem
   label_source: LabelSource
-
-
-def bind_steps(
-  *,
-  problem,
-  label_source,
-  tx1,
-  tx2,
-  alpha_schedule,
-  estimator,
-  on_nonfinite,
-  num_fine=0,
-) -> dict:
-  """The step functions of `step_fns` bound to their dependencies.
-
-  The runner jits these (`maxl_run.make_step_fns`), the API wraps them.
-
-  Returns:
-    {'primary', 'eval', ['meta', 'interleaved'] (an `estimator`),
-    ['probe'] (an auxiliary task: the gradient cosine)}, each
-    `(state, batch[, meta_batch]) -> ...`.
-  """
-  fns = {
-    'primary': functools.partial(
-      step_fns.primary_step,
-      problem=problem,
-      label_source=label_source,
-      tx1=tx1,
-      on_nonfinite=on_nonfinite,
-    ),
-    'eval': functools.partial(
-      step_fns.eval_step,
-      problem=problem,
-      label_source=label_source,
-      num_fine=num_fine,
-    ),
-  }
-  if estimator is not None:
-    meta = functools.partial(
-      step_fns.meta_step,
-      problem=problem,
-      estimator=estimator,
-      tx2=tx2,
-      alpha_schedule=alpha_schedule,
-      on_nonfinite=on_nonfinite,
-    )
-    fns['meta'] = meta
-    fns['interleaved'] = functools.partial(
-      step_fns.interleaved_step, **meta.keywords, tx1=tx1
-    )
-  if label_source.num_aux:
-    fns['probe'] = functools.partial(
-      step_fns.cosine_step, problem=problem, label_source=label_source
-    )
-  return fns
 
 
 # ------------------------------------------------------------- read-out ---
@@ -210,7 +155,7 @@ def _estimator(estimator, inverse):
 
 
 def _learner(f, g, source, tx1, tx2, *, alpha, estimator, problem, nonfinite):
-  steps = bind_steps(
+  bound = bind_steps(
     problem=problem,
     label_source=source,
     tx1=tx1,
@@ -220,7 +165,7 @@ def _learner(f, g, source, tx1, tx2, *, alpha, estimator, problem, nonfinite):
     on_nonfinite=nonfinite,
   )
   # The test-time label statistics are the runner's business: plain sums.
-  evaluate = functools.partial(step_fns.eval_step, problem=problem)
+  evaluate = functools.partial(steps.eval_step, problem=problem)
   num_aux = source.num_aux
 
   def init(rng, image_shape: Sequence[int]) -> MaxlState:
@@ -241,13 +186,13 @@ def _learner(f, g, source, tx1, tx2, *, alpha, estimator, problem, nonfinite):
       problem.example_weights,
     )
 
-  learns = 'meta' in steps
+  learns = 'meta' in bound
   return Learner(
     init=init,
-    theta1_update=_with_metrics(steps['primary'], ('train',)),
-    theta2_update=_with_metrics(steps['meta'], ('meta',)) if learns else None,
+    theta1_update=_with_metrics(bound['primary'], ('train',)),
+    theta2_update=_with_metrics(bound['meta'], ('meta',)) if learns else None,
     interleaved_update=(
-      _with_metrics(steps['interleaved'], ('train', 'meta')) if learns else None
+      _with_metrics(bound['interleaved'], ('train', 'meta')) if learns else None
     ),
     evaluate=_evaluate(evaluate),
     problem=problem,
@@ -256,8 +201,6 @@ def _learner(f, g, source, tx1, tx2, *, alpha, estimator, problem, nonfinite):
 
 
 _NONFINITE = ('skip_step', 'stop')
-# The meta objective's primary loss (`config.maxl.meta_loss`).
-META_LOSSES = ('focal', 'ce')
 
 
 def _check(on_nonfinite):
@@ -269,12 +212,6 @@ def _choice(name: str, value, allowed):
   if value not in allowed:
     raise ValueError(f'{name} must be one of {list(allowed)}, got {value!r}')
   return value
-
-
-def meta_gamma(meta_loss: str):
-  """`MaxlProblem.meta_gamma` of `meta_loss` ('focal': None, 'ce': 0)."""
-  _choice('meta_loss', meta_loss, META_LOSSES)
-  return None if meta_loss == 'focal' else 0.0
 
 
 def maxl(
@@ -335,7 +272,9 @@ def maxl(
     fd_eps=fd_eps,
     example_weights=example_weights,
     label_smoothing=label_smoothing,
-    meta_gamma=meta_gamma(meta_loss),
+    meta_gamma=meta_grad.meta_gamma(
+      _choice('meta_loss', meta_loss, meta_grad.META_LOSSES)
+    ),
     lookahead_scale=lookahead_scale,
     balance=_choice('balance', balance, meta_grad.BALANCES),
   )

@@ -8,7 +8,7 @@ head per given auxiliary task) trains θ on
 with ℓ_n [T] the example's auxiliary cross-entropies and c a
 `loss_combiner.make_combiner` form (None: Single, no auxiliary loss). φ
 learns by the implicit hypergradient of the primary cross-entropy on a
-held-out batch (DESIGN §2e; the steps are in `training/step_fns.py`).
+held-out batch (DESIGN §2e; the steps are in `steps.py`).
 
 Given tasks (`TASKS`): 'coarse', Fashion-MNIST's 4 groups (helpful), and
 'random', a fixed random class in 0..9 per training image (harmful).

@@ -143,13 +143,13 @@ class InverseHvp:
     )
 
 
-def from_config(group) -> InverseHvp:
-  """The solver of a config group (config.inverse_hvp: solver, neumann_steps,
-  neumann_lr, cg_steps, damping), shared by `implicit` and the combiner."""
-  steps = group.neumann_steps if group.solver == 'neumann' else group.cg_steps
-  return InverseHvp(
-    solver=group.solver, steps=steps, lr=group.neumann_lr, damping=group.damping
-  )
+def make_solver(
+  *, solver='neumann', neumann_steps=3, neumann_lr=0.1, cg_steps=3, damping=0.0
+) -> InverseHvp:
+  """The solver of these settings (the steps of the one chosen), shared by
+  `implicit` and the combiner."""
+  steps = neumann_steps if solver == 'neumann' else cg_steps
+  return InverseHvp(solver=solver, steps=steps, lr=neumann_lr, damping=damping)
 
 
 def hypergradient(inner_loss, outer_loss, theta, phi, inverse: InverseHvp):

@@ -11,7 +11,7 @@ the signature
 loss is evaluated; None means `batch`, MAXL as published. `implicit`
 (AuxiLearn's IFT hypergradient) needs a held-out `meta_batch`. Each is
 registered by name in `ESTIMATORS` with the settings it owns (`Estimator`:
-its config group, whether it needs a held-out split); a new one is one
+their name, whether it needs a held-out split); a new one is one
 function, one entry and one agreement test, with no edit to the run
 builder. `entropy_only` is a control, not an estimator of ∇J: θ2 follows
 the entropy part alone. Every estimator also returns the entropy part
@@ -149,6 +149,19 @@ def entropy_gradient(problem, theta2, model_state2, batch):
   return jax.grad(weighted_entropy)(theta2)
 
 
+# The meta objective's primary loss: focal (as published) or cross-entropy.
+META_LOSSES = ('focal', 'ce')
+
+
+def meta_gamma(meta_loss: str):
+  """`MaxlProblem.meta_gamma` of `meta_loss` ('focal': None, 'ce': 0)."""
+  if meta_loss not in META_LOSSES:
+    raise ValueError(
+      f'meta_loss must be one of {list(META_LOSSES)}, got {meta_loss!r}'
+    )
+  return None if meta_loss == 'focal' else 0.0
+
+
 def meta_primary_loss(problem, theta1, model_state1, meta_batch):
   """The meta objective's `L_pri(θ1⁺)`: focal with `problem.meta_gamma`
   (None: `problem.gamma`, MAXL as published; 0: cross-entropy)."""
@@ -262,7 +275,7 @@ def first_order(
   """
   args = (problem, theta1, model_state1, theta2, model_state2, batch, alpha)
   g_vjp, v, entropy_cot, out = _labels_and_outer(*args, meta_batch)
-  eps = problem.fd_eps / (optax.global_norm(v) + 1e-30)
+  eps = problem.fd_eps / (optax.tree.norm(v) + 1e-30)
 
   def focal_at(move):  # ℓ_nk at θ1 moved along v.
     theta = jax.tree.map(move, theta1, v)
@@ -406,7 +419,7 @@ def gradient_parts(grads2, out: MetaOutput):
   return jax.tree.map(lambda g, e: g - e, grads2, entropy), entropy
 
 
-# How θ2's gradient combines its two parts (config.maxl.balance).
+# How θ2's gradient combines its two parts.
 BALANCES = ('sum', 'normalized')
 
 
@@ -422,11 +435,9 @@ def balanced_gradient(grads2, out: MetaOutput, balance: str, lam: float):
   if balance == 'sum':
     return grads2, (meta, entropy)
   if balance != 'normalized':
-    raise UsageError(
-      f'config.maxl.balance = {balance!r} is not one of {list(BALANCES)}.'
-    )
+    raise UsageError(f'balance = {balance!r} is not one of {list(BALANCES)}.')
   unit = lambda tree, scale: jax.tree.map(  # noqa: E731
-    lambda x: x * (scale / (optax.global_norm(tree) + 1e-12)), tree
+    lambda x: x * (scale / (optax.tree.norm(tree) + 1e-12)), tree
   )
   meta, entropy = unit(meta, 1.0), unit(entropy, lam)
   return jax.tree.map(jax.numpy.add, meta, entropy), (meta, entropy)
@@ -435,9 +446,11 @@ def balanced_gradient(grads2, out: MetaOutput, balance: str, lam: float):
 @dataclasses.dataclass(frozen=True)
 class Estimator:
   """An estimator `fn` (calling the entry calls it) and what it owns:
-  `held_out`, it needs a held-out meta batch; `group`, its config group;
-  `settings(fn, config.<group>)` -> (fn with the settings bound, a
-  transformation of θ2's gradient before θ2's optimiser, or None)."""
+  `held_out`, it needs a held-out meta batch; `group`, the name its
+  settings go by (the run builder reads them from the config group of that
+  name and passes them as plain values); `settings(fn, **values)` -> (fn
+  with the settings bound, a transformation of θ2's gradient before θ2's
+  optimiser, or None)."""
 
   fn: Callable
   held_out: bool = False
@@ -448,10 +461,11 @@ class Estimator:
     return self.fn(*args, **kwargs)
 
 
-def _implicit_settings(fn, group):
-  """config.inverse_hvp: the inverse-HVP solver; the hypergradient's clip."""
-  bound = functools.partial(fn, inverse=inverse_hvp.from_config(group))
-  clip = group.max_grad_norm
+def _implicit_settings(fn, *, max_grad_norm=0.0, **solver):
+  """The inverse-HVP solver (`inverse_hvp.make_solver`'s arguments) and the
+  hypergradient's clip (`max_grad_norm` > 0; AuxiLearn's)."""
+  bound = functools.partial(fn, inverse=inverse_hvp.make_solver(**solver))
+  clip = max_grad_norm
   return bound, optax.clip_by_global_norm(clip) if clip > 0 else None
 
 
@@ -464,34 +478,40 @@ ESTIMATORS = {
 }
 
 
-def _entry(name: str) -> Estimator:
+def entry(name: str) -> Estimator:
   """The entry registered as `name`; a clear error for unknown names."""
   if name not in ESTIMATORS:
     raise UsageError(
       f'unknown meta-gradient method {name!r}; choose one of '
-      f'{sorted(ESTIMATORS)} (config.maxl.meta_grad).'
+      f'{sorted(ESTIMATORS)}.'
     )
   return ESTIMATORS[name]
 
 
 def get_estimator(name: str):
   """The estimator function registered as `name` (its settings' defaults)."""
-  return _entry(name).fn
+  return entry(name).fn
+
+
+def needs_held_out(name: str) -> bool:
+  """Whether estimator `name` evaluates its meta objective on a held-out
+  batch (the held-out rule, once)."""
+  return entry(name).held_out
 
 
 def check_held_out(name: str, has_held_out: bool):
-  """The held-out rule, once: UsageError if `name` needs a held-out split."""
-  if _entry(name).held_out and not has_held_out:
+  """UsageError if `name` needs a held-out batch and has none."""
+  if needs_held_out(name) and not has_held_out:
     raise UsageError(
-      f'maxl.meta_grad={name!r} evaluates the primary loss on a held-out '
-      'meta batch: set --config.data.meta_fraction > 0, e.g. 0.1.'
+      f'meta-gradient {name!r} evaluates the primary loss on a held-out '
+      'meta batch: pass one (meta_batch), e.g. from a held-out split.'
     )
 
 
-def from_config(name: str, config):
-  """(estimator `name` with its settings bound from `config.<its group>`,
-  the transformation of θ2's gradient before θ2's optimiser, or None)."""
-  entry = _entry(name)
-  if entry.settings is None:
-    return entry.fn, None
-  return entry.settings(entry.fn, config[entry.group])
+def bind(name: str, **values):
+  """(estimator `name` with its settings `values` bound, the
+  transformation of θ2's gradient before θ2's optimiser, or None)."""
+  found = entry(name)
+  if found.settings is None:
+    return found.fn, None
+  return found.settings(found.fn, **values)

@@ -14,8 +14,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from maxl_jax import step_metrics as metrics
 from maxl_jax.networks import models
-from maxl_jax.training import metrics
 
 
 @flax.struct.dataclass

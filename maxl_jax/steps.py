@@ -1,7 +1,8 @@
 """Pure step functions: `(state, batch, *, deps) -> state` (or metrics).
 
-The caller binds the keyword-only dependencies with `functools.partial` and
-applies `jax.jit` (with donation of `state`). Metrics are accumulated in
+The caller binds the keyword-only dependencies with `functools.partial`
+(`bind_steps`, shared by the runner and the library API) and applies
+`jax.jit` (with donation of `state`). Metrics are accumulated in
 `state.sums` on device, so a step returns nothing for the host to wait on.
 
 `alpha_schedule` is α's schedule: θ1's learning rate at θ1 step t
@@ -16,6 +17,8 @@ every later step is frozen as well (the host stops the run at its next
 check), with `'skip_step'` training goes on.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -27,8 +30,8 @@ from maxl_jax import (
   losses,
   meta_grad,
 )
+from maxl_jax import step_metrics as metrics
 from maxl_jax.problem import train_loss
-from maxl_jax.training import metrics
 
 
 def _update(params, grads, opt_state, tx):
@@ -107,7 +110,7 @@ def primary_step(state, batch, *, problem, label_source, tx1, on_nonfinite):
   guarded = {
     'loss_pri': values['loss_pri'],
     'loss_aux': values['loss_aux'],
-    'grad_norm': optax.global_norm(grads),
+    'grad_norm': optax.tree.norm(grads),
   }
   return metrics.guard_update(state, new, guarded, on_nonfinite)
 
@@ -137,7 +140,7 @@ def meta_step(
     state, batch, meta_batch, problem, estimator, alpha_schedule
   )
   new = _theta2_update(state, grads2, out, tx2, problem)
-  guarded = _meta_guarded(out, optax.global_norm(grads2))
+  guarded = _meta_guarded(out, optax.tree.norm(grads2))
   return metrics.guard_update(state, new, guarded, on_nonfinite)
 
 
@@ -165,10 +168,66 @@ def interleaved_step(
     state, out.theta1_grads, out.new_model_state1, out.train_metrics, tx1
   )
   new = _theta2_update(new, grads2, out, tx2, problem)
-  norm = optax.global_norm(grads2) + optax.global_norm(out.theta1_grads)
+  norm = optax.tree.norm(grads2) + optax.tree.norm(out.theta1_grads)
   return metrics.guard_update(
     state, new, _meta_guarded(out, norm), on_nonfinite
   )
+
+
+def bind_steps(
+  *,
+  problem,
+  label_source,
+  tx1,
+  tx2,
+  alpha_schedule,
+  estimator,
+  on_nonfinite,
+  num_fine=0,
+) -> dict:
+  """This module's step functions bound to their dependencies.
+
+  The runner jits these (`training.maxl_run.make_step_fns`), the library
+  API (`maxl_jax.api`) wraps them.
+
+  Returns:
+    {'primary', 'eval', ['meta', 'interleaved'] (an `estimator`),
+    ['probe'] (an auxiliary task: the gradient cosine)}, each
+    `(state, batch[, meta_batch]) -> ...`.
+  """
+  fns = {
+    'primary': functools.partial(
+      primary_step,
+      problem=problem,
+      label_source=label_source,
+      tx1=tx1,
+      on_nonfinite=on_nonfinite,
+    ),
+    'eval': functools.partial(
+      eval_step,
+      problem=problem,
+      label_source=label_source,
+      num_fine=num_fine,
+    ),
+  }
+  if estimator is not None:
+    meta = functools.partial(
+      meta_step,
+      problem=problem,
+      estimator=estimator,
+      tx2=tx2,
+      alpha_schedule=alpha_schedule,
+      on_nonfinite=on_nonfinite,
+    )
+    fns['meta'] = meta
+    fns['interleaved'] = functools.partial(
+      interleaved_step, **meta.keywords, tx1=tx1
+    )
+  if label_source.num_aux:
+    fns['probe'] = functools.partial(
+      cosine_step, problem=problem, label_source=label_source
+    )
+  return fns
 
 
 def _test_sums(logits, loss, batch):
@@ -267,7 +326,7 @@ def _combiner_theta1(state, batch, problem, tx1):
     combiner_problem.combined_loss, 1, has_aux=True
   )(problem, state.theta1, state.theta2, state.model_state1, batch)
   new = _theta1_update(state, grads, new_model_state1, values, tx1)
-  return new, values, optax.global_norm(grads)
+  return new, values, optax.tree.norm(grads)
 
 
 def combiner_primary_step(state, batch, *, problem, tx1, on_nonfinite):
@@ -310,7 +369,7 @@ def combiner_interleaved_step(
   theta2, opt_state2 = _update(new.theta2, hypergrad, new.opt_state2, tx2)
   meta = {
     'meta_loss': outer(new.theta1),
-    'hypergrad_norm': optax.global_norm(hypergrad),
+    'hypergrad_norm': optax.tree.norm(hypergrad),
   }
   new = new.replace(
     theta2=theta2,

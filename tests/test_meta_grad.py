@@ -395,9 +395,9 @@ def test_implicit_with_one_neumann_term_is_maxl_to_second_order():
 def test_implicit_needs_a_held_out_batch():
   # The check comes first, so placeholders stand in for the problem.
   args = (None,) * 6 + (0.1,)
-  with pytest.raises(UsageError, match='meta_fraction'):
+  with pytest.raises(UsageError, match='held-out'):
     meta_grad.implicit(*args)
-  with pytest.raises(UsageError, match='meta_fraction'):
+  with pytest.raises(UsageError, match='held-out'):
     meta_grad.get_estimator('implicit')(*args, meta_batch=None)
 
 
@@ -663,9 +663,9 @@ def _toy(
   return jax.tree.map(lambda g: scale * g, grads2), out
 
 
-def _toy_settings(fn, group):
+def _toy_settings(fn, *, scale):
   """config.toy.scale, bound; θ2's gradient goes to its optimiser as is."""
-  return functools.partial(fn, scale=group.scale), None
+  return functools.partial(fn, scale=scale), None
 
 
 def test_a_new_estimator_with_a_setting_needs_only_its_entry(monkeypatch):

@@ -13,10 +13,10 @@ from jax.flatten_util import ravel_pytree
 from toy_problems import make_problem
 
 from maxl_jax import diagnostics, hierarchy, losses, meta_grad
+from maxl_jax import state as state_lib
+from maxl_jax import steps as step_fns
 from maxl_jax.labels.fixed import human_source
 from maxl_jax.problem import lookahead, primary_loss_at
-from maxl_jax.training import state as state_lib
-from maxl_jax.training import step_fns
 
 
 def flat(tree):

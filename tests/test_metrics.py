@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from maxl_jax import errors
+from maxl_jax import state as state_lib
 from maxl_jax.training import metrics
-from maxl_jax.training import state as state_lib
 
 
 def test_epoch_means_are_per_group_means():

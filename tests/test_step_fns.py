@@ -1,4 +1,4 @@
-"""Step functions (maxl_jax/training/step_fns.py): what each update changes,
+"""Step functions (maxl_jax/steps.py): what each update changes,
 the guard, compile-once."""
 
 import functools
@@ -13,13 +13,13 @@ from jax.flatten_util import ravel_pytree
 from toy_problems import make_problem
 
 from maxl_jax import meta_grad
+from maxl_jax import state as state_lib
+from maxl_jax import steps as step_fns
 from maxl_jax.labels.base import masked_targets_ok
 from maxl_jax.labels.generated import GeneratedSource
 from maxl_jax.labels.kmeans import KMeansSource
 from maxl_jax.networks.autoencoder import AutoEncoder
 from maxl_jax.problem import generated_labels
-from maxl_jax.training import state as state_lib
-from maxl_jax.training import step_fns
 
 ALPHA = 0.1
 

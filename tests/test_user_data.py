@@ -19,7 +19,7 @@ from data_loading import load, make_config
 from PIL import Image
 
 from maxl_jax import labels
-from maxl_jax.data import readers
+from maxl_jax.data import sources
 from maxl_jax.data.info import DatasetInfo
 from maxl_jax.errors import UsageError
 
@@ -87,7 +87,7 @@ def test_float_colour_arrays_in_unit_range_are_scaled(tmp_path):
     path, x_train=images, y_train=np.arange(6) % 2, x_test=images[:2],
     y_test=np.array([0, 1]), class_names=np.array(['cat', 'dog', 'emu']),
   )  # fmt: skip
-  reader = readers.make_reader(make_config('arrays', path=str(path)))
+  reader = sources.make_reader(make_config('arrays', path=str(path)))
   images, y = reader.load('train')
   assert reader.num_classes == 3 and reader.channels == 3  # class_names.
   np.testing.assert_array_equal(images[:, 0, 0, 0], np.round(x * 255))
@@ -152,7 +152,7 @@ def test_bad_arrays_are_usage_errors(name, tmp_path):
   extra, expected = BAD_ARRAYS[name]
   path = _npz(tmp_path / 'bad.npz', **extra)
   with pytest.raises(UsageError, match=re.escape(expected)):
-    readers.make_reader(make_config('arrays', path=path))
+    sources.make_reader(make_config('arrays', path=path))
 
 
 def test_arrays_without_a_readable_file(tmp_path):
@@ -161,10 +161,10 @@ def test_arrays_without_a_readable_file(tmp_path):
     (str(tmp_path / 'nope.npz'), 'is not a file'),
   ):
     with pytest.raises(UsageError, match=expected):
-      readers.make_reader(make_config('arrays', path=path))
+      sources.make_reader(make_config('arrays', path=path))
   (tmp_path / 'junk.npz').write_text('not a zip')
   with pytest.raises(UsageError, match='not a readable .npz'):
-    readers.make_reader(make_config('arrays', path=str(tmp_path / 'junk.npz')))
+    sources.make_reader(make_config('arrays', path=str(tmp_path / 'junk.npz')))
 
 
 # ----------------------------------------------------------- folder ---
@@ -188,7 +188,7 @@ def test_folder_with_train_and_test_folders(tmp_path):
 def test_folder_split_by_test_fraction_is_fixed_and_per_class(tmp_path):
   _folder(tmp_path, [8, 4, 5])
   config = make_config('folder', path=str(tmp_path), test_fraction=0.25)
-  first = readers.make_reader(config)
+  first = sources.make_reader(config)
   assert first.channels == 1 and first.num_classes == 3
   test = first.labels('test')
   np.testing.assert_array_equal(np.bincount(test), [2, 1, 1])
@@ -197,7 +197,7 @@ def test_folder_split_by_test_fraction_is_fixed_and_per_class(tmp_path):
   test_images, _ = first.load('test')
   values = set(train_images[:, 0, 0, 0]) | set(test_images[:, 0, 0, 0])
   assert len(values) == 17  # Every image in exactly one split.
-  again, _ = readers.make_reader(config).load('test')
+  again, _ = sources.make_reader(config).load('test')
   np.testing.assert_array_equal(again, test_images)  # The same split.
 
 
@@ -234,7 +234,7 @@ BAD_FOLDERS = {
 def test_bad_folders_are_usage_errors(kind, tmp_path):
   _bad_folder(kind, tmp_path)
   with pytest.raises(UsageError, match=re.escape(BAD_FOLDERS[kind])):
-    readers.make_reader(make_config('folder', path=str(tmp_path)))
+    sources.make_reader(make_config('folder', path=str(tmp_path)))
 
 
 # ------------------------------------------------------------- TFDS ---
@@ -288,7 +288,7 @@ def test_any_tfds_dataset_by_name_with_its_label_key(tmp_path):
   np.testing.assert_array_equal(train.labels[order], np.arange(20) % 3)
   config.label_key = 'nope'
   with pytest.raises(UsageError, match=r"no class label 'nope'.*'kind'"):
-    readers.make_reader(config)
+    sources.make_reader(config)
 
 
 def test_tfds_name_on_mock_data():

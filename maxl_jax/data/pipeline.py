@@ -22,7 +22,7 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from maxl_jax.data import groupings, readers
+from maxl_jax.data import groupings, readers, sources
 from maxl_jax.data.images import crop_flip, normalize
 from maxl_jax.data.info import DatasetInfo
 from maxl_jax.data.splits import (
@@ -357,7 +357,7 @@ def get_datasets(
   if device_count is None:
     device_count = jax.device_count()
   _check_config(data_config, process_index, process_count, device_count)
-  reader = readers.make_reader(data_config)
+  reader = sources.make_reader(data_config)
   maps = label_maps(data_config, reader)
   primary_of, fine_of = maps.primary_of, maps.fine_of
   fraction, per_class = data_config.train_fraction, data_config.per_class
@@ -450,7 +450,7 @@ def load_test_split(data_config) -> SplitArrays:
 
   For analysing a finished run: the training set is not read.
   """
-  reader = readers.make_reader(data_config)
+  reader = sources.make_reader(data_config)
   maps = label_maps(data_config, reader)
   images, labels = reader.load('test')
   fine = None

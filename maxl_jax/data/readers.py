@@ -28,6 +28,7 @@ from etils import epy
 from PIL import Image
 
 from maxl_jax.data import cifar100_hierarchy, synthetic
+from maxl_jax.data.synthetic import load_digits  # noqa: F401 - a dataset.
 from maxl_jax.errors import UsageError
 
 # Imported on first use (~4 s and ~0.6 GB): only TFDS datasets and resizing
@@ -336,25 +337,6 @@ def load_fashion_mnist(local_dir: str = '') -> dict[str, Arrays]:
   return splits
 
 
-def load_digits() -> dict[str, Arrays]:
-  """scikit-learn's 8x8 digits: a fixed stratified 80/20 split (seed 0),
-  0..16 scaled to 0..255, each pixel repeated 4x4 (8x8 -> 32x32)."""
-  from sklearn import datasets, model_selection  # Slow import: only here.
-
-  digits = datasets.load_digits()
-  images = np.round(digits.images * (255 / 16)).astype(np.uint8)
-  images = images.repeat(4, axis=1).repeat(4, axis=2)[..., None]
-  train, test = model_selection.train_test_split(
-      np.arange(len(images)), test_size=0.2, stratify=digits.target,
-      random_state=0,
-  )  # fmt: skip
-  labels = digits.target.astype(np.int64)
-  return {
-    split: (images[np.sort(ids)], labels[np.sort(ids)])
-    for split, ids in (('train', train), ('test', test))
-  }
-
-
 class FolderReader(Reader):
   """An image-folder release, `root/<split>/<class>/*.png` (CINIC-10)."""
 
@@ -421,43 +403,3 @@ DATASETS = {
   'digits': (10, 1, 'digits'),
   'digit_pairs': (synthetic.NUM_CLASSES, 1, 'digit_pairs'),
 }
-
-
-def make_reader(data_config) -> Reader:
-  """The `Reader` for `data_config.name`.
-
-  Raises:
-    UsageError: unknown name, or the dataset is not available locally.
-  """
-  from maxl_jax.data import user_data  # It builds on this module's Reader.
-
-  name = data_config.name
-  if name == 'arrays':
-    return user_data.NpzReader(data_config.get('path', ''))
-  if name == 'folder':
-    return user_data.ImageFolderReader(
-      data_config.get('path', ''), data_config.get('test_fraction', 0.2)
-    )
-  if name.startswith('tfds:'):
-    return user_data.tfds_reader(data_config)
-  if name not in DATASETS:
-    raise UsageError(
-      f'Unknown dataset config.data.name={name!r}; known datasets: '
-      f'{", ".join(DATASETS)}, or your own: arrays (an .npz), folder '
-      '(an image folder), tfds:NAME.'
-    )
-  num_classes, channels, kind = DATASETS[name]
-  common = dict(num_classes=num_classes, channels=channels)
-  if kind.startswith('tfds'):
-    return TfdsReader(
-      name, data_config=data_config, video=kind == 'tfds_video', **common
-    )
-  if kind == 'folder':
-    return FolderReader(name, root=data_config.local_dir, **common)
-  if kind == 'fashion_mnist':
-    loader = functools.partial(load_fashion_mnist, data_config.local_dir)
-  elif kind == 'digit_pairs':
-    loader = synthetic.load_digit_pairs
-  else:
-    loader = load_digits
-  return ArrayReader(name, loader=loader, **common)

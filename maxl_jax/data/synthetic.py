@@ -42,11 +42,28 @@ def compose(left: np.ndarray, right: np.ndarray) -> np.ndarray:
   return canvas
 
 
+def load_digits() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+  """scikit-learn's 8x8 digits: a fixed stratified 80/20 split (seed 0),
+  0..16 scaled to 0..255, each pixel repeated 4x4 (8x8 -> 32x32)."""
+  from sklearn import datasets, model_selection  # Slow import: only here.
+
+  digits = datasets.load_digits()
+  images = np.round(digits.images * (255 / 16)).astype(np.uint8)
+  images = images.repeat(4, axis=1).repeat(4, axis=2)[..., None]
+  train, test = model_selection.train_test_split(
+      np.arange(len(images)), test_size=0.2, stratify=digits.target,
+      random_state=0,
+  )  # fmt: skip
+  labels = digits.target.astype(np.int64)
+  return {
+    split: (images[np.sort(ids)], labels[np.sort(ids)])
+    for split, ids in (('train', train), ('test', test))
+  }
+
+
 def load_digit_pairs(seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
   """{'train': (images, labels), 'test': ...}: uint8 [n, 32, 32, 1], int64."""
-  from maxl_jax.data import readers  # The split and scaling of `digits`.
-
-  splits = readers.load_digits()
+  splits = load_digits()
   rng = np.random.default_rng(seed)
   out = {}
   for split, per_class in PER_CLASS.items():

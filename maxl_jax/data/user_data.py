@@ -10,7 +10,7 @@
   splits, its labels at `config.data.label_key` (`tfds_reader`).
 
 Each is checked as it is read: anything a user can fix is a `UsageError`
-that names the file and the fix. `readers.make_reader` is the one entry;
+that names the file and the fix. `sources.make_reader` is the one entry;
 the built-in datasets and the `Reader` interface live in `readers.py`.
 """
 

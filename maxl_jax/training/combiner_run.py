@@ -25,11 +25,12 @@ import jax
 import optax
 
 from maxl_jax import combiner_problem, inverse_hvp, loss_combiner
+from maxl_jax import state as state_lib
+from maxl_jax import steps as steps_lib
 from maxl_jax.data.info import DatasetInfo
 from maxl_jax.errors import UsageError
 from maxl_jax.networks import models
-from maxl_jax.training import metrics, optim, schedule, step_fns
-from maxl_jax.training import state as state_lib
+from maxl_jax.training import metrics, optim, schedule
 from maxl_jax.training.config_fields import steps_per_epoch
 from maxl_jax.training.mesh import jit_step
 
@@ -143,13 +144,15 @@ class CombinerRun:
     jit = functools.partial(jit_step, mesh=mesh)
     keys = {'tx1': self.tx1, 'on_nonfinite': self.on_nonfinite}
     fns = {
-      'primary': jit(bind(step_fns.combiner_primary_step, **keys), donate=True),
-      'eval': jit(bind(step_fns.combiner_eval_step)),
+      'primary': jit(
+        bind(steps_lib.combiner_primary_step, **keys), donate=True
+      ),
+      'eval': jit(bind(steps_lib.combiner_eval_step)),
     }
     if self.held_out:
       fns[schedule.INTERLEAVED] = jit(
         bind(
-          step_fns.combiner_interleaved_step,
+          steps_lib.combiner_interleaved_step,
           **keys,
           tx2=self.tx2,
           inverse=self.inverse,
@@ -158,7 +161,7 @@ class CombinerRun:
         batches=2,
       )
     if self.problem.combine is not None:
-      fns['probe'] = jit(bind(step_fns.combiner_weights_step))
+      fns['probe'] = jit(bind(steps_lib.combiner_weights_step))
     return fns
 
   def probe_batch(self, data):
@@ -208,6 +211,12 @@ def build(config, info: DatasetInfo) -> CombinerRun:
       per_epoch,
       cc.meta_every if learns else 1,
     ),
-    inverse=inverse_hvp.from_config(config.inverse_hvp),
+    inverse=inverse_hvp.make_solver(**_solver_settings(config.inverse_hvp)),
     on_nonfinite=config.train.on_nonfinite,
   )
+
+
+def _solver_settings(group) -> dict:
+  """config.inverse_hvp's solver fields, as plain values."""
+  keys = ('solver', 'neumann_steps', 'neumann_lr', 'cg_steps', 'damping')
+  return {k: group[k] for k in keys}

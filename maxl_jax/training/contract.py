@@ -17,10 +17,10 @@ import optax
 
 from maxl_jax.data.info import DatasetInfo
 from maxl_jax.errors import UsageError
+from maxl_jax.state import MaxlState
 from maxl_jax.training import combiner_run, maxl_run
 from maxl_jax.training.config_fields import check_fields
 from maxl_jax.training.schedule import Schedule
-from maxl_jax.training.state import MaxlState
 
 
 @runtime_checkable

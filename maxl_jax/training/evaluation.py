@@ -68,7 +68,7 @@ def evaluate(
 class DriftProbe(NamedTuple):
   """g's labels against step 0's on the first test images (DESIGN §1-2)."""
 
-  fn: Any  # Jitted `step_fns.drift_step`.
+  fn: Any  # Jitted `steps.drift_step`.
   initial: Any  # The state at step 0 (θ2, its statistics), replicated.
   batches: list  # The probe's test batches (host arrays).
 

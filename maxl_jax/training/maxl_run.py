@@ -19,13 +19,14 @@ import flax.linen as nn
 import jax
 import optax
 
-from maxl_jax import api, hierarchy, labels, meta_grad
+from maxl_jax import hierarchy, labels, meta_grad
+from maxl_jax import state as state_lib
+from maxl_jax import steps as steps_lib
 from maxl_jax.data.info import DatasetInfo
 from maxl_jax.errors import UsageError
 from maxl_jax.networks import models
 from maxl_jax.problem import MaxlProblem
-from maxl_jax.training import optim, schedule, step_fns
-from maxl_jax.training import state as state_lib
+from maxl_jax.training import optim, schedule
 from maxl_jax.training.config_fields import check_fields, steps_per_epoch
 from maxl_jax.training.mesh import jit_step
 
@@ -38,7 +39,7 @@ def choices() -> dict:
     'method': labels.METHODS,
     'maxl.schedule': schedule.NAMES,
     'maxl.meta_grad': tuple(meta_grad.ESTIMATORS),
-    'maxl.meta_loss': api.META_LOSSES,
+    'maxl.meta_loss': meta_grad.META_LOSSES,
     'maxl.balance': meta_grad.BALANCES,
     'label_opt.name': optim.OPTIMIZERS,
   }
@@ -65,9 +66,15 @@ def check_config(config):
       '--config.maxl.meta_grad=structured (or first_order), or another '
       'model.conv_impl.'
     )
-  if config.method == 'maxl':
-    meta_grad.check_held_out(
-      config.maxl.meta_grad, config.data.meta_fraction > 0
+  name = config.maxl.meta_grad
+  if (
+    config.method == 'maxl'
+    and meta_grad.needs_held_out(name)
+    and not config.data.meta_fraction > 0
+  ):
+    raise UsageError(
+      f'maxl.meta_grad={name!r} evaluates the primary loss on a held-out '
+      'meta batch: set --config.data.meta_fraction > 0, e.g. 0.1.'
     )
   # `.get`: the config.json of runs older than these fields lacks them.
   example_weights = config.maxl.get('example_weights', False)
@@ -176,7 +183,7 @@ class MaxlRun:
     if self.g is None:
       return None
     return functools.partial(
-      step_fns.drift_step, problem=self.problem, label_source=self.label_source
+      steps_lib.drift_step, problem=self.problem, label_source=self.label_source
     )
 
   def result_fields(self, final: dict) -> dict:
@@ -201,7 +208,7 @@ def _problem(config, source, f, g) -> MaxlProblem:
     fd_eps=config.maxl.fd_eps,
     example_weights=bool(config.maxl.get('example_weights', False)),
     label_smoothing=float(config.train.get('label_smoothing', 0.0)),
-    meta_gamma=api.meta_gamma(config.maxl.get('meta_loss', 'focal')),
+    meta_gamma=meta_grad.meta_gamma(config.maxl.get('meta_loss', 'focal')),
     lookahead_scale=float(config.maxl.get('lookahead_scale', 1.0)),
     balance=config.maxl.get('balance', 'sum'),
   )
@@ -266,15 +273,18 @@ def build(config, info: DatasetInfo) -> MaxlRun:
 
 def _estimator(config, tx1):
   """(estimator, θ2 gradient transformation or None): config.maxl.meta_grad
-  with its settings (`meta_grad.from_config`); methods entropy_only and
-  frozen (whose θ2 update is zero): the entropy part alone. With
-  maxl.lookahead_steps = K > 1, the K-step lookahead through θ1's
-  optimiser `tx1` (`meta_grad.OptimizerLookahead`)."""
+  with its settings read from their config group (`meta_grad.bind`);
+  methods entropy_only and frozen (whose θ2 update is zero): the entropy
+  part alone. With maxl.lookahead_steps = K > 1, the K-step lookahead
+  through θ1's optimiser `tx1` (`meta_grad.OptimizerLookahead`)."""
   control = config.method in ('entropy_only', 'frozen')
   steps = config.maxl.get('lookahead_steps', 1)
   if steps > 1:
     return meta_grad.OptimizerLookahead(tx1, steps, entropy_only=control), None
-  estimator, grad_tx = meta_grad.from_config(config.maxl.meta_grad, config)
+  name = config.maxl.meta_grad
+  group = meta_grad.entry(name).group
+  values = dict(config[group]) if group else {}
+  estimator, grad_tx = meta_grad.bind(name, **values)
   if control:
     return meta_grad.entropy_only, grad_tx
   return estimator, grad_tx
@@ -339,7 +349,7 @@ def make_step_fns(
   update = functools.partial(jit, donate=True)
   meta_update = functools.partial(update, batches=2 if held_out else 1)
   # The same bound step functions as the library API's (`maxl_jax.api`).
-  bound = api.bind_steps(
+  bound = steps_lib.bind_steps(
     problem=problem,
     label_source=label_source,
     tx1=tx1,

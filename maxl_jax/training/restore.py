@@ -13,10 +13,10 @@ import jax
 import ml_collections
 
 from maxl_jax.errors import UsageError
+from maxl_jax.state import MaxlState
 from maxl_jax.training import checkpointing, contract
 from maxl_jax.training import workdir as workdir_lib
 from maxl_jax.training.mesh import with_sharding
-from maxl_jax.training.state import MaxlState
 
 
 @dataclasses.dataclass(frozen=True)

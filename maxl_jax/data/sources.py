@@ -1,0 +1,49 @@
+"""A dataset's name -> its `Reader`: the built-in datasets (`readers`),
+your own (`user_data`: an .npz, an image folder, any TFDS dataset) and the
+synthetic ones (`synthetic`). The one entry of the data layer's readers.
+"""
+
+import functools
+
+from maxl_jax.data import readers, synthetic, user_data
+from maxl_jax.errors import UsageError
+
+
+def make_reader(data_config) -> readers.Reader:
+  """The `Reader` for `data_config.name`.
+
+  Raises:
+    UsageError: unknown name, or the dataset is not available locally.
+  """
+  name = data_config.name
+  if name == 'arrays':
+    return user_data.NpzReader(data_config.get('path', ''))
+  if name == 'folder':
+    return user_data.ImageFolderReader(
+      data_config.get('path', ''), data_config.get('test_fraction', 0.2)
+    )
+  if name.startswith('tfds:'):
+    return user_data.tfds_reader(data_config)
+  if name not in readers.DATASETS:
+    raise UsageError(
+      f'Unknown dataset config.data.name={name!r}; known datasets: '
+      f'{", ".join(readers.DATASETS)}, or your own: arrays (an .npz), folder '
+      '(an image folder), tfds:NAME.'
+    )
+  num_classes, channels, kind = readers.DATASETS[name]
+  common = dict(num_classes=num_classes, channels=channels)
+  if kind.startswith('tfds'):
+    return readers.TfdsReader(
+      name, data_config=data_config, video=kind == 'tfds_video', **common
+    )
+  if kind == 'folder':
+    return readers.FolderReader(name, root=data_config.local_dir, **common)
+  if kind == 'fashion_mnist':
+    loader = functools.partial(
+      readers.load_fashion_mnist, data_config.local_dir
+    )
+  elif kind == 'digit_pairs':
+    loader = synthetic.load_digit_pairs
+  else:
+    loader = synthetic.load_digits
+  return readers.ArrayReader(name, loader=loader, **common)
