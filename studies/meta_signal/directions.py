@@ -47,6 +47,13 @@ OBJECTIVES = ('one_step', 'k_step', 'held_out')
 FIELDS = ('meta', 'entropy', 'meta_cosine', 'entropy_cosine', 'norm')
 
 
+def _nth(iterator, n):
+  """The n-th batch from the start (epochs of a few batches roll over)."""
+  return iterator.batch(
+    n // iterator.steps_per_epoch, n % iterator.steps_per_epoch
+  )
+
+
 def _as_device(batch):
   return {k: jnp.asarray(v) for k, v in batch.items() if k != 'mask'}
 
@@ -98,9 +105,9 @@ def run_slopes(workdir: pathlib.Path, batches: int, k: int) -> list[dict]:
   for label, state in (('step 0', step0), ('final', final.state)):
     sums = collections.defaultdict(list)
     for b in range(batches):
-      batch = _as_device(data.train.batch(0, b))
+      batch = _as_device(_nth(data.train, b))
       if data.meta is not None:
-        meta_batch = _as_device(data.meta.batch(0, b))
+        meta_batch = _as_device(_nth(data.meta, b))
       else:
         meta_batch = _as_device(next(iter(data.eval)))
       out = jax.device_get(slopes(state, batch, meta_batch))
