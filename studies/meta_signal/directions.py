@@ -6,8 +6,10 @@
 For every finished run with a label generator under WORKDIR whose name
 matches --only (default: MAXL's), at step 0 and at its final checkpoint, on
 the first --batches training batches: the slope of each meta objective's
-primary part along the label directions Human − g and Uniform − g (g's
-labels as θ1 trains on them, batch statistics) beside the entropy term's
+primary part along the label directions Human − g, Uniform − g and
+Random − g (one-hot on a random auxiliary class of the image's primary
+class: Human's hardness without its content) from g's labels as θ1 trains
+on them (batch statistics), beside the entropy term's
 (`maxl_jax.diagnostics.label_space_slopes`, docs/DESIGN.md §2i):
 
   one_step  L_pri(θ1 − α∇L_train(t)) on the training batch (as published);
@@ -58,7 +60,7 @@ def _as_device(batch):
   return {k: jnp.asarray(v) for k, v in batch.items() if k != 'mask'}
 
 
-def batch_slopes(run, k, inverse, state, batch, meta_batch):
+def batch_slopes(run, k, inverse, state, batch, meta_batch, key):
   """{objective: {direction: {field: value}}} on one batch; `inverse`:
   the held-out objective's inverse-HVP solver (the run's config.inverse_hvp)."""
   problem = run.problem
@@ -70,8 +72,12 @@ def batch_slopes(run, k, inverse, state, batch, meta_batch):
     name: source.targets({}, None, None, batch, problem=problem)
     for name, source in (('human', human), ('uniform', uniform))
   }
-  directions = {n: t - labels.probs for n, t in targets.items()}
   allowed = jnp.asarray(hierarchy.class_mask(run.psi))[batch['label']]
+  # Human's control: one-hot labels as hard as Human's, on a random
+  # auxiliary class of the image's primary class (content alone differs).
+  slot = jax.random.categorical(key, jnp.where(allowed, 0.0, -jnp.inf))
+  targets['random_onehot'] = jax.nn.one_hot(slot, allowed.shape[1])
+  directions = {n: t - labels.probs for n, t in targets.items()}
   alpha = run.lr_schedule(state.step1) * problem.lookahead_scale
   theta1, ms1 = state.theta1, state.model_state1
   fns = {
@@ -110,7 +116,8 @@ def run_slopes(workdir: pathlib.Path, batches: int, k: int) -> list[dict]:
         meta_batch = _as_device(_nth(data.meta, b))
       else:
         meta_batch = _as_device(next(iter(data.eval)))
-      out = jax.device_get(slopes(state, batch, meta_batch))
+      key = jax.random.key(b)
+      out = jax.device_get(slopes(state, batch, meta_batch, key))
       for obj, by_dir in out.items():
         for direction, fields in by_dir.items():
           sums[obj, direction].append(fields)
