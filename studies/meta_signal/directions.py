@@ -147,17 +147,17 @@ def markdown(rows: list[dict]) -> str:
     '|---|---|---|---|--:|--:|--:|--:|--:|',
   ]
 
-  def cell(values, digits=4):
-    mean = np.mean(values)
+  def cell(values, form):
+    mean = format(np.mean(values), '+' + form)
     if len(values) < 2:
-      return f'{mean:+.{digits}f}'
-    return f'{mean:+.{digits}f} ± {np.std(values, ddof=1):.{digits}f}'
+      return mean
+    return f'{mean} ± {format(np.std(values, ddof=1), form)}'
 
   for (group, state, obj, direction), rs in groups.items():
     lines.append(
       f'| {group} | {state} | {obj} | {direction} | {len(rs)} '
       + ' | '.join(
-        cell([r[f] for r in rs], 3 if 'cosine' in f else 4)
+        cell([r[f] for r in rs], '.3f' if 'cosine' in f else '.2e')
         for f in ('meta', 'entropy', 'meta_cosine', 'entropy_cosine')
       ).join(('| ', ' |'))
     )
