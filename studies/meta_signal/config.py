@@ -66,6 +66,9 @@ PAPER_SEEDS = (0, 1, 2)
 # objective and against entropy_only on the same split: (name, overrides).
 HELD_OUT = {**PAIRS, **controls.HELD_OUT}
 HORIZONS = (
+  # The references on the same 225 training images (the other 25 held out).
+  ('uniform', {'method': 'uniform'}),
+  ('human', {'method': 'human'}),
   ('entropy_only', {'method': 'entropy_only'}),
   ('k1', {'method': 'maxl'}),
   ('k5', {'method': 'maxl', 'maxl.lookahead_steps': 5}),
