@@ -1,7 +1,7 @@
 """Step-time benchmark: the real jitted training steps on synthetic data.
 
-Times `step_fns.primary_step` (Single, and MAXL's θ1 step), `step_fns.meta_step`
-and `step_fns.interleaved_step` (each with every estimator of
+Times `steps.primary_step` (Single, and MAXL's θ1 step), `steps.meta_step`
+and `steps.interleaved_step` (each with every estimator of
 `meta_grad.ESTIMATORS`), built by `contract.build_run` and jitted by
 `maxl_run.jit_steps` exactly as training does, with the shapes of the
 paper's settings: ConvNet-4 32x32x1
@@ -96,13 +96,14 @@ _CHILD = flags.DEFINE_string('child', None, 'Internal: backbone:kind.')
 
 
 def make_run(backbone, conv_impl='auto', single=False, batch_size=100,
-             meta_grad_name='structured', remat='none'):  # fmt: skip
+             meta_grad_name='structured', remat='none',
+             lookahead_steps=1):  # fmt: skip
   """(run, initial state, batches): `contract.build_run`, synthetic batches.
 
   The dataset description has 500 steps of `batch_size` per epoch (this only
   places the, here irrelevant, learning-rate decay). `batches` is (training
   batch,), plus a held-out batch for `implicit` (default `config.inverse_hvp`:
-  Neumann, K = 3).
+  Neumann, K = 3). `lookahead_steps`: config.maxl.lookahead_steps.
   """
   channels, classes, psi_per_class, hidden = BACKBONES[backbone]
   config = default.get_config()
@@ -116,6 +117,7 @@ def make_run(backbone, conv_impl='auto', single=False, batch_size=100,
     config.inverse_hvp.solver = 'cg'
     config.inverse_hvp.cg_steps = config.inverse_hvp.neumann_steps
   config.maxl.meta_grad = meta_grad_name
+  config.maxl.lookahead_steps = lookahead_steps
   held_out = meta_grad_name == 'implicit' and not single
   config.data.meta_fraction = 0.1 if held_out else 0.0
   shape = (32, 32, channels)
