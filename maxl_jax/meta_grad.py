@@ -100,11 +100,25 @@ def _meta_objective(
   meta_batch=None,
 ):  # fmt: skip
   """`J(θ2)` with the lookahead inside; returns (J, MetaOutput)."""
+
+  def ahead(targets):
+    return lookahead(problem, theta1, model_state1, targets, batch, alpha)
+
+  return _objective_with(
+    ahead, problem, model_state1, theta2, model_state2, batch, meta_batch
+  )
+
+
+def _objective_with(
+  ahead_fn, problem, model_state1, theta2, model_state2, batch, meta_batch
+):
+  """(J(θ2), MetaOutput) for a lookahead `ahead_fn(targets)` returning
+  `lookahead`'s tuple: one step (published) or K (`OptimizerLookahead`)."""
   meta_batch = batch if meta_batch is None else meta_batch
   labels, new_model_state2 = generated_labels(
     problem, theta2, model_state2, batch
   )
-  ahead = lookahead(problem, theta1, model_state1, labels.targets, batch, alpha)
+  ahead = ahead_fn(labels.targets)
   loss_after = meta_primary_loss(problem, ahead[0], model_state1, meta_batch)
   entropy = losses.entropy_regularizer(labels.probs)
   out = _meta_output(
@@ -381,20 +395,16 @@ class OptimizerLookahead:
     opt_state1, meta_batch=None,
   ):  # fmt: skip
     """(J(θ2), MetaOutput) with the K-step θ1⁺."""
-    meta_batch = batch if meta_batch is None else meta_batch
-    labels, new_model_state2 = generated_labels(
-      problem, theta2, model_state2, batch
+
+    def ahead(targets):
+      return optimizer_lookahead(
+        problem, theta1, model_state1, targets, batch, self.tx, opt_state1,
+        self.steps,
+      )  # fmt: skip
+
+    return _objective_with(
+      ahead, problem, model_state1, theta2, model_state2, batch, meta_batch
     )
-    ahead = optimizer_lookahead(
-      problem, theta1, model_state1, labels.targets, batch, self.tx,
-      opt_state1, self.steps,
-    )  # fmt: skip
-    loss_after = meta_primary_loss(problem, ahead[0], model_state1, meta_batch)
-    entropy = losses.entropy_regularizer(labels.probs)
-    out = _meta_output(
-      labels, new_model_state2, ahead, loss_after, entropy, problem.lam, None
-    )
-    return out.meta_loss, out
 
   def __call__(
     self, problem, theta1, model_state1, theta2, model_state2, batch, alpha,
