@@ -65,7 +65,8 @@ def _min_ms(fn, *args) -> float:
 
 def eval_seconds(backbone: str, conv_impl: str, batch: int) -> float:
   """Seconds per 10,000 test images of `backbone`'s evaluation step."""
-  run, state, _ = bench_steps.make_run(backbone, conv_impl)
+  run, start, _ = bench_steps.make_run(backbone, conv_impl)
+  state = start.state
   mesh = mesh_lib.make_mesh()
   step = run.jit_steps(mesh)['eval']
   channels = bench_steps.BACKBONES[backbone][0]

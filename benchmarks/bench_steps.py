@@ -53,7 +53,7 @@ from experiments.configs import default
 from maxl_jax import meta_grad
 from maxl_jax.data.info import DatasetInfo
 from maxl_jax.networks import layers, trunks
-from maxl_jax.training import contract, maxl_run
+from maxl_jax.training import carry, contract, maxl_run
 from maxl_jax.training import mesh as mesh_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -65,7 +65,8 @@ BACKBONES = {  # name: (image channels, primary classes, psi[c], head hidden)
 # Every estimator; implicit_cg: implicit with the CG solver (both K = 3).
 METHODS = (*meta_grad.ESTIMATORS, 'implicit_cg')
 KINDS = ('single', 'theta1', *(f'{g}_{m}' for g in ('meta', 'interleaved')
-                               for m in METHODS))  # fmt: skip
+                               for m in METHODS),
+         'meta+signal_structured', 'interleaved+signal_structured')  # fmt: skip
 RESULT = 'RESULT '
 
 _BACKBONES = flags.DEFINE_list('backbones', None, f'Of {list(BACKBONES)}.')
@@ -136,11 +137,13 @@ def make_run(backbone, conv_impl='auto', single=False, batch_size=100,
     }
 
   batches = (batch(), batch()) if held_out else (batch(),)
-  return run, run.init_state({}), batches
+  return run, carry.start(run.init_state({}), run.zero_sums()), batches
 
 
+# A group's step; `+signal`: with what trains g (`log.meta_signal_every`).
 STEP_OF_GROUP = {'single': 'primary', 'theta1': 'primary', 'meta': 'meta',
-                 'interleaved': 'interleaved'}  # fmt: skip
+                 'interleaved': 'interleaved', 'meta+signal': 'meta+signal',
+                 'interleaved+signal': 'interleaved+signal'}  # fmt: skip
 
 
 def build_step(backbone, kind, conv_impl, batch_size, remat='none'):
@@ -276,7 +279,7 @@ def run_child(spec):
     # Page faults and kernel time of the timed steps (see "Allocator").
     'page_faults_per_step': (usage.ru_minflt - usage0.ru_minflt) / len(times),
     'kernel_s_per_step': (usage.ru_stime - usage0.ru_stime) / len(times),
-    'nonfinite_steps': int(state.guard['count']),
+    'nonfinite_steps': int(state.guard['count']),  # The loop's carry.
     'step_ms': [round(t, 2) for t in times],
   }
   print(RESULT + json.dumps(result), flush=True)

@@ -21,8 +21,9 @@ fixed targets (no θ2 update).
 
 One implementation: every update is a step function of `steps.py`, bound
 by `steps.bind_steps`, the same binding the runner jits
-(`training.maxl_run.make_step_fns`); the API only adds the read-out of the
-step's metrics from the running sums the runner accumulates.
+(`training.maxl_run.make_step_fns`). An update returns that step's own
+metrics; a step whose loss or gradient is not finite is not applied and
+reports `nonfinite` = 1 (stop your loop on it if you like).
 """
 
 import dataclasses
@@ -41,7 +42,8 @@ from maxl_jax.labels.fixed import UniformSource, human_source
 from maxl_jax.labels.generated import GeneratedSource
 from maxl_jax.networks import models
 from maxl_jax.problem import MaxlProblem
-from maxl_jax.state import MaxlState, initial_state
+from maxl_jax.state import MaxlState, create_state
+from maxl_jax.step_metrics import skip_nonfinite
 from maxl_jax.steps import bind_steps
 
 Batch = dict[str, jax.Array]
@@ -66,13 +68,15 @@ class Learner(NamedTuple):
       split in two, as the runner does), optimiser states, step 0.
     theta1_update: `(state, batch) -> (state, metrics)`: one θ1 step on
       L_pri + L_aux with the method's auxiliary targets. metrics:
-      loss_pri, loss_aux, accuracy (this batch), nonfinite (1: the step
-      was not applied because a loss or gradient was not finite).
+      loss_pri, loss_aux, accuracy (this batch), grad_norm, nonfinite (1:
+      the step was not applied because a loss or gradient was not finite).
     theta2_update: `(state, batch, meta_batch=None) -> (state, metrics)`:
       one θ2 step by the meta-gradient (None for fixed targets); θ1 stays
       put. metrics: loss_before, loss_after (L_pri before/after the
-      lookahead), meta_loss (J), entropy, aux_usage, aux_entropy, aux_hist
-      [K], nonfinite (+ aux_weight with example weights). `meta_batch`:
+      lookahead), loss_aux, meta_loss (J), entropy, aux_usage, aux_entropy,
+      aux_hist [K], grad_norm, nonfinite (+ aux_weight with example
+      weights; + what trains g with `meta_signal`: grad_meta_norm,
+      grad_entropy_norm, grad_parts_cosine, meta_share). `meta_batch`:
       the batch of the meta objective's primary loss (None: `batch`;
       `implicit` needs a held-out one).
     interleaved_update: `(state, batch, meta_batch=None) -> (state,
@@ -94,36 +98,17 @@ class Learner(NamedTuple):
   label_source: LabelSource
 
 
-# ------------------------------------------------------------- read-out ---
+# ------------------------------------------------------------- metrics ---
 
 
-def _group(sums, group: str) -> dict:
-  """This step's values of `group` from sums that started at zero."""
-  prefix, out = f'{group}/', {}
-  for key, value in sums.items():
-    if key.startswith(prefix) and key != f'{group}/count':
-      out[key[len(prefix) :]] = value
-  return out
-
-
-def _with_metrics(step, groups: tuple[str, ...]):
-  """`step(state, ...) -> state` as `(state, ...) -> (state, metrics)`.
-
-  The step runs on zeroed sums, so its new sums are this step's values
-  (0 + v = v exactly); they are then added to the caller's sums, which
-  accumulate exactly as the runner's (sum + v, or sum when the guard
-  skipped the step).
-  """
+def _update(step):
+  """A step as an update: not applied when not finite, its metrics named
+  without their group (`train/loss_pri` -> `loss_pri`)."""
+  guarded = skip_nonfinite(step)
 
   def update(state, *batches):
-    zero = jax.tree.map(jnp.zeros_like, state.sums)
-    new = step(state.replace(sums=zero), *batches)
-    metrics = {}
-    for group in groups:
-      metrics.update(_group(new.sums, group))
-    metrics['nonfinite'] = new.guard['count'] - state.guard['count']
-    sums = jax.tree.map(jnp.add, state.sums, new.sums)
-    return new.replace(sums=sums), metrics
+    new, metrics = guarded(state, *batches)
+    return new, {k.split('/')[-1]: v for k, v in metrics.items()}
 
   return update
 
@@ -154,7 +139,7 @@ def _estimator(estimator, inverse):
   return fn
 
 
-def _learner(f, g, source, tx1, tx2, *, alpha, estimator, problem, nonfinite):
+def _learner(f, g, source, tx1, tx2, *, alpha, estimator, problem, signal):
   bound = bind_steps(
     problem=problem,
     label_source=source,
@@ -162,49 +147,26 @@ def _learner(f, g, source, tx1, tx2, *, alpha, estimator, problem, nonfinite):
     tx2=tx2,
     alpha_schedule=_alpha_schedule(alpha),
     estimator=estimator,
-    on_nonfinite=nonfinite,
   )
   # The test-time label statistics are the runner's business: plain sums.
   evaluate = functools.partial(steps.eval_step, problem=problem)
-  num_aux = source.num_aux
 
   def init(rng, image_shape: Sequence[int]) -> MaxlState:
-    rng1, rng2 = jax.random.split(rng)
-    theta1, model_state1 = models.init_variables(f, rng1, image_shape)
-    theta2, model_state2 = {}, {}
-    if g is not None:
-      theta2, model_state2 = models.init_variables(g, rng2, image_shape)
-    return initial_state(
-      theta1,
-      model_state1,
-      theta2,
-      model_state2,
-      tx1,
-      tx2,
-      {},
-      num_aux,
-      problem.example_weights,
-    )
+    return create_state(rng, f, g, tx1, tx2, image_shape, {})
 
   learns = 'meta' in bound
+  suffix = '+signal' if signal else ''
   return Learner(
     init=init,
-    theta1_update=_with_metrics(bound['primary'], ('train',)),
-    theta2_update=_with_metrics(bound['meta'], ('meta',)) if learns else None,
+    theta1_update=_update(bound['primary']),
+    theta2_update=_update(bound['meta' + suffix]) if learns else None,
     interleaved_update=(
-      _with_metrics(bound['interleaved'], ('train', 'meta')) if learns else None
+      _update(bound['interleaved' + suffix]) if learns else None
     ),
     evaluate=_evaluate(evaluate),
     problem=problem,
     label_source=source,
   )
-
-
-_NONFINITE = ('skip_step', 'stop')
-
-
-def _check(on_nonfinite):
-  _choice('on_nonfinite', on_nonfinite, _NONFINITE)
 
 
 def _choice(name: str, value, allowed):
@@ -229,7 +191,7 @@ def maxl(
   example_weights: bool = False,
   label_smoothing: float = 0.0,
   fd_eps: float = 0.01,
-  on_nonfinite: str = 'skip_step',
+  meta_signal: bool = True,
   meta_loss: str = 'focal',
   lookahead_scale: float = 1.0,
   balance: str = 'sum',
@@ -253,15 +215,14 @@ def maxl(
     example_weights: g also weights each example's auxiliary loss.
     label_smoothing: ε of θ1's primary targets.
     fd_eps: finite-difference step numerator (first_order).
-    on_nonfinite: skip_step (a non-finite step is not applied, the next
-      ones are) | stop (it and every later step are not applied).
+    meta_signal: θ2's updates also return what trains g (the two parts of
+      its gradient; False saves a backward pass through g per update).
     meta_loss, lookahead_scale, balance: variants of the meta-signal
       (DESIGN §2g; the defaults are the paper's): 'focal' | 'ce' for the
       meta objective's primary loss, the lookahead's step as a multiple of
       α, 'sum' | 'normalized' for how θ2's gradient combines its meta and
       entropy parts.
   """
-  _check(on_nonfinite)
   psi = hierarchy.validate_psi(psi)
   problem = MaxlProblem(
     f_apply=models.make_apply(f),
@@ -287,12 +248,11 @@ def maxl(
     alpha=alpha,
     estimator=_estimator(estimator, inverse),
     problem=problem,
-    nonfinite=on_nonfinite,
+    signal=meta_signal,
   )
 
 
-def _fixed(f, source, tx1, gamma, label_smoothing, on_nonfinite) -> Learner:
-  _check(on_nonfinite)
+def _fixed(f, source, tx1, gamma, label_smoothing) -> Learner:
   problem = MaxlProblem(
     f_apply=models.make_apply(f),
     mask=hierarchy.class_mask(source.psi) if source.num_aux else None,
@@ -308,23 +268,19 @@ def _fixed(f, source, tx1, gamma, label_smoothing, on_nonfinite) -> Learner:
     alpha=0.0,
     estimator=None,
     problem=problem,
-    nonfinite=on_nonfinite,
+    signal=False,
   )
 
 
-def single(
-  f, tx1, *, gamma=2.0, label_smoothing=0.0, on_nonfinite='skip_step'
-) -> Learner:
+def single(f, tx1, *, gamma=2.0, label_smoothing=0.0) -> Learner:
   """Single: the primary task alone (`f` may have num_aux=0)."""
-  return _fixed(f, LabelSource(), tx1, gamma, label_smoothing, on_nonfinite)
+  return _fixed(f, LabelSource(), tx1, gamma, label_smoothing)
 
 
-def uniform(
-  f, psi, tx1, *, gamma=2.0, label_smoothing=0.0, on_nonfinite='skip_step'
-) -> Learner:
+def uniform(f, psi, tx1, *, gamma=2.0, label_smoothing=0.0) -> Learner:
   """Uniform: targets uniform over the psi[y] classes of the label y."""
   source = UniformSource(psi=hierarchy.validate_psi(psi))
-  return _fixed(f, source, tx1, gamma, label_smoothing, on_nonfinite)
+  return _fixed(f, source, tx1, gamma, label_smoothing)
 
 
 def human(
@@ -334,7 +290,6 @@ def human(
   *,
   gamma=2.0,
   label_smoothing=0.0,
-  on_nonfinite='skip_step',
 ) -> Learner:
   """Human: a label hierarchy's fine labels as one-hot auxiliary targets.
 
@@ -344,7 +299,7 @@ def human(
   """
   fine = np.asarray(fine_to_primary, np.int64)
   source = human_source(fine, int(fine.max()) + 1)
-  return _fixed(f, source, tx1, gamma, label_smoothing, on_nonfinite)
+  return _fixed(f, source, tx1, gamma, label_smoothing)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -363,9 +318,8 @@ def fixed_targets(
   *,
   gamma=2.0,
   label_smoothing=0.0,
-  on_nonfinite='skip_step',
 ) -> Learner:
   """Your own fixed auxiliary targets: `targets(batch) -> [N, K]`
   (probabilities, K = sum(psi)), computed inside the jitted step."""
   source = _FunctionSource(psi=hierarchy.validate_psi(psi), fn=targets)
-  return _fixed(f, source, tx1, gamma, label_smoothing, on_nonfinite)
+  return _fixed(f, source, tx1, gamma, label_smoothing)

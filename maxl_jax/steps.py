@@ -1,20 +1,17 @@
-"""Pure step functions: `(state, batch, *, deps) -> state` (or metrics).
+"""Pure step functions: `(state, batch, *, deps) -> (state, metrics)`.
 
 The caller binds the keyword-only dependencies with `functools.partial`
 (`bind_steps`, shared by the runner and the library API) and applies
-`jax.jit` (with donation of `state`). Metrics are accumulated in
-`state.sums` on device, so a step returns nothing for the host to wait on.
+`jax.jit`. An update step returns the new state and that step's metrics
+(`step_metrics`: `train/…`, `meta/…`, `signal/…`, `grad_norm`); whether a
+non-finite step is applied, and the sums over an epoch, are the caller's
+(`step_metrics.skip_nonfinite`, `training/carry.py`).
 
-`alpha_schedule` is α's schedule: θ1's learning rate at θ1 step t
-(`Run.lr_schedule`), not the step kinds' `schedule.Schedule`.
+`alpha_schedule` is α's schedule: θ1's learning rate at θ1 step t, not the
+loop's schedule of step kinds.
 
-AuxiLearn's loss combiner (DESIGN §2e) has its own `combiner_*` steps on
-the same `MaxlState`: θ1 is its multi-head network, θ2 the combiner φ.
-
-Every update step passes through the non-finite guard: a step whose losses
-or gradient norm are not finite is not applied; with `on_nonfinite='stop'`
-every later step is frozen as well (the host stops the run at its next
-check), with `'skip_step'` training goes on.
+AuxiLearn's loss combiner (DESIGN §2e) has its own `combiner_*` steps on a
+`CombinerState`: its multi-head network θ1 and the combiner φ.
 """
 
 import functools
@@ -30,8 +27,8 @@ from maxl_jax import (
   losses,
   meta_grad,
 )
-from maxl_jax import step_metrics as metrics
 from maxl_jax.problem import train_loss
+from maxl_jax.step_metrics import prefixed
 
 
 def _update(params, grads, opt_state, tx):
@@ -39,31 +36,50 @@ def _update(params, grads, opt_state, tx):
   return optax.apply_updates(params, updates), opt_state
 
 
-def _theta1_update(state, grads, new_model_state1, values, tx1):
+def _theta1_update(state, grads, new_model_state1, tx1):
   theta1, opt_state1 = _update(state.theta1, grads, state.opt_state1, tx1)
   return state.replace(
     theta1=theta1,
     model_state1=new_model_state1,
     opt_state1=opt_state1,
     step1=state.step1 + 1,
-    sums=metrics.add_train(state.sums, values),
   )
 
 
-def _theta2_update(state, grads2, out, tx2, problem):
+def meta_metrics(out: meta_grad.MetaOutput) -> dict:
+  """A θ2 step's `meta/…` metrics from its estimator's output."""
+  values = {
+    'loss_before': out.loss_pri_before,
+    'loss_after': out.loss_pri_after,
+    'loss_aux': out.train_metrics['loss_aux'],
+    'meta_loss': out.meta_loss,
+    'entropy': out.entropy,
+    **diagnostics.label_usage(out.aux_probs),
+  }
+  if out.aux_weights is not None:
+    values['aux_weight'] = jnp.mean(out.aux_weights)
+  return prefixed('meta', values)
+
+
+def _theta2_update(state, grads2, out, tx2, problem, signal):
   """θ2's update by its gradient balanced per `problem.balance`
-  (`meta_grad.balanced_gradient`); the metrics log both parts."""
+  (`meta_grad.balanced_gradient`) and the step's metrics; with `signal`
+  (or a balance that needs them) also the two parts' statistics. Without,
+  XLA drops the entropy part's backward pass through g: nothing uses it."""
   grads2, parts = meta_grad.balanced_gradient(
     grads2, out, problem.balance, problem.lam
   )
   theta2, opt_state2 = _update(state.theta2, grads2, state.opt_state2, tx2)
-  return state.replace(
+  new = state.replace(
     theta2=theta2,
     model_state2=out.new_model_state2,
     opt_state2=opt_state2,
     step2=state.step2 + 1,
-    sums=metrics.add_meta(state.sums, out, parts),
   )
+  metrics = meta_metrics(out)
+  if signal or problem.balance != 'sum':
+    metrics.update(prefixed('signal', diagnostics.gradient_parts_stats(*parts)))
+  return new, metrics
 
 
 def _meta_gradient(
@@ -100,28 +116,14 @@ def _targets(label_source, state, batch, problem):
   )
 
 
-def primary_step(state, batch, *, problem, label_source, tx1, on_nonfinite):
+def primary_step(state, batch, *, problem, label_source, tx1):
   """One θ1 update on `L_pri + L_aux` with the source's auxiliary targets."""
   targets = _targets(label_source, state, batch, problem)
   grads, (new_model_state1, values) = jax.grad(train_loss, 1, has_aux=True)(
     problem, state.theta1, state.model_state1, targets, batch
   )
-  new = _theta1_update(state, grads, new_model_state1, values, tx1)
-  guarded = {
-    'loss_pri': values['loss_pri'],
-    'loss_aux': values['loss_aux'],
-    'grad_norm': optax.tree.norm(grads),
-  }
-  return metrics.guard_update(state, new, guarded, on_nonfinite)
-
-
-def _meta_guarded(out, grad_norm):
-  return {
-    'loss_pri': out.loss_pri_before,
-    'loss_aux': out.train_metrics['loss_aux'],
-    'meta_loss': out.meta_loss,
-    'grad_norm': grad_norm,
-  }
+  new = _theta1_update(state, grads, new_model_state1, tx1)
+  return new, {**prefixed('train', values), 'grad_norm': optax.tree.norm(grads)}
 
 
 def meta_step(
@@ -133,15 +135,15 @@ def meta_step(
   estimator,
   tx2,
   alpha_schedule,
-  on_nonfinite,
+  signal=False,
 ):
-  """One θ2 update by the meta-gradient; θ1 and its statistics stay put."""
+  """One θ2 update by the meta-gradient; θ1 and its statistics stay put.
+  `signal`: also the statistics of θ2's gradient's two parts."""
   grads2, out = _meta_gradient(
     state, batch, meta_batch, problem, estimator, alpha_schedule
   )
-  new = _theta2_update(state, grads2, out, tx2, problem)
-  guarded = _meta_guarded(out, optax.tree.norm(grads2))
-  return metrics.guard_update(state, new, guarded, on_nonfinite)
+  new, metrics = _theta2_update(state, grads2, out, tx2, problem, signal)
+  return new, {**metrics, 'grad_norm': optax.tree.norm(grads2)}
 
 
 def interleaved_step(
@@ -154,7 +156,7 @@ def interleaved_step(
   tx1,
   tx2,
   alpha_schedule,
-  on_nonfinite,
+  signal=False,
 ):
   """A θ1 and a θ2 update from one shared lookahead on one batch.
 
@@ -164,14 +166,11 @@ def interleaved_step(
   grads2, out = _meta_gradient(
     state, batch, meta_batch, problem, estimator, alpha_schedule
   )
-  new = _theta1_update(
-    state, out.theta1_grads, out.new_model_state1, out.train_metrics, tx1
-  )
-  new = _theta2_update(new, grads2, out, tx2, problem)
+  new = _theta1_update(state, out.theta1_grads, out.new_model_state1, tx1)
+  new, metrics = _theta2_update(new, grads2, out, tx2, problem, signal)
   norm = optax.tree.norm(grads2) + optax.tree.norm(out.theta1_grads)
-  return metrics.guard_update(
-    state, new, _meta_guarded(out, norm), on_nonfinite
-  )
+  train = prefixed('train', out.train_metrics)
+  return new, {**train, **metrics, 'grad_norm': norm}
 
 
 def bind_steps(
@@ -182,7 +181,6 @@ def bind_steps(
   tx2,
   alpha_schedule,
   estimator,
-  on_nonfinite,
   num_fine=0,
 ) -> dict:
   """This module's step functions bound to their dependencies.
@@ -191,17 +189,14 @@ def bind_steps(
   API (`maxl_jax.api`) wraps them.
 
   Returns:
-    {'primary', 'eval', ['meta', 'interleaved'] (an `estimator`),
-    ['probe'] (an auxiliary task: the gradient cosine)}, each
-    `(state, batch[, meta_batch]) -> ...`.
+    {'primary', 'eval', ['meta', 'interleaved', 'meta+signal',
+    'interleaved+signal'] (an `estimator`; `+signal`: with the statistics
+    of θ2's gradient's parts), ['probe'] (an auxiliary task: the gradient
+    cosine)}, each `(state, batch[, meta_batch]) -> ...`.
   """
   fns = {
     'primary': functools.partial(
-      primary_step,
-      problem=problem,
-      label_source=label_source,
-      tx1=tx1,
-      on_nonfinite=on_nonfinite,
+      primary_step, problem=problem, label_source=label_source, tx1=tx1
     ),
     'eval': functools.partial(
       eval_step,
@@ -217,12 +212,11 @@ def bind_steps(
       estimator=estimator,
       tx2=tx2,
       alpha_schedule=alpha_schedule,
-      on_nonfinite=on_nonfinite,
     )
-    fns['meta'] = meta
-    fns['interleaved'] = functools.partial(
-      interleaved_step, **meta.keywords, tx1=tx1
-    )
+    interleaved = functools.partial(interleaved_step, **meta.keywords, tx1=tx1)
+    for name, fn in (('meta', meta), ('interleaved', interleaved)):
+      fns[name] = fn
+      fns[f'{name}+signal'] = functools.partial(fn, signal=True)
   if label_source.num_aux:
     fns['probe'] = functools.partial(
       cosine_step, problem=problem, label_source=label_source
@@ -321,27 +315,21 @@ def cosine_step(state, batch, *, problem, label_source):
 
 
 def _combiner_theta1(state, batch, problem, tx1):
-  """A θ1 update on L_T(θ1, φ): (new state, values, gradient norm)."""
+  """A θ1 update on L_T(θ1, φ): (new state, its metrics)."""
   grads, (new_model_state1, values) = jax.grad(
     combiner_problem.combined_loss, 1, has_aux=True
-  )(problem, state.theta1, state.theta2, state.model_state1, batch)
-  new = _theta1_update(state, grads, new_model_state1, values, tx1)
-  return new, values, optax.tree.norm(grads)
+  )(problem, state.theta1, state.phi, state.model_state1, batch)
+  new = _theta1_update(state, grads, new_model_state1, tx1)
+  return new, {**prefixed('train', values), 'grad_norm': optax.tree.norm(grads)}
 
 
-def combiner_primary_step(state, batch, *, problem, tx1, on_nonfinite):
+def combiner_primary_step(state, batch, *, problem, tx1):
   """One θ1 update on L_T(θ1, φ) (`combiner_problem.combined_loss`)."""
-  new, values, norm = _combiner_theta1(state, batch, problem, tx1)
-  guarded = {
-    'loss_pri': values['loss_pri'],
-    'loss_aux': values['loss_aux'],
-    'grad_norm': norm,
-  }
-  return metrics.guard_update(state, new, guarded, on_nonfinite)
+  return _combiner_theta1(state, batch, problem, tx1)
 
 
 def combiner_interleaved_step(
-  state, batch, meta_batch, *, problem, tx1, tx2, inverse, on_nonfinite
+  state, batch, meta_batch, *, problem, tx1, tx2, inverse
 ):
   """A θ1 update on L_T, then a φ update at the new θ1: the implicit
   hypergradient (`inverse_hvp.hypergradient`, solver `inverse`) of L_A on
@@ -350,7 +338,7 @@ def combiner_interleaved_step(
   Both use the batch statistics; only the θ1 update writes BatchNorm's
   running averages.
   """
-  new, values, norm = _combiner_theta1(state, batch, problem, tx1)
+  new, metrics = _combiner_theta1(state, batch, problem, tx1)
 
   def inner(theta1, phi):
     loss, _ = combiner_problem.combined_loss(
@@ -364,26 +352,16 @@ def combiner_interleaved_step(
     )
 
   hypergrad = inverse_hvp.hypergradient(
-    inner, outer, new.theta1, new.theta2, inverse
+    inner, outer, new.theta1, new.phi, inverse
   )
-  theta2, opt_state2 = _update(new.theta2, hypergrad, new.opt_state2, tx2)
+  phi, opt_state_phi = _update(new.phi, hypergrad, new.opt_state_phi, tx2)
   meta = {
     'meta_loss': outer(new.theta1),
     'hypergrad_norm': optax.tree.norm(hypergrad),
   }
-  new = new.replace(
-    theta2=theta2,
-    opt_state2=opt_state2,
-    step2=new.step2 + 1,
-    sums=metrics.add(new.sums, 'meta', meta),
-  )
-  guarded = {
-    'loss_pri': values['loss_pri'],
-    'loss_aux': values['loss_aux'],
-    'meta_loss': meta['meta_loss'],
-    'grad_norm': norm + meta['hypergrad_norm'],
-  }
-  return metrics.guard_update(state, new, guarded, on_nonfinite)
+  new = new.replace(phi=phi, opt_state_phi=opt_state_phi, step2=new.step2 + 1)
+  norm = metrics['grad_norm'] + meta['hypergrad_norm']
+  return new, {**metrics, **prefixed('meta', meta), 'grad_norm': norm}
 
 
 def combiner_eval_step(state, batch, *, problem):
@@ -399,6 +377,6 @@ def combiner_weights_step(state, batch, *, problem):
   """{'weight/<task>': its effective weight at this batch's losses}, a
   metrics row's entries (`combiner_problem.batch_task_weights`)."""
   weights = combiner_problem.batch_task_weights(
-    problem, state.theta1, state.model_state1, state.theta2, batch
+    problem, state.theta1, state.model_state1, state.phi, batch
   )
   return {f'weight/{name}': w for name, w in weights.items()}

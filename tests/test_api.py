@@ -19,7 +19,7 @@ from toy_problems import TOY_INFO, OneHead, TinyConvBN, TwoHeads, run_config
 import maxl_jax
 from maxl_jax import losses, meta_grad
 from maxl_jax.errors import UsageError
-from maxl_jax.training import contract
+from maxl_jax.training import carry, contract
 from maxl_jax.training import mesh as mesh_lib
 
 PSI = (2, 3)
@@ -72,9 +72,12 @@ def test_init_is_flax_init_of_f_and_g_with_split_keys():
   state = learner.init(jax.random.key(3), SHAPE)
   k1, k2 = jax.random.split(jax.random.key(3))
   x = jnp.zeros((1, *SHAPE))
-  chex.assert_trees_all_equal(state.theta1, f.init(k1, x, False)['params'])
-  chex.assert_trees_all_equal(state.theta2, g.init(k2, x, False)['params'])
-  assert int(state.step) == int(state.step1) == int(state.step2) == 0
+  # Jitted, as `models.init_variables` does: an eager init's initialisers
+  # can round differently (1 ulp on some CPUs).
+  init = lambda net, key: jax.jit(net.init, static_argnums=2)(key, x, False)  # noqa: E731
+  chex.assert_trees_all_equal(state.theta1, init(f, k1)['params'])
+  chex.assert_trees_all_equal(state.theta2, init(g, k2)['params'])
+  assert int(state.step1) == int(state.step2) == 0
 
 
 def test_theta1_update_is_sgd_on_the_multi_task_loss_with_g_labels():
@@ -101,7 +104,13 @@ def test_theta1_update_is_sgd_on_the_multi_task_loss_with_g_labels():
   chex.assert_trees_all_equal(new.theta2, state.theta2)
   np.testing.assert_allclose(m['loss_pri'], lp, rtol=1e-5)
   np.testing.assert_allclose(m['loss_aux'], la, rtol=1e-5)
-  assert set(m) == {'loss_pri', 'loss_aux', 'accuracy', 'nonfinite'}
+  assert set(m) == {
+    'loss_pri',
+    'loss_aux',
+    'accuracy',
+    'grad_norm',
+    'nonfinite',
+  }
   assert int(m['nonfinite']) == 0 and int(new.step1) == 1
 
 
@@ -138,7 +147,7 @@ def test_api_steps_are_the_runners_steps_bitwise():
     estimator=config.maxl.meta_grad,
     gamma=config.maxl.gamma,
     lam=config.maxl.lam,
-    on_nonfinite=run.on_nonfinite,
+    meta_signal=False,
   )
   state = learner.init(jax.random.key(config.seed), info.image_shape)
   chex.assert_trees_all_equal(state, run.init_state({}))
@@ -150,12 +159,12 @@ def test_api_steps_are_the_runners_steps_bitwise():
     'label': jnp.asarray(rng.integers(0, 4, 16), jnp.int32),
     'mask': jnp.ones(16, jnp.float32),
   }
-  runner = steps['meta'](steps['primary'](run.init_state({}), batch), batch)
+  start = carry.start(run.init_state({}), run.zero_sums())
+  runner = steps['meta'](steps['primary'](start, batch), batch)
   ours, m1 = jax.jit(learner.theta1_update)(state, batch)
   ours, m2 = jax.jit(learner.theta2_update)(ours, batch)
-  chex.assert_trees_all_equal(ours.theta1, runner.theta1)
-  chex.assert_trees_all_equal(ours.theta2, runner.theta2)
-  chex.assert_trees_all_equal(ours.sums, runner.sums)  # Same accumulation.
+  chex.assert_trees_all_equal(ours, runner.state)
+  # The runner's sums are the steps' own metrics, summed.
   assert float(m1['loss_pri']) == float(runner.sums['train/loss_pri'])
   assert float(m2['meta_loss']) == float(runner.sums['meta/meta_loss'])
 
@@ -205,20 +214,8 @@ def test_nonfinite_step_is_skipped_and_reported():
   assert int(m['nonfinite']) == 1
   chex.assert_trees_all_equal(new.theta1, state.theta1)
   new, m = update(new, _batch())
-  assert int(m['nonfinite']) == 0  # skip_step: training goes on.
-  assert int(new.step1) == 1 and int(new.step) == 2
-
-
-def test_sums_accumulate_the_steps_metrics():
-  learner = _maxl()
-  state = learner.init(jax.random.key(0), SHAPE)
-  update = _jit('theta1_update')
-  state, m1 = update(state, _batch(0))
-  state, m2 = update(state, _batch(1))
-  np.testing.assert_allclose(
-    state.sums['train/loss_pri'], m1['loss_pri'] + m2['loss_pri'], rtol=1e-6
-  )
-  assert float(state.sums['train/count']) == 2.0
+  assert int(m['nonfinite']) == 0  # Training goes on.
+  assert int(new.step1) == 1
 
 
 def test_evaluate_counts_masked_examples_and_accuracy():

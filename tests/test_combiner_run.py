@@ -21,7 +21,7 @@ from experiments.configs import combine_fashion
 from maxl_jax import combiner_problem
 from maxl_jax.data.info import DatasetInfo
 from maxl_jax.errors import UsageError
-from maxl_jax.training import combiner_run, contract, evaluation, restore
+from maxl_jax.training import carry, combiner_run, contract, evaluation, restore
 from maxl_jax.training import timing as timing_lib
 from maxl_jax.training.mesh import make_mesh
 
@@ -99,24 +99,28 @@ def test_a_theta_step_then_a_combined_step(fast_compile):
   assert run.schedule.kinds() == ('primary', 'interleaved')  # meta_every 20.
   fns = run.jit_steps(make_mesh())
   batch, meta_batch = tiny_batch(), tiny_batch(seed=1)
-  state = run.init_state({})
-  theta0, phi0 = jax.device_get((state.theta1, state.theta2))
+  state = carry.start(run.init_state({}), run.zero_sums())
+  theta0, phi0 = jax.device_get((state.state.theta1, state.state.phi))
 
   state = fns['primary'](state, batch)
   sums = jax.device_get(state.sums)
   assert sums['train/count'] == 1 and sums['meta/count'] == 0
   for name in ('loss', 'loss_pri', 'loss_aux', 'loss_coarse', 'loss_random'):
     assert np.isfinite(sums[f'train/{name}']) and sums[f'train/{name}'] > 0
-  np.testing.assert_array_equal(state.theta2['rho'], phi0['rho'])
+  np.testing.assert_array_equal(state.state.phi['rho'], phi0['rho'])
 
   state = fns['interleaved'](state, batch, meta_batch)
-  assert (int(state.step), int(state.step1), int(state.step2)) == (2, 2, 1)
+  steps = (state.step, state.state.step1, state.state.step2)
+  assert tuple(map(int, steps)) == (2, 2, 1)
   sums = jax.device_get(state.sums)
   assert sums['meta/count'] == 1 and sums['meta/hypergrad_norm'] > 0
-  assert not np.allclose(state.theta2['rho'], phi0['rho'])
-  delta = jax.tree.map(lambda a, b: np.abs(a - b).max(), state.theta1, theta0)
+  assert not np.allclose(state.state.phi['rho'], phi0['rho'])
+  delta = jax.tree.map(
+    lambda a, b: np.abs(a - b).max(), state.state.theta1, theta0
+  )
   assert max(jax.tree.leaves(delta)) > 0
   assert int(state.guard['count']) == 0
+  state = state.state
 
   weights = jax.device_get(fns['probe'](state, meta_batch))
   assert list(weights) == ['weight/coarse', 'weight/random']
@@ -127,7 +131,7 @@ def test_forms_without_parameters_take_theta_steps_only():
   for form, probed in (('fixed', True), ('none', False)):
     run = contract.build_run(tiny_config(form), TINY_INFO)
     assert run.schedule.kinds() == ('primary',) and not run.held_out
-    assert run.abstract_state().theta2 == {}
+    assert run.abstract_state().phi == {}
     fns = set(run.jit_steps(make_mesh()))
     assert fns == {'primary', 'eval'} | ({'probe'} if probed else set())
 

@@ -25,7 +25,8 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 from experiments.configs import quickstart
 from maxl_jax.data import pipeline
-from maxl_jax.training import contract, maxl_run, mesh as mesh_lib, resumption
+from maxl_jax.training import carry, contract, maxl_run, mesh as mesh_lib
+from maxl_jax.training import resumption
 
 config = quickstart.get_config()
 config.compare_methods, config.method = '', 'maxl'
@@ -50,7 +51,8 @@ for name in sys.argv[2:]:
   n, _, perm = name.partition('p')
   mesh = mesh_lib.make_mesh(jax.devices()[: int(n)])
   state = jax.device_put(  # A copy: the steps donate their input.
-    jax.tree.map(np.array, init), NamedSharding(mesh, PartitionSpec())
+    carry.start(jax.tree.map(np.array, init), run.zero_sums()),
+    NamedSharding(mesh, PartitionSpec()),
   )
   fns[n] = fns.get(n) or maxl_run.jit_steps(run, mesh)
   for step, batch in enumerate(batches):
@@ -60,6 +62,7 @@ for name in sys.argv[2:]:
     batch = mesh_lib.global_batch(batch, mesh)
     assert len(batch['image'].sharding.device_set) == int(n)
     state = fns[n][run.schedule.kind(step)](state, batch)
+  state = state.state
   assert (int(state.step1), int(state.step2)) == (2, 1)
   for g in groups:
     assert all(x.sharding.is_fully_replicated for x in leaves(state, g))

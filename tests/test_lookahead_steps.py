@@ -142,5 +142,5 @@ def test_a_run_with_a_five_step_lookahead_trains_g(tmp_path):
   result = loop.train_and_evaluate(config, str(tmp_path))
   row = json.loads((tmp_path / 'metrics.jsonl').read_text().splitlines()[-1])
   assert row['nonfinite_steps'] == 0 and np.isfinite(row['meta/loss_after'])
-  assert 0 < row['meta/meta_share'] < 1
+  assert 0 < row['signal/meta_share'] < 1
   assert result['test_param_drift'] > 0

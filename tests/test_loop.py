@@ -62,9 +62,11 @@ def test_every_run_starts_with_an_evaluation_at_step_0(finished_smoke_run):
   assert not any(k.startswith(('train/', 'meta/')) for k in first)
   assert last['test/label_drift'] > 0 and result['test_label_drift'] > 0
   # What trains g, per θ2 update, for the published MAXL.
-  assert last['meta/grad_meta_norm'] > 0 and last['meta/grad_entropy_norm'] > 0
-  assert 0 < last['meta/meta_share'] < 1
-  assert -1 <= last['meta/grad_parts_cosine'] <= 1
+  assert (
+    last['signal/grad_meta_norm'] > 0 and last['signal/grad_entropy_norm'] > 0
+  )
+  assert 0 < last['signal/meta_share'] < 1
+  assert -1 <= last['signal/grad_parts_cosine'] <= 1
 
 
 def test_frozen_generator_never_moves(tmp_path):
@@ -109,8 +111,8 @@ def test_entropy_only_has_no_meta_part(tmp_path):
   """`entropy_only`: θ2 moves, by the entropy part alone; J is still logged."""
   result, rows = _smoke_run(tmp_path, 'entropy_only')
   last = rows[-1]
-  assert last['meta/grad_meta_norm'] == 0.0 and last['meta/meta_share'] == 0
-  assert last['meta/grad_entropy_norm'] > 0 and last['test/label_drift'] > 0
+  assert last['signal/grad_meta_norm'] == 0.0 and last['signal/meta_share'] == 0
+  assert last['signal/grad_entropy_norm'] > 0 and last['test/label_drift'] > 0
   assert np.isfinite(last['meta/loss_after'])
 
 

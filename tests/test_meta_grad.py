@@ -22,7 +22,8 @@ from maxl_jax.problem import (
   primary_loss_at,
   train_loss,
 )
-from maxl_jax.training import metrics
+from maxl_jax.steps import meta_metrics
+from maxl_jax.training import carry, metrics
 
 pytestmark = pytest.mark.usefixtures('fast_compiles')  # conftest.py.
 
@@ -549,18 +550,16 @@ def test_mean_weight_metric():
   """`meta/aux_weight` is the mean weight; runs without weights keep their
   metric set (and checkpoint layout)."""
   grads2, out = estimate('structured', make_problem(example_weights=True), 0.1)
-  parts = meta_grad.gradient_parts(grads2, out)
-  sums = metrics.add_meta(metrics.zero_sums(5, aux_weight=True), out, parts)
+  sums = carry.add(carry.zero_sums(5, aux_weight=True), meta_metrics(out))
   means = metrics.epoch_means(jax.tree.map(np.asarray, sums))
   # A float32 mean of 6 values in (0, 1): error <= 8u (u = 2^-24) = 4.8e-7.
   np.testing.assert_allclose(
     means['meta/aux_weight'], np.mean(out.aux_weights), rtol=1e-6
   )
   grads2, out = estimate('structured', make_problem(), 0.1)
-  parts = meta_grad.gradient_parts(grads2, out)
-  sums = metrics.add_meta(metrics.zero_sums(5), out, parts)
+  sums = carry.add(carry.zero_sums(5), meta_metrics(out))
   assert 'meta/aux_weight' not in metrics.epoch_means(sums)
-  assert set(sums) == set(metrics.zero_sums(5, aux_weight=True)) - {
+  assert set(sums) == set(carry.zero_sums(5, aux_weight=True)) - {
     'meta/aux_weight'
   }
 

@@ -159,7 +159,7 @@ def test_lookahead_scale_is_alpha_times_scale():
     )
     tx = optax.sgd(0.5)
     start = state_lib.initial_state(
-      theta1, model_state1, theta2, model_state2, tx, tx, {}, num_aux=5
+      theta1, model_state1, theta2, model_state2, tx, tx, {}
     )
 
     def theta2_after(problem, scale_schedule):
@@ -169,9 +169,8 @@ def test_lookahead_scale_is_alpha_times_scale():
         estimator=meta_grad.structured,
         tx2=tx,
         alpha_schedule=lambda t: scale_schedule * 0.1,
-        on_nonfinite='stop',
       )
-      return flat(jax.jit(step)(start, batch).theta2)
+      return flat(jax.jit(step)(start, batch)[0].theta2)
 
     scaled = theta2_after(dataclasses.replace(problem, lookahead_scale=10.0), 1)
     by_schedule = theta2_after(problem, 10)

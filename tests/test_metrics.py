@@ -1,6 +1,7 @@
 """Running metric sums, epoch means and the non-finite guard.
 
-maxl_jax/training/metrics.py.
+maxl_jax/training/carry.py (on device) and maxl_jax/training/metrics.py
+(on the host).
 """
 
 import jax
@@ -8,71 +9,107 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from maxl_jax import errors
-from maxl_jax import state as state_lib
-from maxl_jax.training import metrics
+from maxl_jax import errors, step_metrics
+from maxl_jax.training import carry, metrics
+
+
+def _means(sums):
+  return metrics.epoch_means(jax.tree.map(np.asarray, sums))
 
 
 def test_epoch_means_are_per_group_means():
-  sums = metrics.zero_sums(3)
-  sums = metrics.add_train(
-    sums, {'loss_pri': 1.0, 'loss_aux': 2.0, 'accuracy': 0.5}
-  )
-  sums = metrics.add_train(
-    sums, {'loss_pri': 3.0, 'loss_aux': 4.0, 'accuracy': 1.0}
-  )
-  means = metrics.epoch_means(jax.tree.map(np.asarray, sums))
-  assert means == {
+  sums = carry.zero_sums(3)
+  for loss in (1.0, 3.0):
+    step = {'train/loss_pri': loss, 'train/loss_aux': loss + 1,
+            'train/accuracy': loss / 4, 'grad_norm': 9.0}  # fmt: skip
+    sums = carry.add(sums, step)
+  assert _means(sums) == {
     'train/loss_pri': 2.0,
     'train/loss_aux': 3.0,
-    'train/accuracy': 0.75,
-  }  # No θ2 step: no meta/* keys.
+    'train/accuracy': 0.5,
+  }  # No θ2 step: no meta/* or signal/* keys.
 
 
-def test_epoch_means_write_the_label_usage_histogram():
-  class Out:  # The MetaOutput fields that the metrics read.
-    loss_pri_before, loss_pri_after, meta_loss, entropy = 1.0, 0.5, 0.2, 2.0
-
-  sums = metrics.zero_sums(3)
-  for probs in ([[1.0, 0, 0], [0, 1.0, 0]], [[0, 0, 1.0], [0, 0, 1.0]]):
-    out = Out()
-    out.aux_probs = jnp.asarray(probs)
-    parts = ({'w': jnp.array([3.0, 0.0])}, {'w': jnp.array([0.0, 1.0])})
-    sums = metrics.add_meta(sums, out, parts)
-  means = metrics.epoch_means(jax.tree.map(np.asarray, sums))
-  np.testing.assert_allclose(means[metrics.AUX_HIST], [0.25, 0.25, 0.5])
-  assert means['meta/loss_after'] == 0.5
-  assert means['meta/grad_meta_norm'] == 3 and means['meta/meta_share'] == 0.75
-  assert means['meta/grad_parts_cosine'] == 0  # Orthogonal parts.
-  assert means['meta/aux_usage'] == pytest.approx((2 / 3 + 1 / 3) / 2)
+def test_the_signal_is_averaged_over_the_steps_that_logged_it():
+  sums = carry.zero_sums(3)
+  meta = {f'meta/{k}': 1.0 for k in step_metrics.META}
+  meta[step_metrics.AUX_HIST] = jnp.array([0.5, 0.5, 0.0])
+  sums = carry.add(sums, meta)
+  sums = carry.add(sums, {**meta, 'signal/meta_share': 0.75,
+                          'signal/grad_meta_norm': 3.0,
+                          'signal/grad_entropy_norm': 1.0,
+                          'signal/grad_parts_cosine': 0.0})  # fmt: skip
+  means = _means(sums)
+  assert means['meta/loss_after'] == 1.0 and sums['meta/count'] == 2
+  assert means['signal/meta_share'] == 0.75 and sums['signal/count'] == 1
+  np.testing.assert_allclose(means[step_metrics.AUX_HIST], [0.5, 0.5, 0])
 
 
-def _guard_state():
-  zero = jnp.zeros((), jnp.int32)
-  return state_lib.MaxlState(
-    step=zero, step1=zero, step2=zero, theta1={'w': jnp.ones(2)},
-    model_state1={}, opt_state1=(), theta2={}, model_state2={}, opt_state2=(),
-    label_state={}, sums={}, guard=metrics.zero_guard(),
-  )  # fmt: skip
+def _fake_step(state, batch):
+  """θ1 moves by the batch; its loss is the batch (NaN: a bad step)."""
+  new = {'w': state['w'] - 1.0}
+  return new, {'train/loss_pri': batch, 'train/loss_aux': 1.0,
+               'train/accuracy': 1.0, 'grad_norm': 3.0}  # fmt: skip
 
 
 @pytest.mark.parametrize('mode', ['stop', 'skip_step'])
 def test_guard_records_the_first_bad_step_by_name(mode):
-  old = _guard_state()
-  new = old.replace(theta1={'w': jnp.zeros(2)})
-  bad = {'loss_pri': jnp.nan, 'loss_aux': 1.0, 'grad_norm': 3.0}
-  after = metrics.guard_update(old, new, bad, mode)
-  np.testing.assert_array_equal(after.theta1['w'], [1.0, 1.0])  # Not applied.
+  step = jax.jit(carry.accumulating(_fake_step, mode))
+  start = carry.start({'w': jnp.ones(2)}, carry.named_sums(step_metrics.TRAIN))
+  after = step(start, jnp.float32(jnp.nan))
+  np.testing.assert_array_equal(after.state['w'], [1.0, 1.0])  # Not applied.
+  assert float(after.sums['train/count']) == 0  # Nor summed.
   assert int(after.guard['count']) == 1 and int(after.guard['step']) == 0
   assert np.isnan(after.guard['values']['loss_pri'])
   assert float(after.guard['values']['grad_norm']) == 3.0
-  good = {'loss_pri': 1.0, 'loss_aux': 1.0, 'grad_norm': 1.0}
-  later = metrics.guard_update(after, new.replace(step=after.step), good, mode)
+  later = step(after, jnp.float32(2.0))
   applied = mode == 'skip_step'  # 'stop' freezes every later step.
-  assert float(later.theta1['w'][0]) == (0.0 if applied else 1.0)
+  assert float(later.state['w'][0]) == (0.0 if applied else 1.0)
+  assert float(later.sums['train/loss_pri']) == (2.0 if applied else 0.0)
+  assert int(later.step) == 2
   host = jax.tree.map(np.asarray, later.guard)
   if mode == 'stop':
     with pytest.raises(errors.NonFiniteError, match='step 1: loss_pri=nan'):
       metrics.check_guard(host, mode, last_saved=None)
   else:
     assert metrics.check_guard(host, mode, last_saved=None) == 1
+
+
+def test_a_guarded_value_is_the_first_name_the_step_returns():
+  values = step_metrics.guarded_values(
+    {'meta/loss_before': 2.0, 'meta/meta_loss': 3.0, 'grad_norm': 4.0}
+  )
+  np.testing.assert_array_equal(values, [2.0, 0.0, 3.0, 4.0])
+  assert list(step_metrics.GUARDED) == [
+    'loss_pri', 'loss_aux', 'meta_loss', 'grad_norm'
+  ]  # fmt: skip
+
+
+def test_skip_nonfinite_keeps_the_state_and_says_so():
+  step = step_metrics.skip_nonfinite(_fake_step)
+  state, m = step({'w': jnp.ones(2)}, jnp.float32(jnp.inf))
+  np.testing.assert_array_equal(state['w'], [1.0, 1.0])
+  assert int(m['nonfinite']) == 1
+  state, m = step(state, jnp.float32(1.0))
+  np.testing.assert_array_equal(state['w'], [0.0, 0.0])
+  assert int(m['nonfinite']) == 0
+
+
+def test_an_earlier_checkpoint_tree_is_upgraded():
+  """`signal/` sums were `meta/` sums; a combiner's φ was θ2."""
+  template = {
+    'phi': 0, 'opt_state_phi': 0, 'step': 0, 'guard': 0,
+    'sums': {'meta/count': 0, 'signal/meta_share': 0, 'signal/count': 0},
+  }  # fmt: skip
+  saved = {
+    'theta2': 'phi', 'opt_state2': 'opt', 'model_state2': {}, 'step': 5,
+    'guard': 'g', 'label_state': {},
+    'sums': {'meta/count': 4.0, 'meta/meta_share': 2.0},
+  }  # fmt: skip
+  assert carry.upgrade(saved, template) == {
+    'phi': 'phi', 'opt_state_phi': 'opt', 'step': 5, 'guard': 'g',
+    'sums': {'meta/count': 4.0, 'signal/meta_share': 2.0,
+             'signal/count': 4.0},
+  }  # fmt: skip
+  with pytest.raises(KeyError, match='train/count'):
+    carry.upgrade(saved, {**template, 'sums': {'train/count': 0}})

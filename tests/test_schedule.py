@@ -32,3 +32,18 @@ def test_single_schedule_and_bad_meta_every():
     schedule.Schedule('paper', 5, meta_every=2)
   with pytest.raises(UsageError, match='meta_every'):
     schedule.Schedule('interleaved', 5, meta_every=0)
+
+
+@pytest.mark.parametrize(
+  'plan',
+  [
+    schedule.Schedule('paper', steps_per_epoch=3),
+    schedule.Schedule('interleaved', steps_per_epoch=4),
+    schedule.Schedule('interleaved', steps_per_epoch=4, meta_every=3),
+  ],
+)
+def test_meta_index_counts_the_theta2_steps_before(plan):
+  theta2_steps = [s for s in range(24) if plan.kind(s) != 'primary']
+  assert [plan.meta_index(s) for s in theta2_steps] == list(
+    range(len(theta2_steps))
+  )

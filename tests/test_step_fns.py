@@ -8,7 +8,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import pytest
 from jax.flatten_util import ravel_pytree
 from toy_problems import make_problem
 
@@ -24,13 +23,13 @@ from maxl_jax.problem import generated_labels
 ALPHA = 0.1
 
 
-def _setup(psi=(2, 3), on_nonfinite='stop', dtype=jnp.float32):
+def _setup(psi=(2, 3), dtype=jnp.float32):
   problem, theta1, model_state1, theta2, model_state2, batch = make_problem(
     'conv', psi, n=6, dtype=dtype
   )
   tx1, tx2 = optax.sgd(0.1), optax.sgd(0.05)
   state = state_lib.initial_state(
-    theta1, model_state1, theta2, model_state2, tx1, tx2, {}, int(sum(psi))
+    theta1, model_state1, theta2, model_state2, tx1, tx2, {}
   )
   source = GeneratedSource(psi=np.asarray(psi))
   deps = {
@@ -38,12 +37,10 @@ def _setup(psi=(2, 3), on_nonfinite='stop', dtype=jnp.float32):
     'estimator': meta_grad.unrolled,
     'tx2': tx2,
     'alpha_schedule': lambda count: ALPHA,
-    'on_nonfinite': on_nonfinite,
   }
   primary = functools.partial(
-    step_fns.primary_step, problem=problem, label_source=source, tx1=tx1,
-    on_nonfinite=on_nonfinite,
-  )  # fmt: skip
+    step_fns.primary_step, problem=problem, label_source=source, tx1=tx1
+  )
   return state, batch, primary, deps, tx1
 
 
@@ -51,22 +48,41 @@ def _changed(a, b):
   return float(jnp.max(jnp.abs(ravel_pytree(a)[0] - ravel_pytree(b)[0]))) > 0
 
 
-def test_meta_step_moves_only_theta2():
+def test_meta_step_moves_only_theta2_and_returns_its_metrics():
   state, batch, _, deps, _ = _setup()
-  new = step_fns.meta_step(state, batch, **deps)
+  new, metrics = step_fns.meta_step(state, batch, **deps)
   assert _changed(new.theta2, state.theta2)
   chex.assert_trees_all_equal(new.theta1, state.theta1)
   chex.assert_trees_all_equal(
     new.model_state1, state.model_state1
   )  # f's BN stats.
-  assert int(new.step2) == 1 and int(new.step1) == 0 and int(new.step) == 1
-  assert float(new.sums['meta/count']) == 1.0
+  assert int(new.step2) == 1 and int(new.step1) == 0
+  meta_loss = meta_grad.meta_objective(
+    deps['problem'], state.theta1, state.model_state1, state.theta2,
+    state.model_state2, batch, ALPHA,
+  )  # fmt: skip
+  np.testing.assert_allclose(metrics['meta/meta_loss'], meta_loss, rtol=1e-6)
+  assert float(metrics['grad_norm']) > 0
+  assert not any(k.startswith(('train/', 'signal/')) for k in metrics)
+
+
+def test_the_signal_is_logged_on_request_and_changes_no_update():
+  """`signal=True` adds what trains g; the update is the same, bitwise."""
+  state, batch, _, deps, _ = _setup()
+  plain, _ = jax.jit(functools.partial(step_fns.meta_step, **deps))(
+    state, batch
+  )
+  signal = functools.partial(step_fns.meta_step, **deps, signal=True)
+  logged, metrics = jax.jit(signal)(state, batch)
+  chex.assert_trees_all_equal(plain, logged)
+  assert 0 < float(metrics['signal/meta_share']) < 1
+  assert float(metrics['signal/grad_entropy_norm']) > 0
 
 
 def test_generator_labels_stay_in_mask_after_meta_steps():
   state, batch, _, deps, _ = _setup(psi=(1, 4, 2))
   for _ in range(3):
-    state = step_fns.meta_step(state, batch, **deps)
+    state, _ = step_fns.meta_step(state, batch, **deps)
   labels, _ = generated_labels(
     deps['problem'], state.theta2, state.model_state2, batch
   )
@@ -83,9 +99,9 @@ def test_interleaved_theta1_update_equals_primary_step():
   # BN mean near 0 would fail a relative 1e-5), 1e-10 on any CPU.
   with jax.enable_x64(True):
     state, batch, primary, deps, tx1 = _setup(dtype=jnp.float64)
-    both = step_fns.interleaved_step(state, batch, tx1=tx1, **deps)
-    only_theta1 = primary(state, batch)
-    only_theta2 = step_fns.meta_step(state, batch, **deps)
+    both, m = step_fns.interleaved_step(state, batch, tx1=tx1, **deps)
+    only_theta1, m1 = primary(state, batch)
+    only_theta2, m2 = step_fns.meta_step(state, batch, **deps)
     close = functools.partial(
       chex.assert_trees_all_close, rtol=1e-10, atol=1e-13
     )
@@ -93,35 +109,22 @@ def test_interleaved_theta1_update_equals_primary_step():
     close(both.model_state1, only_theta1.model_state1)
     close(both.theta2, only_theta2.theta2)
     assert int(both.step1) == 1 and int(both.step2) == 1
-
-
-@pytest.mark.parametrize('mode', ['stop', 'skip_step'])
-def test_nonfinite_batch_is_not_applied(mode):
-  state, batch, primary, deps, _ = _setup(on_nonfinite=mode)
-  bad = dict(batch, image=batch['image'].at[0, 0, 0, 0].set(jnp.nan))
-  after_bad = primary(state, bad)
-  chex.assert_trees_all_equal(after_bad.theta1, state.theta1)
-  assert int(after_bad.guard['count']) == 1
-  assert int(after_bad.guard['step']) == 0
-  values = np.asarray(list(after_bad.guard['values'].values()))
-  assert not np.all(np.isfinite(values))
-  after_good = primary(after_bad, batch)
-  # `stop` freezes the state until the host stops the run; `skip_step` goes on.
-  assert _changed(after_good.theta1, state.theta1) == (mode == 'skip_step')
-  assert int(after_good.step) == 2
+    # Both groups of metrics, each as its own step reports it.
+    close(m['train/loss_pri'], m1['train/loss_pri'])
+    close(m['meta/meta_loss'], m2['meta/meta_loss'])
 
 
 def test_steps_compile_once():
   state, batch, primary, deps, _ = _setup()
   step = jax.jit(chex.assert_max_traces(lambda s, b: primary(s, b), n=1))
   for _ in range(3):
-    state = step(state, batch)
+    state, _ = step(state, batch)
   meta = jax.jit(
     chex.assert_max_traces(lambda s, b: step_fns.meta_step(s, b, **deps), n=1)
   )
   for _ in range(2):
-    state = meta(state, batch)
-  assert int(state.step) == 5
+    state, _ = meta(state, batch)
+  assert int(state.step1) == 3 and int(state.step2) == 2
 
 
 def test_eval_step_counts_only_real_examples():

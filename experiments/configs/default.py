@@ -250,6 +250,10 @@ def get_config():
   # Test images on which g's label drift from step 0 is measured
   # (test/label_drift, runs with a label generator).
   config.log.drift_images = 1000
+  # What trains g (signal/grad_meta_norm, signal/grad_entropy_norm,
+  # signal/grad_parts_cosine, signal/meta_share) on every this-many-th θ2
+  # step; 0 = never. A logged step takes one more backward pass through g.
+  config.log.meta_signal_every = 0
   # TensorBoard event files beside metrics.jsonl (CLU's writer imports
   # TensorFlow: ~4 s and ~0.6 GB of a process).
   config.log.tensorboard = True

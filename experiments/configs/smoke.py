@@ -5,8 +5,9 @@ COMMAND:
     --workdir=/tmp/maxl_smoke
 
 2 epochs of 3 θ1 + 3 θ2 steps (batch 16, a ConvNet-4 of widths 8-16-16-32,
-heads of 32 units), a checkpoint every 2 steps: the entry-point, resume and
-analysis tests run it. It checks the machinery, not the method.
+heads of 32 units), a checkpoint every 2 steps, what trains g logged on
+every θ2 step: the entry-point, resume and analysis tests run it. It checks
+the machinery, not the method.
 """
 
 from experiments.configs import quickstart
@@ -23,4 +24,5 @@ def get_config():
   config.train.epochs = 2
   config.train.steps_per_epoch = 3
   config.checkpoint.every_steps = 2
+  config.log.meta_signal_every = 1
   return config

@@ -15,6 +15,7 @@ import pathlib
 from typing import Any
 
 from maxl_jax.errors import UsageError
+from maxl_jax.step_metrics import SIGNAL
 from maxl_jax.training.workdir import (
   CHECKPOINTS,
   CONFIG,
@@ -126,6 +127,15 @@ def _read_json(path: pathlib.Path) -> Any:
     raise UsageError(f'cannot read {path}: {e}.') from None
 
 
+# Row keys of earlier versions: what trains g was logged with the θ2 steps.
+_OLD_KEYS = {f'meta/{k}': f'signal/{k}' for k in SIGNAL}
+
+
+def _renamed(row: dict) -> dict:
+  """A metrics.jsonl row with the keys of this version."""
+  return {_OLD_KEYS.get(k, k): v for k, v in row.items()}
+
+
 def _read_run(path: pathlib.Path, name: str) -> FinishedRun:
   missing = [f for f in (CONFIG, METRICS, RESULT) if not (path / f).is_file()]
   if missing:
@@ -135,7 +145,7 @@ def _read_run(path: pathlib.Path, name: str) -> FinishedRun:
     )
   lines = (path / METRICS).read_text().splitlines()
   try:
-    metrics = [json.loads(line) for line in lines if line.strip()]
+    metrics = [_renamed(json.loads(line)) for line in lines if line.strip()]
   except ValueError as e:
     raise UsageError(f'cannot read {path / METRICS}: {e}.') from None
   timing = path / TIMING  # Training seconds per epoch (newer runs).

@@ -1,9 +1,10 @@
 """What trains g, per epoch and per group: the meta part against the entropy
 part of θ2's gradient, and how far g's labels moved from step 0.
 
-From metrics.jsonl (DESIGN §1-2): `meta/meta_share` (‖meta‖ / (‖meta‖ +
-‖entropy‖) of the gradient given to θ2's optimiser, an epoch mean over θ2
-updates), `meta/grad_meta_norm`, `meta/grad_entropy_norm`, `meta/loss_after`
+From metrics.jsonl (DESIGN §1-2): `signal/meta_share` (‖meta‖ / (‖meta‖ +
+‖entropy‖) of the gradient given to θ2's optimiser, an epoch mean over the
+θ2 updates that logged it), `signal/grad_meta_norm`,
+`signal/grad_entropy_norm`, `meta/loss_after`
 (the meta objective's primary loss L_pri(θ1⁺), held out with
 data.meta_fraction) and `test/label_drift` (mean total variation between
 g's labels of the first test images now and at step 0).
@@ -21,9 +22,9 @@ from experiments.figures.curves import (
 )
 from experiments.figures.finished import Group, series
 
-SHARE, DRIFT = 'meta/meta_share', 'test/label_drift'
+SHARE, DRIFT = 'signal/meta_share', 'test/label_drift'
 PARAM_DRIFT = 'test/param_drift'
-META_NORM, ENTROPY_NORM = 'meta/grad_meta_norm', 'meta/grad_entropy_norm'
+META_NORM, ENTROPY_NORM = 'signal/grad_meta_norm', 'signal/grad_entropy_norm'
 LOSS_AFTER = 'meta/loss_after'
 PANELS = (
   (DRIFT, 'mean total variation', "Drift of g's labels from step 0"),

@@ -1,9 +1,11 @@
-"""Orbax checkpoints of `MaxlState` plus the data iterator's position.
+"""Orbax checkpoints of the loop's carry plus the data iterator's position.
 
-A checkpoint holds two items: `state` (the whole `MaxlState` pytree: θ1, θ2,
-optimiser states, BatchNorm statistics, step counters, label-source state,
-running metric sums, the non-finite guard) and `extra` (JSON: the data
-iterator's position). The directory can be local or `gs://`. Orbax writes
+A checkpoint holds two items: `state` (the loop's `carry.Carry` as one flat
+tree, `carry.to_checkpoint`: θ1, θ2, optimiser states, BatchNorm
+statistics, step counters, label-source state, the epoch's metric sums,
+the non-finite guard) and `extra` (JSON: the data iterator's position). A
+checkpoint of an earlier version is read in its own layout and upgraded
+(`carry.upgrade`). The directory can be local or `gs://`. Orbax writes
 each step into a temporary directory and renames it when complete, so a
 process killed while saving leaves the earlier checkpoints intact (the
 temporary directory is removed by the next run).
@@ -28,6 +30,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from maxl_jax.errors import UsageError
+from maxl_jax.training import carry as carry_lib
 
 
 def make_manager(
@@ -46,16 +49,17 @@ def make_manager(
   )
 
 
-def save(manager, step: int, state, extra: dict, *, wait: bool = False):
-  """Saves `state` and the JSON-able `extra` at `step` (async by default).
+def save(manager, step: int, carry, extra: dict, *, wait: bool = False):
+  """Saves `carry` and the JSON-able `extra` at `step` (async by default).
 
-  The arrays are copied to host memory before this returns, so `state` may
+  The arrays are copied to host memory before this returns, so `carry` may
   be donated to the next step right away.
   """
+  tree = carry_lib.to_checkpoint(carry)
   manager.save(
     step,
     args=ocp.args.Composite(
-      state=ocp.args.StandardSave(state), extra=ocp.args.JsonSave(extra)
+      state=ocp.args.StandardSave(tree), extra=ocp.args.JsonSave(extra)
     ),
     force=True,
   )
@@ -96,11 +100,11 @@ def restore_latest(manager, template, *, delete_unusable: bool = True):
 
   Args:
     manager: from `make_manager`.
-    template: a `MaxlState` with the shapes, dtypes and shardings to
+    template: a `carry.Carry` with the shapes, dtypes and shardings to
       restore into.
 
   Returns:
-    (step, state, extra), or (None, template, None) without checkpoints.
+    (step, carry, extra), or (None, template, None) without checkpoints.
 
   Raises:
     UsageError: checkpoints exist but none can be restored.
@@ -150,15 +154,84 @@ def _quiet_abandoned_reads():
     asyncio_logger.addFilter(_abandoned_reads)
 
 
-def _restore(manager, step: int, template):
+def _restore(manager, step: int, template) -> dict:
+  """{'state': the carry, 'extra': ...} of the checkpoint at `step`; one
+  of an earlier layout is read as saved and upgraded (`carry.upgrade`)."""
   _quiet_abandoned_reads()
-  return manager.restore(
-    step,
-    args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(template),
-      extra=ocp.args.JsonRestore(),
-    ),
+  tree = carry_lib.to_checkpoint(template)
+  try:
+    restored = manager.restore(
+      step,
+      args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(tree),
+        extra=ocp.args.JsonRestore(),
+      ),
+    )
+  except Exception:  # noqa: BLE001 - damaged, or an earlier layout?
+    if _layout(manager, step) == _layout_of(tree):
+      raise
+    restored = manager.restore(
+      step,
+      args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(), extra=ocp.args.JsonRestore()
+      ),
+    )
+    restored = {
+      'state': _fit(carry_lib.upgrade(dict(restored['state']), tree), tree),
+      'extra': restored['extra'],
+    }
+  state = carry_lib.from_checkpoint(restored['state'], template)
+  return {'state': state, 'extra': restored['extra']}
+
+
+def _layout_of(tree: dict) -> tuple:
+  """A checkpoint tree's top-level names and metric-sum names."""
+  return tuple(sorted(tree)), tuple(sorted(tree.get('sums', {})))
+
+
+def _layout(manager, step: int) -> tuple:
+  """`_layout_of` the checkpoint at `step`, from its metadata."""
+  handlers = {
+    'state': ocp.StandardCheckpointHandler(),
+    'extra': ocp.JsonCheckpointHandler(),
+  }
+  reader = ocp.CheckpointManager(
+    manager.directory,
+    options=ocp.CheckpointManagerOptions(create=False),
+    item_names=('state', 'extra'),
+    item_handlers=handlers,
   )
+  try:
+    return _layout_of(dict(reader.item_metadata(step)['state']))
+  finally:
+    reader.close()
+
+
+def _fit(saved, template):
+  """`saved` (a tree as restored without a template: dicts and lists) in
+  `template`'s structure, each leaf on the template leaf's sharding."""
+
+  def find(node, path):
+    for key in path:
+      if isinstance(key, jax.tree_util.SequenceKey):
+        name = key.idx
+      elif isinstance(key, jax.tree_util.DictKey):
+        name = key.key
+      else:  # A NamedTuple's or dataclass's field.
+        name = key.name
+      if isinstance(node, list | tuple):
+        node = node[int(name)]
+      else:
+        node = node[name] if name in node else node[str(name)]
+    return node
+
+  paths, treedef = jax.tree_util.tree_flatten_with_path(template)
+  leaves = [
+    jax.device_put(jax.numpy.asarray(find(saved, path), leaf.dtype),
+                   leaf.sharding)
+    for path, leaf in paths
+  ]  # fmt: skip
+  return jax.tree.unflatten(treedef, leaves)
 
 
 def restore_step(manager, step: int, template):

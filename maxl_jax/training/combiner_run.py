@@ -5,7 +5,7 @@ checks: `check_config`): the `MultiHeadNet` on the given tasks
 (`combiner_problem.TASKS`), the combiner c(ℓ; φ), θ's and φ's optimisers and
 the schedule, no data loaded. It trains through `loop` (checkpoints,
 resumption, the non-finite guard, metrics) and restores through `restore`,
-as every run: its state is a `MaxlState` with θ1 = the network, θ2 = φ.
+as every run: its state is a `CombinerState` (the network θ1 and φ).
 
 Every `combiner.meta_every` θ steps, a combined step takes a φ step after
 the θ step, on the implicit hypergradient of the primary cross-entropy on a
@@ -30,7 +30,7 @@ from maxl_jax import steps as steps_lib
 from maxl_jax.data.info import DatasetInfo
 from maxl_jax.errors import UsageError
 from maxl_jax.networks import models
-from maxl_jax.training import metrics, optim, schedule
+from maxl_jax.training import carry, optim, schedule
 from maxl_jax.training.config_fields import steps_per_epoch
 from maxl_jax.training.mesh import jit_step
 
@@ -112,54 +112,51 @@ class CombinerRun:
     """No label generator: no label drift."""
     return None
 
-  def init_state(self, label_state) -> state_lib.MaxlState:
+  def init_state(self, label_state) -> state_lib.CombinerState:
     """Step 0: θ and φ from the seed."""
+    del label_state  # The given tasks are fixed.
     key_theta, key_phi = jax.random.split(jax.random.key(self.seed))
     theta, model_state = models.init_variables(
       self.net, key_theta, self.info.image_shape
     )
     phi = self.init_phi(key_phi)
-    train = combiner_problem.metric_names(self.problem)
-    meta = ('meta_loss', 'hypergrad_norm') if self.held_out else ()
-    return state_lib.initial_state(
-      theta,
-      model_state,
-      phi,
-      {},
-      self.tx1,
-      self.tx2,
-      label_state,
-      num_aux=0,
-      sums=metrics.named_sums(train, meta),
+    return state_lib.initial_combiner_state(
+      theta, model_state, phi, self.tx1, self.tx2
     )
 
-  def abstract_state(self) -> state_lib.MaxlState:
+  def abstract_state(self) -> state_lib.CombinerState:
     """Shapes and dtypes of the state (no data, nothing computed)."""
     return jax.eval_shape(self.init_state, {})
+
+  def zero_sums(self) -> carry.Sums:
+    """The loop's metric sums at the start of an epoch."""
+    train = combiner_problem.metric_names(self.problem)
+    meta = ('meta_loss', 'hypergrad_norm') if self.held_out else ()
+    return carry.named_sums(train, meta)
 
   def jit_steps(self, mesh) -> dict:
     """{'primary', 'eval', ['interleaved'] (φ learns), ['probe'] (the task
     weights, with a combiner)}, jitted on `mesh` as `maxl_run.jit_steps`."""
     bind = functools.partial(functools.partial, problem=self.problem)
     jit = functools.partial(jit_step, mesh=mesh)
-    keys = {'tx1': self.tx1, 'on_nonfinite': self.on_nonfinite}
+    summed = functools.partial(
+      carry.accumulating, on_nonfinite=self.on_nonfinite
+    )
     fns = {
       'primary': jit(
-        bind(steps_lib.combiner_primary_step, **keys), donate=True
+        summed(bind(steps_lib.combiner_primary_step, tx1=self.tx1)),
+        donate=True,
       ),
       'eval': jit(bind(steps_lib.combiner_eval_step)),
     }
     if self.held_out:
-      fns[schedule.INTERLEAVED] = jit(
-        bind(
-          steps_lib.combiner_interleaved_step,
-          **keys,
-          tx2=self.tx2,
-          inverse=self.inverse,
-        ),
-        donate=True,
-        batches=2,
+      step = bind(
+        steps_lib.combiner_interleaved_step,
+        tx1=self.tx1,
+        tx2=self.tx2,
+        inverse=self.inverse,
       )
+      fns[schedule.INTERLEAVED] = jit(summed(step), donate=True, batches=2)
     if self.problem.combine is not None:
       fns['probe'] = jit(bind(steps_lib.combiner_weights_step))
     return fns

@@ -17,7 +17,7 @@ import optax
 
 from maxl_jax.data.info import DatasetInfo
 from maxl_jax.errors import UsageError
-from maxl_jax.state import MaxlState
+from maxl_jax.state import CombinerState, MaxlState
 from maxl_jax.training import combiner_run, maxl_run
 from maxl_jax.training.config_fields import check_fields
 from maxl_jax.training.schedule import Schedule
@@ -56,14 +56,19 @@ class Run(Protocol):
   def refresh_label_state(self, label_state, step: int, images) -> Any:
     """The label source's state after global step `step`."""
 
-  def init_state(self, label_state) -> MaxlState:
+  def init_state(self, label_state) -> MaxlState | CombinerState:
     """Step 0's state from the seed and the given label state."""
 
-  def abstract_state(self) -> MaxlState:
+  def abstract_state(self) -> MaxlState | CombinerState:
     """Shapes and dtypes of the state (no data, nothing computed)."""
 
+  def zero_sums(self) -> dict:
+    """The loop's metric sums at the start of an epoch (`carry`)."""
+
   def jit_steps(self, mesh) -> dict:
-    """A jitted step per schedule kind, 'eval', optionally 'probe'."""
+    """A jitted update per schedule kind (`(carry, *batches) -> carry`;
+    optionally `<kind>+signal`, with what trains g), 'eval', optionally
+    'probe'."""
 
   def probe_batch(self, data) -> dict:
     """The fixed batch of the 'probe' step, each epoch."""

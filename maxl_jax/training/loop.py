@@ -35,6 +35,7 @@ from clu import parameter_overview
 
 from maxl_jax.data import pipeline
 from maxl_jax.errors import Preempted
+from maxl_jax.state import CombinerState, MaxlState
 from maxl_jax.training import (
   checkpointing,
   console,
@@ -66,6 +67,7 @@ class LoopOptions:
   progress_every_steps: int
   drift_images: int = 1000
   tensorboard: bool = True
+  meta_signal_every: int = 0  # θ2 steps; 0: what trains g is not logged.
 
   @classmethod
   def from_config(cls, config) -> 'LoopOptions':
@@ -78,6 +80,7 @@ class LoopOptions:
       progress_every_steps=config.log.progress_every_steps,
       drift_images=config.log.get('drift_images', 1000),
       tensorboard=config.log.get('tensorboard', True),
+      meta_signal_every=config.log.get('meta_signal_every', 0),
     )
 
 
@@ -163,7 +166,7 @@ class _Progress(NamedTuple):
   """Where the loop is: each of its functions returns a new one."""
 
   step: int
-  state: Any  # The `MaxlState`, replicated.
+  carry: Any  # The `carry.Carry`, replicated.
   last_saved: int | None  # The step of the newest checkpoint, if any.
   train_s: float  # Training's wall clock so far, evaluations excluded.
   tick: float  # perf_counter when the current epoch's training resumed.
@@ -183,7 +186,7 @@ def _probe(ctx: _Context, state) -> dict:
 def _check_guard(ctx: _Context, p: _Progress) -> int:
   """The non-finite steps so far; raises NonFiniteError per the run."""
   return metrics.check_guard(
-    to_host(p.state.guard), ctx.run.on_nonfinite, p.last_saved
+    to_host(p.carry.guard), ctx.run.on_nonfinite, p.last_saved
   )
 
 
@@ -197,7 +200,7 @@ def _save(ctx: _Context, p: _Progress, wait: bool = False) -> _Progress:
   _check_guard(ctx, p)
   p = _charge(p, 'steps')
   position = resumption.data_position(ctx.data)
-  checkpointing.save(ctx.manager, p.step, p.state, position, wait=wait)
+  checkpointing.save(ctx.manager, p.step, p.carry, position, wait=wait)
   return _charge(p._replace(last_saved=p.step), 'checkpoint')
 
 
@@ -228,24 +231,36 @@ def _evaluate_initial(ctx: _Context, p: _Progress) -> _Progress:
   """Row 0 of metrics.jsonl: every curve starts at the initial networks."""
   p = _charge(p, 'startup')
   row = {'epoch': 0, 'step': 0}
-  row.update(_evaluate_all(ctx, p.state))
+  row.update(_evaluate_all(ctx, p.carry.state))
   p = _write(ctx, _charge(p, 'eval'), row)
   console.say(console.evaluation_line(row, ctx.options.epochs))
   return p._replace(tick=time.perf_counter())
 
 
+def _kind(ctx: _Context, step: int) -> str:
+  """The step function of global step `step`: its schedule kind, with
+  `+signal` on every `meta_signal_every`-th θ2 step (what trains g)."""
+  schedule, every = ctx.run.schedule, ctx.options.meta_signal_every
+  kind = schedule.kind(step)
+  if kind == PRIMARY or not every or schedule.meta_index(step) % every:
+    return kind
+  signal = f'{kind}+signal'
+  return signal if signal in ctx.fns else kind
+
+
 def _train_step(ctx: _Context, p: _Progress) -> _Progress:
   """One global step of the schedule, and its progress report."""
   run, mesh, step = ctx.run, ctx.mesh, p.step
-  kind = run.schedule.kind(step)
+  kind = _kind(ctx, step)
   batches = [global_batch(next(ctx.data.train), mesh)]
   if run.held_out and kind != PRIMARY:
     batches.append(global_batch(next(ctx.data.meta), mesh))
-  state = ctx.fns[kind](p.state, *batches)
-  state = state.replace(
-    label_state=run.refresh_label_state(state.label_state, step, ctx.images)
-  )
-  p = p._replace(step=step + 1, state=state)
+  carry = ctx.fns[kind](p.carry, *batches)
+  state = carry.state
+  if isinstance(state, MaxlState):  # Its label source may refresh.
+    label_state = run.refresh_label_state(state.label_state, step, ctx.images)
+    carry = carry.replace(state=state.replace(label_state=label_state))
+  p = p._replace(step=step + 1, carry=carry)
   speed = (p.step - ctx.first) / (time.perf_counter() - ctx.session_tick)
   console.progress(p.step, ctx.total, speed)
   if p.step % ctx.options.progress_every_steps == 0:
@@ -259,11 +274,11 @@ def _epoch_row(ctx: _Context, p: _Progress, epoch: int) -> tuple[dict, dict]:
   """(the epoch's row of metrics.jsonl before evaluation, the probe's
   entries): the epoch's means, the probe, the guard and the lr."""
   row = {'epoch': epoch + 1, 'step': p.step}
-  row.update(metrics.epoch_means(to_host(p.state.sums)))
-  probed = _probe(ctx, p.state)
+  row.update(metrics.epoch_means(to_host(p.carry.sums)))
+  probed = _probe(ctx, p.carry.state)
   row.update(probed)
   row['nonfinite_steps'] = _check_guard(ctx, p)
-  row['lr'] = float(ctx.run.lr_schedule(int(to_host(p.state.step1))))
+  row['lr'] = float(ctx.run.lr_schedule(int(to_host(p.carry.state.step1))))
   return row, probed
 
 
@@ -281,26 +296,26 @@ def _checkpoints(options: LoopOptions, epoch: int, step: int, total: int):
   )
 
 
-def _zero_sums(state, mesh):
-  """`state` with the metric sums of a new epoch."""
-  zero = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), state.sums)
-  return state.replace(sums=jax.device_put(zero, replicated(mesh)))
+def _zero_sums(carry, mesh):
+  """`carry` with the metric sums of a new epoch."""
+  zero = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), carry.sums)
+  return carry.replace(sums=jax.device_put(zero, replicated(mesh)))
 
 
 def _end_epoch(ctx: _Context, p: _Progress) -> _Progress:
   """The epoch's row (and evaluation), new sums, and a checkpoint if due."""
   epoch, options = p.step // ctx.run.schedule.epoch_steps - 1, ctx.options
-  jax.block_until_ready(p.state)
+  jax.block_until_ready(p.carry)
   p = p._replace(train_s=p.train_s + time.perf_counter() - p.tick)
   p = _charge(p, 'steps')
   row, probed = _epoch_row(ctx, p, epoch)
   final = p.final
   if _evaluates(options, epoch, p.step, ctx.total):
-    final = _evaluate_all(ctx, p.state)
+    final = _evaluate_all(ctx, p.carry.state)
     row.update(final)
   p = _charge(p, 'eval')
   p = p._replace(
-    state=_zero_sums(p.state, ctx.mesh), final=final, probed=probed
+    carry=_zero_sums(p.carry, ctx.mesh), final=final, probed=probed
   )
   p = _write(ctx, p, row)
   if 'test/accuracy' in row:
@@ -331,10 +346,12 @@ def _result(ctx: _Context, p: _Progress, start: float) -> dict:
   """result.json's fields (the final evaluation, repeated if missing)."""
   final, probed = p.final, p.probed
   if final is None:  # Resumed from the final checkpoint without a result.
-    final = _evaluate_all(ctx, p.state)
-    probed = _probe(ctx, p.state)
+    final = _evaluate_all(ctx, p.carry.state)
+    probed = _probe(ctx, p.carry.state)
     p = _charge(p, 'eval')
-  sha, norms = params_digest(p.state.theta1, p.state.theta2)
+  state = p.carry.state
+  second = state.phi if isinstance(state, CombinerState) else state.theta2
+  sha, norms = params_digest(state.theta1, second)
   run = ctx.run
   return {
     'method': run.method,
@@ -367,7 +384,8 @@ def _train(
   """The training loop of `train_and_evaluate`."""
   lead, mesh = jax.process_index() == 0, make_mesh()
   total = options.epochs * run.schedule.epoch_steps
-  step, state, last_saved = resumption.initial(run, data, manager, mesh)
+  step, carry, last_saved = resumption.initial(run, data, manager, mesh)
+  state = carry.state
   if step:
     console.say('Resuming from the checkpoint at step %d of %d.', step, total)
   else:
@@ -385,7 +403,7 @@ def _train(
   ctx = ctx._replace(drift=drift)
   ledger = timing.Ledger.open(started, ctx.writer.carried_row())
   p = _Progress(
-    step, state, last_saved, ctx.writer.carried('train_s'), 0.0, ledger
+    step, carry, last_saved, ctx.writer.carried('train_s'), 0.0, ledger
   )
   if step == 0:
     p = _evaluate_initial(ctx, p)

@@ -26,7 +26,7 @@ from maxl_jax.data.info import DatasetInfo
 from maxl_jax.errors import UsageError
 from maxl_jax.networks import models
 from maxl_jax.problem import MaxlProblem
-from maxl_jax.training import optim, schedule
+from maxl_jax.training import carry, optim, schedule
 from maxl_jax.training.config_fields import check_fields, steps_per_epoch
 from maxl_jax.training.mesh import jit_step
 
@@ -170,6 +170,12 @@ class MaxlRun:
     """Shapes and dtypes of the state (no data, nothing computed)."""
     return jax.eval_shape(self.init_state, self.label_source.abstract_state())
 
+  def zero_sums(self) -> carry.Sums:
+    """The loop's metric sums at the start of an epoch."""
+    num_aux = self.g.num_aux if self.g else getattr(self.f, 'num_aux', 0)
+    aux_weight = getattr(self.g, 'example_weights', False)
+    return carry.zero_sums(num_aux, aux_weight)
+
   def jit_steps(self, mesh) -> dict:
     """`jit_steps(self, mesh)`, as the loop asks every kind of run."""
     return jit_steps(self, mesh)
@@ -298,12 +304,13 @@ def _label_optimizer(config, per_epoch, grad_tx):
 
 
 def jit_steps(run: MaxlRun, mesh) -> dict:
-  """The run's jitted steps, each `(state, global batch) -> ...`.
+  """The run's jitted steps: updates `(carry, global batch) -> carry`,
+  the others `(state, global batch) -> ...`.
 
   Returns:
-    {'primary', 'eval', ['meta', 'interleaved'] (θ2 learns), ['probe']
-    (an auxiliary task: the gradient cosine)}. Update steps donate their
-    state.
+    {'primary', 'eval', ['meta', 'interleaved', 'meta+signal',
+    'interleaved+signal'] (θ2 learns), ['probe'] (an auxiliary task: the
+    gradient cosine)}. Update steps donate their carry.
   """
   return make_step_fns(
     mesh=mesh,
@@ -339,10 +346,12 @@ def make_step_fns(
 ) -> dict:
   """`steps`' functions bound to their dependencies and jitted on `mesh`.
 
-  The state is replicated, the batches sharded over the `data` axis. With
-  `held_out`, 'meta' and 'interleaved' take a third argument: the held-out
-  batch of the meta objective. 'eval' also sums the statistics of what the
-  labels know (DESIGN §6), with label recovery when `num_fine` > 0.
+  The state is replicated, the batches sharded over the `data` axis. The
+  updates take and return the loop's carry (`carry.accumulating`: the
+  metrics summed and guarded per `on_nonfinite` in the same program). With
+  `held_out`, the θ2 updates take a third argument: the held-out batch of
+  the meta objective. 'eval' also sums the statistics of what the labels
+  know (DESIGN §6), with label recovery when `num_fine` > 0.
   """
 
   jit = functools.partial(jit_step, mesh=mesh)
@@ -356,13 +365,16 @@ def make_step_fns(
     tx2=tx2,
     alpha_schedule=alpha_schedule,
     estimator=estimator,
-    on_nonfinite=on_nonfinite,
     num_fine=num_fine,
   )
-  fns = {'primary': update(bound['primary']), 'eval': jit(bound['eval'])}
-  for name in ('meta', 'interleaved'):
+  summed = functools.partial(carry.accumulating, on_nonfinite=on_nonfinite)
+  fns = {
+    'primary': update(summed(bound['primary'])),
+    'eval': jit(bound['eval']),
+  }
+  for name in ('meta', 'interleaved', 'meta+signal', 'interleaved+signal'):
     if name in bound:
-      fns[name] = meta_update(bound[name])
+      fns[name] = meta_update(summed(bound[name]))
   if 'probe' in bound:
     fns['probe'] = jit(bound['probe'])
   return fns

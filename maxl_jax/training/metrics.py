@@ -1,14 +1,16 @@
 """Training metrics on the host: the epoch means, the guard's check, sinks.
 
-Steps add their values to running sums in `MaxlState.sums` on device
-(`maxl_jax.step_metrics`: the names, the sums and the non-finite guard);
-the loop reduces them to means at each epoch end (`epoch_means`), checks
-the guard (`check_guard`) and writes one row per epoch to `metrics.jsonl`
-and to TensorBoard (`EpochWriter`).
+Each step's metrics (`maxl_jax.step_metrics`) go into running sums on
+device (`carry`: the sums and the non-finite guard); the loop reduces them
+to means at each epoch end (`epoch_means`), checks the guard
+(`check_guard`) and writes one row per epoch to `metrics.jsonl` and to
+TensorBoard (`EpochWriter`).
 
 Row keys: `train/<name>` (mean over the epoch's θ1 steps), `meta/<name>`
-(over its θ2 steps), `meta/aux_hist` ([K] mean generated probability of
-each auxiliary class: the label usage histogram), `meta/aux_weight` (the
+(over its θ2 steps), `signal/<name>` (what trains g, over the θ2 steps
+that logged it: every `log.meta_signal_every`-th), `meta/aux_hist` ([K]
+mean generated probability of each auxiliary class: the label usage
+histogram), `meta/aux_weight` (the
 mean per-example auxiliary weight; runs with `maxl.example_weights` only),
 `test/accuracy`, `test/loss`, `test/aux_information` and (with a label
 hierarchy) `test/aux_recovery_nmi`, `test/aux_recovery_ari` (what the
@@ -23,23 +25,7 @@ import numpy as np
 from etils import epath
 
 from maxl_jax.errors import NonFiniteError
-
-# The on-device half (names, sums, the guard) lives in the core.
-from maxl_jax.step_metrics import (  # noqa: F401 - re-exported.
-  AUX_HIST,
-  AUX_WEIGHT,
-  GUARDED,
-  META,
-  TRAIN,
-  Sums,
-  add,
-  add_meta,
-  add_train,
-  guard_update,
-  named_sums,
-  zero_guard,
-  zero_sums,
-)
+from maxl_jax.step_metrics import GUARDED
 from maxl_jax.training.workdir import METRICS, TIMING
 
 
@@ -47,7 +33,7 @@ def epoch_means(sums: dict[str, np.ndarray]) -> dict:
   """Host sums -> the mean of each `<group>/<name>` over its group's steps
   (a list for a vector sum); groups without steps are left out."""
   out = {}
-  for group in ('train', 'meta'):
+  for group in ('train', 'meta', 'signal'):
     count = float(sums[f'{group}/count'])
     if not count:
       continue
@@ -65,7 +51,7 @@ def check_guard(guard: dict, on_nonfinite: str, last_saved) -> int:
   """The number of non-finite steps; raises NonFiniteError in mode 'stop'.
 
   Args:
-    guard: `MaxlState.guard` on the host.
+    guard: `carry.Carry.guard` on the host.
     on_nonfinite: 'stop' | 'skip_step'.
     last_saved: the step of the last checkpoint, or None.
   """

@@ -13,8 +13,8 @@ import jax
 import ml_collections
 
 from maxl_jax.errors import UsageError
-from maxl_jax.state import MaxlState
-from maxl_jax.training import checkpointing, contract
+from maxl_jax.state import CombinerState, MaxlState
+from maxl_jax.training import checkpointing, contract, resumption
 from maxl_jax.training import workdir as workdir_lib
 from maxl_jax.training.mesh import with_sharding
 
@@ -25,7 +25,7 @@ class Restored:
 
   config: ml_collections.ConfigDict
   run: contract.Run
-  state: MaxlState
+  state: MaxlState | CombinerState
   step: int
 
 
@@ -46,20 +46,20 @@ def restore_run(workdir: str, step: int | None = None) -> Restored:
   config = workdir_lib.read_config(path)
   run = contract.build_run(config, workdir_lib.read_info(path))
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  template = with_sharding(run.abstract_state(), device)
+  template = with_sharding(resumption.abstract_carry(run), device)
   manager = checkpointing.make_manager(
     str(path / workdir_lib.CHECKPOINTS), config.checkpoint.keep, create=False
   )
   try:
     if step is None:
-      found, state, _ = checkpointing.restore_latest(
+      found, restored, _ = checkpointing.restore_latest(
         manager, template, delete_unusable=False
       )
       if found is None:
         raise UsageError(f'{path} holds no checkpoint to restore.')
       step = found
     else:
-      state = checkpointing.restore_step(manager, step, template)
+      restored = checkpointing.restore_step(manager, step, template)
   finally:
     manager.close()
-  return Restored(config=config, run=run, state=state, step=step)
+  return Restored(config=config, run=run, state=restored.state, step=step)

@@ -13,7 +13,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from maxl_jax.labels import TrainingImages
-from maxl_jax.training import checkpointing, console
+from maxl_jax.training import carry, checkpointing, console
 from maxl_jax.training import workdir as workdir_lib
 from maxl_jax.training.mesh import replicated, with_sharding
 
@@ -42,22 +42,28 @@ def data_position(data) -> dict:
   return position
 
 
+def abstract_carry(run) -> carry.Carry:
+  """Shapes and dtypes of the run's carry (nothing computed)."""
+  return jax.eval_shape(carry.start, run.abstract_state(), run.zero_sums())
+
+
 def initial(run, data, manager, mesh):
-  """(step, state, last saved step): a restored checkpoint, or step 0.
+  """(step, carry, last saved step): a restored checkpoint, or step 0.
 
   A restored run takes its label-source state from the checkpoint; only a
   new one initialises it (K-Means trains its autoencoder here).
   """
   repl = replicated(mesh)
-  template = with_sharding(run.abstract_state(), repl)
-  step, state, extra = checkpointing.restore_latest(manager, template)
+  template = with_sharding(abstract_carry(run), repl)
+  step, restored, extra = checkpointing.restore_latest(manager, template)
   if step is not None:
     data.train.set_state(extra['data'])
     if data.meta is not None:
       data.meta.set_state(extra['meta_data'])
-    return step, state, step
+    return step, restored, step
   label_state = run.init_label_state(training_images(data.train))
-  return 0, jax.device_put(run.init_state(label_state), repl), None
+  start = carry.start(run.init_state(label_state), run.zero_sums())
+  return 0, jax.device_put(start, repl), None
 
 
 def finished(step: int, total: int, workdir) -> dict | None:

@@ -55,6 +55,13 @@ class Schedule:
       return PRIMARY if in_epoch < self.steps_per_epoch else META
     return INTERLEAVED if (step + 1) % self.meta_every == 0 else PRIMARY
 
+  def meta_index(self, step: int) -> int:
+    """How many θ2 updates come before global step `step` (a θ2 step)."""
+    if self.name == 'paper':
+      epoch, in_epoch = divmod(step, self.epoch_steps)
+      return epoch * self.steps_per_epoch + in_epoch - self.steps_per_epoch
+    return (step + 1) // self.meta_every - 1
+
   def kinds(self) -> tuple[str, ...]:
     """The step kinds this schedule uses."""
     if self.name == 'single':

@@ -46,6 +46,7 @@ def get_config():
   config.checkpoint.every_steps = 10_000  # Epoch ends only.
   config.checkpoint.every_epochs = 8
   config.log.progress_every_steps = 100
+  config.log.meta_signal_every = 1  # What trains g, every θ2 step.
   return config
 
 

@@ -42,6 +42,7 @@ def get_config():
   config = fashion_low_data.get_config()
   config.data.hierarchy = 'pairs'
   config.maxl.psi = 'hierarchy'
+  config.log.meta_signal_every = 1  # What trains g, every θ2 step.
   return config
 
 
