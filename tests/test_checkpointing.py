@@ -7,26 +7,39 @@ back to an older one. (Through a whole run: test_resume.py, test_restore.py.)
 import pathlib
 
 import entry_point as ep
+import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from maxl_jax.errors import UsageError
-from maxl_jax.training import checkpointing
+from maxl_jax.training import carry, checkpointing
+
+
+@flax.struct.dataclass
+class _Tiny:
+  """A small state of the dtypes a run holds."""
+
+  theta: dict
+  half: jax.Array
+  count: jax.Array
 
 
 def _state(seed):
-  """A small pytree of the dtypes a run holds, with NaN, inf and -0."""
+  """A loop carry of a `_Tiny` state, with NaN, inf and -0."""
   rng = np.random.default_rng(seed)
   w = rng.normal(size=(3, 4)).astype(np.float32)
   w[0, :3] = np.nan, np.inf, -0.0
-  return {
-    'theta': {'w': jnp.asarray(w), 'b': jnp.asarray(rng.normal(size=4))},
-    'half': jnp.asarray(rng.normal(size=5), jnp.bfloat16),
-    'step': jnp.asarray(seed, jnp.int32),
-    'count': jnp.asarray(rng.integers(0, 9, 2), jnp.uint32),
-  }
+  tiny = _Tiny(
+    theta={'w': jnp.asarray(w), 'b': jnp.asarray(rng.normal(size=4))},
+    half=jnp.asarray(rng.normal(size=5), jnp.bfloat16),
+    count=jnp.asarray(rng.integers(0, 9, 2), jnp.uint32),
+  )
+  sums = carry.named_sums(('loss',), ('meta_loss',), ('meta_share',))
+  sums = {k: v + seed for k, v in sums.items()}
+  return carry.start(tiny, sums).replace(step=jnp.asarray(seed, jnp.int32))
 
 
 def _extra(step):
@@ -118,3 +131,24 @@ def test_restore_step_of_a_missing_or_damaged_step(managers):
     checkpointing.restore_step(manager, 4, _state(0))
   with pytest.raises(UsageError, match='the kept steps are none'):
     checkpointing.restore_step(managers('empty'), 0, _state(0))
+
+
+def test_an_earlier_layout_is_upgraded_on_restore(managers):
+  """Before the `signal/` group, what trains g was summed as `meta/`."""
+  want = _state(3)
+  old = carry.to_checkpoint(want)
+  sums = old['sums'].items()
+  old['sums'] = {
+    k.replace('signal/', 'meta/'): v for k, v in sums if k != 'signal/count'
+  }
+  manager = managers()
+  manager.save(
+    3,
+    args=ocp.args.Composite(
+      state=ocp.args.StandardSave(old), extra=ocp.args.JsonSave(_extra(3))
+    ),
+  )
+  manager.wait_until_finished()
+  step, got, extra = checkpointing.restore_latest(managers(), _state(0))
+  assert step == 3 and extra == _extra(3)
+  _assert_bitwise_equal(got, want)

@@ -167,9 +167,13 @@ def _restore(manager, step: int, template) -> dict:
         extra=ocp.args.JsonRestore(),
       ),
     )
-  except Exception:  # noqa: BLE001 - damaged, or an earlier layout?
-    if _layout(manager, step) == _layout_of(tree):
-      raise
+  except Exception as error:  # noqa: BLE001 - damaged, or an earlier layout?
+    try:
+      earlier = _layout(manager, step) != _layout_of(tree)
+    except Exception:  # noqa: BLE001 - no readable metadata: damaged.
+      earlier = False
+    if not earlier:
+      raise error
     restored = manager.restore(
       step,
       args=ocp.args.Composite(
