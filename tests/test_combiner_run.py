@@ -220,7 +220,7 @@ def test_restore_run_gives_the_saved_parameters(reference):
   assert isinstance(restored.run, combiner_run.CombinerRun)
   assert restored.step == TOTAL_STEPS
   sha, _ = evaluation.params_digest(
-    restored.state.theta1, restored.state.theta2
+    restored.state.theta1, restored.state.phi
   )
   assert sha == result['params_sha256']
 

@@ -51,7 +51,7 @@ def named_sums(
   the steps that returned that group."""
   names = []
   for group, keys in (('train', train), ('meta', meta), ('signal', signal)):
-    if group == 'train' or keys:
+    if group != 'signal' or keys:  # train/count, meta/count as ever.
       names += [f'{group}/{k}' for k in (*keys, 'count')]
   return {k: jnp.zeros((), jnp.float32) for k in names}
 

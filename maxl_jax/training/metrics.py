@@ -34,7 +34,7 @@ def epoch_means(sums: dict[str, np.ndarray]) -> dict:
   (a list for a vector sum); groups without steps are left out."""
   out = {}
   for group in ('train', 'meta', 'signal'):
-    count = float(sums[f'{group}/count'])
+    count = float(sums.get(f'{group}/count', 0))
     if not count:
       continue
     for key in sorted(sums):
