@@ -219,9 +219,7 @@ def test_restore_run_gives_the_saved_parameters(reference):
   restored = restore.restore_run(str(workdir))
   assert isinstance(restored.run, combiner_run.CombinerRun)
   assert restored.step == TOTAL_STEPS
-  sha, _ = evaluation.params_digest(
-    restored.state.theta1, restored.state.phi
-  )
+  sha, _ = evaluation.params_digest(restored.state.theta1, restored.state.phi)
   assert sha == result['params_sha256']
 
 

@@ -1,13 +1,17 @@
 """The run contract (maxl_jax/training/contract.py): every kind of run
 implements `Run`, and `config.run` names the kind."""
 
+import json
+
+import ml_collections
 import pytest
 from toy_problems import TOY_INFO, run_config
 
-from experiments.configs import combine_fashion
+from experiments.configs import combine_fashion, default
 from maxl_jax.data.info import DatasetInfo
 from maxl_jax.errors import UsageError
-from maxl_jax.training import contract
+from maxl_jax.training import config_fields, contract
+from maxl_jax.training import workdir as workdir_lib
 
 
 def _combiner_config():
@@ -75,12 +79,13 @@ def test_config_run_names_the_kind():
   with pytest.raises(UsageError, match="config.run = 'nope'"):
     contract.validate(config)
   # A config.json from before config.run: its combiner group decides.
-  old = _combiner_config().to_dict()
-  del old['run']
-  assert contract.kind_of(old) == 'combiner'
-  old = run_config().to_dict()
-  del old['run']
-  assert contract.kind_of(old) == 'maxl'
+  for config, kind in (
+    (_combiner_config(), 'combiner'),
+    (run_config(), 'maxl'),
+  ):
+    old = ml_collections.ConfigDict(config.to_dict())
+    del old['run']
+    assert contract.kind_of(config_fields.upgrade(old)) == kind
 
 
 def test_the_loop_fields_are_checked_for_every_kind():
@@ -89,3 +94,20 @@ def test_the_loop_fields_are_checked_for_every_kind():
     config.train.on_nonfinite = 'ignore'
     with pytest.raises(UsageError, match='on_nonfinite'):
       contract.validate(config)
+
+
+def test_an_earlier_config_json_is_upgraded_where_a_run_is_restored(tmp_path):
+  """Each field added since gets the value that does what runs before it
+  did; every field of the table is a field of today's config."""
+  today = default.get_config()
+  for dotted, _ in config_fields.ADDED:
+    config_fields.config_field(today, dotted)  # KeyError if not a field.
+  old = today.to_dict()
+  del old['run'], old['log']['meta_signal_every'], old['data']['balance']
+  old['combiner'] = {'form': 'linear'}
+  (tmp_path / 'config.json').write_text(json.dumps(old))
+  config = workdir_lib.read_config(tmp_path)
+  assert config.run == 'combiner'  # It had a combiner group.
+  assert config.log.meta_signal_every == 1  # Logged every θ2 step then.
+  assert config.data.balance == 'primary'
+  assert config.maxl.balance == today.maxl.balance  # Present: untouched.

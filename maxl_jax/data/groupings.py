@@ -219,7 +219,7 @@ def label_maps(data_config, num_classes: int) -> LabelMaps:
       exist or do not nest).
   """
   name = data_config.name
-  coarse = parse(data_config.get('hierarchy', ''), name, num_classes)
+  coarse = parse(data_config.hierarchy, name, num_classes)
   if coarse is not None:  # A grouping: the stored labels are the fine ones.
     return LabelMaps(coarse, np.arange(num_classes, dtype=np.int64))
   if name == 'cifar100':  # Its default: two levels of its own hierarchy.

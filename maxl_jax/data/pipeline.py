@@ -240,7 +240,7 @@ def label_maps(data_config, reader) -> groupings.LabelMaps:
   parents = getattr(reader, 'fine_to_primary', None)
   if parents is None:
     return groupings.label_maps(data_config, reader.num_classes)
-  if data_config.get('hierarchy', ''):
+  if data_config.hierarchy:
     raise UsageError(
       f'{data_config.name}: the data has fine labels (a label hierarchy) '
       'and config.data.hierarchy is set too; give only one.'
@@ -261,8 +261,7 @@ def balance_labels(data_config, maps: groupings.LabelMaps) -> np.ndarray:
   Raises:
     UsageError: an unknown value, or 'fine' without a label hierarchy.
   """
-  # `.get`: the config.json of runs older than the field lacks it.
-  balance = data_config.get('balance', 'primary')
+  balance = data_config.balance
   if balance not in BALANCES:
     raise UsageError(
       f'config.data.balance = {balance!r}; use one of {list(BALANCES)}.'

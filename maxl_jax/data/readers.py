@@ -208,14 +208,14 @@ class TfdsReader(Reader):
   ):
     self.name, self.num_classes, self.channels = name, num_classes, channels
     self._video, self._label_key, self._area = video, label_key, resize
-    self._frames = int(data_config.get('video_frames', 1)) if video else 1
+    self._frames = int(data_config.video_frames) if video else 1
     if self._frames < 1:
       raise UsageError(
         f'config.data.video_frames = {self._frames}: must be >= 1 (frames '
         'taken per video clip).'
       )
     self.builder = prepared_builder(
-      name, data_config.data_dir, data_config.get('download', True)
+      name, data_config.data_dir, data_config.download
     )
 
   def labels(self, split: str) -> np.ndarray:

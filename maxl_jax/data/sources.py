@@ -17,10 +17,10 @@ def make_reader(data_config) -> readers.Reader:
   """
   name = data_config.name
   if name == 'arrays':
-    return user_data.NpzReader(data_config.get('path', ''))
+    return user_data.NpzReader(data_config.path)
   if name == 'folder':
     return user_data.ImageFolderReader(
-      data_config.get('path', ''), data_config.get('test_fraction', 0.2)
+      data_config.path, data_config.test_fraction
     )
   if name.startswith('tfds:'):
     return user_data.tfds_reader(data_config)

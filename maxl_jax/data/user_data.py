@@ -364,7 +364,7 @@ class ImageFolderReader(readers.Reader):
 def tfds_reader(data_config) -> readers.TfdsReader:
   """data.name=tfds:NAME: any TFDS image classification dataset."""
   name = data_config.name[len('tfds:') :]
-  key = data_config.get('label_key', 'label')
+  key = data_config.label_key
   reader = readers.TfdsReader(
     name,
     num_classes=0,

@@ -111,7 +111,7 @@ def make_label_source(
   random_aux_classes: int = 0,
   kmeans_config=None,
   steps_per_epoch: int = 1,
-  soft_human_eps: float = 0.0,
+  soft_human_eps: float = 0.5,
 ) -> LabelSource:
   """The label source of `method` for the dataset `info`.
 

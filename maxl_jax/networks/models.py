@@ -210,7 +210,7 @@ def build_trunk(model_config: Any) -> nn.Module:
   layers.resolve_impl(model_config.conv_impl)  # Validates it early.
   dtype = compute_dtype(model_config)
   extra = {}
-  widths = tuple(int(w) for w in model_config.get('widths', ()))
+  widths = tuple(int(w) for w in model_config.widths)
   if widths:
     default = getattr(trunk_cls, 'widths', None)
     if default is None or len(widths) != len(default) or min(widths) < 1:
@@ -223,7 +223,7 @@ def build_trunk(model_config: Any) -> nn.Module:
         )
       )
     extra['widths'] = widths
-  remat = model_config.get('remat', 'none')
+  remat = model_config.remat
   trunks.remat_policy(remat, 'config.model.remat')  # Validates it early.
   if remat != 'none':
     extra['remat'] = remat

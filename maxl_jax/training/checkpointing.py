@@ -190,7 +190,7 @@ def _restore(manager, step: int, template) -> dict:
 
 def _layout_of(tree: dict) -> tuple:
   """A checkpoint tree's top-level names and metric-sum names."""
-  return tuple(sorted(tree)), tuple(sorted(tree.get('sums', {})))
+  return tuple(sorted(tree)), tuple(sorted(tree['sums']))
 
 
 def _layout(manager, step: int) -> tuple:

@@ -107,7 +107,7 @@ LOOP_POSITIVE = (
 def kind_of(config) -> str:
   """`config.run`. A config.json from before the field: 'combiner' when it
   has a combiner group, else 'maxl'."""
-  kind = config.get('run') or ('combiner' if 'combiner' in config else 'maxl')
+  kind = config.run
   if kind not in KINDS:
     raise UsageError(
       f'config.run = {kind!r} is not one of {list(KINDS)}; set '

@@ -75,12 +75,12 @@ class LoopOptions:
       epochs=config.train.epochs,
       eval_every_epochs=config.train.eval_every_epochs,
       checkpoint_every_steps=config.checkpoint.every_steps,
-      checkpoint_every_epochs=config.checkpoint.get('every_epochs', 1),
+      checkpoint_every_epochs=config.checkpoint.every_epochs,
       keep_checkpoints=config.checkpoint.keep,
       progress_every_steps=config.log.progress_every_steps,
-      drift_images=config.log.get('drift_images', 1000),
-      tensorboard=config.log.get('tensorboard', True),
-      meta_signal_every=config.log.get('meta_signal_every', 0),
+      drift_images=config.log.drift_images,
+      tensorboard=config.log.tensorboard,
+      meta_signal_every=config.log.meta_signal_every,
     )
 
 

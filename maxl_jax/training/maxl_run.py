@@ -76,15 +76,14 @@ def check_config(config):
       f'maxl.meta_grad={name!r} evaluates the primary loss on a held-out '
       'meta batch: set --config.data.meta_fraction > 0, e.g. 0.1.'
     )
-  # `.get`: the config.json of runs older than these fields lacks them.
-  example_weights = config.maxl.get('example_weights', False)
-  smoothing = config.train.get('label_smoothing', 0.0)
-  if config.maxl.get('lookahead_scale', 1.0) <= 0:
+  example_weights = config.maxl.example_weights
+  smoothing = config.train.label_smoothing
+  if config.maxl.lookahead_scale <= 0:
     raise UsageError(
       'config.maxl.lookahead_scale must be > 0, got '
       f'{config.maxl.lookahead_scale!r} (1 = the paper).'
     )
-  steps = config.maxl.get('lookahead_steps', 1)
+  steps = config.maxl.lookahead_steps
   if not isinstance(steps, int) or steps < 1:
     raise UsageError(
       f'config.maxl.lookahead_steps must be an int >= 1, got {steps!r} '
@@ -92,7 +91,7 @@ def check_config(config):
     )
   if steps > 1 and (
     config.maxl.meta_grad not in ('structured', 'unrolled')
-    or config.maxl.get('lookahead_scale', 1.0) != 1
+    or config.maxl.lookahead_scale != 1
   ):
     raise UsageError(
       f'config.maxl.lookahead_steps = {steps} differentiates exactly '
@@ -111,7 +110,7 @@ def check_config(config):
     )
   # Whether the dataset has the hierarchy that method=human or maxl.psi =
   # 'hierarchy' needs is in its DatasetInfo: make_label_source checks it.
-  labels.check_psi_choice(config.maxl.get('psi', 'balanced'))
+  labels.check_psi_choice(config.maxl.psi)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,11 +211,11 @@ def _problem(config, source, f, g) -> MaxlProblem:
     gamma=config.maxl.gamma,
     lam=config.maxl.lam,
     fd_eps=config.maxl.fd_eps,
-    example_weights=bool(config.maxl.get('example_weights', False)),
-    label_smoothing=float(config.train.get('label_smoothing', 0.0)),
-    meta_gamma=meta_grad.meta_gamma(config.maxl.get('meta_loss', 'focal')),
-    lookahead_scale=float(config.maxl.get('lookahead_scale', 1.0)),
-    balance=config.maxl.get('balance', 'sum'),
+    example_weights=bool(config.maxl.example_weights),
+    label_smoothing=float(config.train.label_smoothing),
+    meta_gamma=meta_grad.meta_gamma(config.maxl.meta_loss),
+    lookahead_scale=float(config.maxl.lookahead_scale),
+    balance=config.maxl.balance,
   )
 
 
@@ -229,7 +228,7 @@ def _networks(config, info, source):
     config.model,
     num_primary=info.num_classes,
     num_aux=source.num_aux,
-    example_weights=bool(config.maxl.get('example_weights', False)),
+    example_weights=bool(config.maxl.example_weights),
   )
 
 
@@ -242,11 +241,11 @@ def build(config, info: DatasetInfo) -> MaxlRun:
     info,
     psi_per_class=config.maxl.psi_per_class,
     seed=config.seed,
-    psi_choice=config.maxl.get('psi', 'balanced'),
+    psi_choice=config.maxl.psi,
     random_aux_classes=config.baseline.aux_classes,
     kmeans_config=config.kmeans,
     steps_per_epoch=per_epoch,
-    soft_human_eps=config.baseline.get('soft_human_eps', 0.0),
+    soft_human_eps=config.baseline.soft_human_eps,
   )
   f, g = _networks(config, info, source)
   tx1 = optim.make_optimizer(config.primary_opt, per_epoch)
@@ -284,7 +283,7 @@ def _estimator(config, tx1):
   part alone. With maxl.lookahead_steps = K > 1, the K-step lookahead
   through θ1's optimiser `tx1` (`meta_grad.OptimizerLookahead`)."""
   control = config.method in ('entropy_only', 'frozen')
-  steps = config.maxl.get('lookahead_steps', 1)
+  steps = config.maxl.lookahead_steps
   if steps > 1:
     return meta_grad.OptimizerLookahead(tx1, steps, entropy_only=control), None
   name = config.maxl.meta_grad
@@ -299,7 +298,7 @@ def _estimator(config, tx1):
 def _label_optimizer(config, per_epoch, grad_tx):
   """θ2's optimiser, after the estimator's gradient transformation (the
   implicit hypergradient's clip, AuxiLearn)."""
-  opt = optim.make_optimizer(config.label_opt, per_epoch)
+  opt = optim.make_optimizer(config.label_opt, per_epoch, config.label_opt.name)
   return opt if grad_tx is None else optax.chain(grad_tx, opt)
 
 

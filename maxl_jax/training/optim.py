@@ -23,11 +23,11 @@ def lr_schedule(opt_config, steps_per_epoch: int) -> optax.Schedule:
 OPTIMIZERS = ('sgd', 'adam')
 
 
-def make_optimizer(opt_config, steps_per_epoch: int):
-  """SGD (or Adam, `opt_config.name`) with coupled weight decay (as
-  PyTorch's) and the learning rate of `lr_schedule`."""
+def make_optimizer(opt_config, steps_per_epoch: int, name: str = 'sgd'):
+  """SGD (or Adam: `name`, θ2's `label_opt.name`) with coupled weight decay
+  (as PyTorch's) and the learning rate of `lr_schedule`."""
   lr = lr_schedule(opt_config, steps_per_epoch)
-  if opt_config.get('name', 'sgd') == 'adam':
+  if name == 'adam':
     step = optax.adam(lr)
   else:
     step = optax.sgd(lr, momentum=opt_config.momentum or None)

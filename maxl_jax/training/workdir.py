@@ -23,6 +23,7 @@ from etils import epath
 
 from maxl_jax.data.info import DatasetInfo
 from maxl_jax.errors import UsageError
+from maxl_jax.training import config_fields
 
 CONFIG = 'config.json'
 DATASET = 'dataset.json'
@@ -83,10 +84,12 @@ def _need(workdir: epath.Path, name: str) -> epath.Path:
 
 
 def read_config(workdir: epath.Path) -> ml_collections.ConfigDict:
-  """The run's config, as it was trained."""
-  return ml_collections.ConfigDict(
+  """The run's config, as it was trained, with the fields of this version
+  (`config_fields.upgrade`)."""
+  config = ml_collections.ConfigDict(
     json.loads(_need(workdir, CONFIG).read_text())
   )
+  return config_fields.upgrade(config)
 
 
 def read_info(workdir: epath.Path) -> DatasetInfo:
