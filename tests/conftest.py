@@ -11,6 +11,14 @@ from unittest import mock
 os.environ.setdefault('CUDA_VISIBLE_DEVICES', '')
 
 import pytest  # noqa: E402
+from entry_point import compilation_cache_env  # noqa: E402
+
+# One persistent compilation cache for this test process and the entry
+# points it starts (set before JAX is imported, which reads it once): the
+# many small runs compile the same programs, and a hit gives the same
+# executable as a compile.
+for _name, _value in compilation_cache_env().items():
+  os.environ.setdefault(_name, _value)
 
 
 @pytest.fixture(autouse=True)

@@ -28,6 +28,16 @@ _CACHE = tempfile.mkdtemp(prefix='maxl_jax_test_cache_')
 atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 
 
+def compilation_cache_env() -> dict[str, str]:
+  """JAX's persistent compilation cache in this process's directory, for
+  every program (however quick to compile)."""
+  return {
+    'JAX_COMPILATION_CACHE_DIR': _CACHE,
+    'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0',
+    'JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES': '0',
+  }
+
+
 def env(devices: int = 1) -> dict[str, str]:
   """The environment of a CPU-only subprocess with `devices` devices."""
   flags = [
@@ -42,9 +52,7 @@ def env(devices: int = 1) -> dict[str, str]:
     CUDA_VISIBLE_DEVICES='',
     TF_CPP_MIN_LOG_LEVEL='2',
     XLA_FLAGS=' '.join(flags),
-    JAX_COMPILATION_CACHE_DIR=_CACHE,
-    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
-    JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0',
+    **compilation_cache_env(),
     # Halves the compile time; runs compared with each other share it.
     JAX_DISABLE_MOST_OPTIMIZATIONS='1',
   )
