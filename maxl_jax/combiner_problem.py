@@ -26,7 +26,6 @@ import numpy as np
 import optax
 
 from maxl_jax import loss_combiner
-from maxl_jax.errors import UsageError
 
 Batch = dict[str, jax.Array]
 _RANDOM_SALT = 0xC0A5  # Apart from labels.fixed.RandomSource's stream.
@@ -64,23 +63,6 @@ TASKS = {
   ),
   'random': AuxTask(10, lambda b, seed: random_labels(seed, b['index'])),
 }
-
-
-def get_tasks(names: str, dataset: str) -> tuple[str, ...]:
-  """Comma-separated task names, checked against `TASKS` and `dataset`."""
-  found = tuple(n.strip() for n in names.split(',') if n.strip())
-  if not found or len(set(found)) < len(found) or set(found) - set(TASKS):
-    raise UsageError(
-      f'config.combiner.tasks = {names!r}: give distinct names from '
-      f'{list(TASKS)}, comma-separated.'
-    )
-  for name in found:
-    if TASKS[name].datasets and dataset not in TASKS[name].datasets:
-      raise UsageError(
-        f'auxiliary task {name!r} is defined on {TASKS[name].datasets} only, '
-        f'not {dataset!r}; drop it from config.combiner.tasks.'
-      )
-  return found
 
 
 @dataclasses.dataclass(frozen=True)

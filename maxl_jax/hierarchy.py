@@ -35,8 +35,7 @@ def validate_psi(psi: Sequence[int], num_classes: int | None = None):
   if num_classes is not None and arr.size != num_classes:
     raise UsageError(
       f'psi has {arr.size} entries but the dataset has {num_classes} '
-      f'primary classes; give exactly {num_classes} entries (e.g. '
-      f'config.maxl.psi_per_class for a balanced psi).'
+      f'primary classes; give exactly {num_classes} entries.'
     )
   return arr.astype(np.int64)
 

@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 
 from experiments.configs import combine_fashion
-from maxl_jax import combiner_problem
 from maxl_jax.data.info import DatasetInfo
 from maxl_jax.errors import UsageError
 from maxl_jax.training import carry, combiner_run, contract, evaluation, restore
@@ -75,18 +74,18 @@ def tiny_batch(n=8, seed=0):
 
 
 def test_task_names_are_checked():
-  assert combiner_problem.get_tasks(' coarse, random', 'fashion_mnist') == (
-    'coarse',
-    'random',
-  )
+  config = tiny_config()
+  config.combiner.tasks, config.data.name = ' coarse, random', 'fashion_mnist'
+  assert combiner_run.task_names(config) == ('coarse', 'random')
   for names, dataset in (
     ('coarse', 'digits'),  # Fashion-MNIST only.
     ('random,random', 'digits'),
     ('', 'digits'),
     ('fine', 'digits'),
   ):
-    with pytest.raises(UsageError):
-      combiner_problem.get_tasks(names, dataset)
+    config.combiner.tasks, config.data.name = names, dataset
+    with pytest.raises(UsageError, match='config.combiner.tasks'):
+      combiner_run.task_names(config)
   config = tiny_config('mlp')
   config.data.meta_fraction = 0.0  # A learned φ needs the held-out split.
   with pytest.raises(UsageError, match='meta_fraction'):

@@ -61,7 +61,26 @@ def task_names(config) -> tuple[str, ...]:
     )
   if cc.form == 'none':
     return ()
-  return combiner_problem.get_tasks(cc.tasks, config.data.name)
+  return _tasks(cc.tasks, config.data.name)
+
+
+def _tasks(names: str, dataset: str) -> tuple[str, ...]:
+  """config.combiner.tasks, comma-separated names of
+  `combiner_problem.TASKS`, checked against the dataset."""
+  tasks = combiner_problem.TASKS
+  found = tuple(n.strip() for n in names.split(',') if n.strip())
+  if not found or len(set(found)) < len(found) or set(found) - set(tasks):
+    raise UsageError(
+      f'config.combiner.tasks = {names!r}: give distinct names from '
+      f'{list(tasks)}, comma-separated.'
+    )
+  for name in found:
+    if tasks[name].datasets and dataset not in tasks[name].datasets:
+      raise UsageError(
+        f'auxiliary task {name!r} is defined on {tasks[name].datasets} only, '
+        f'not {dataset!r}; drop it from config.combiner.tasks.'
+      )
+  return found
 
 
 def check_config(config):
