@@ -99,9 +99,6 @@ def test_no_hierarchy_by_default():
     np.testing.assert_array_equal(maps.primary_of, np.arange(10))
     assert maps.fine_of is None and maps.fine_to_primary is None
     assert (maps.num_primary, maps.num_fine) == (10, 0)
-  # Older configs (config.json of earlier runs) lack the field.
-  old = ml_collections.ConfigDict({'name': 'digits'})
-  assert groupings.label_maps(old, 10).fine_of is None
 
 
 @pytest.mark.parametrize(

@@ -26,6 +26,8 @@ def _config(name, conv_impl='im2col', compute_dtype='float32', hidden=None):
       conv_impl=conv_impl,
       compute_dtype=compute_dtype,
       head_hidden=HIDDEN[name] if hidden is None else hidden,
+      widths=(),  # The trunk's own.
+      remat='none',
     )
   )
 
