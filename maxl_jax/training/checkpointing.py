@@ -25,6 +25,7 @@ import sys
 import threading
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
@@ -229,13 +230,14 @@ def _fit(saved, template):
         node = node[name] if name in node else node[str(name)]
     return node
 
+  def leaf(path, like):
+    # A copy on the host: an upgrade may give two leaves one array, and a
+    # donated carry must not hold one buffer twice.
+    value = np.array(find(saved, path), like.dtype)
+    return jax.device_put(value, like.sharding)
+
   paths, treedef = jax.tree_util.tree_flatten_with_path(template)
-  leaves = [
-    jax.device_put(jax.numpy.asarray(find(saved, path), leaf.dtype),
-                   leaf.sharding)
-    for path, leaf in paths
-  ]  # fmt: skip
-  return jax.tree.unflatten(treedef, leaves)
+  return jax.tree.unflatten(treedef, [leaf(p, x) for p, x in paths])
 
 
 def restore_step(manager, step: int, template):
