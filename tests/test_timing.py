@@ -5,10 +5,14 @@ import os
 import subprocess
 import sys
 
+import entry_point as ep
 import pytest
 
 from experiments.configs import smoke
 from maxl_jax.training import loop, timing
+
+# Tiny programs: XLA's optimisations cost more compile time than they save.
+pytestmark = pytest.mark.usefixtures('fast_compiles')
 
 
 class _Clocks:
@@ -104,6 +108,7 @@ from experiments.configs import smoke
 from maxl_jax.training import loop
 config = smoke.get_config()
 config.log.tensorboard = False
+config.train.epochs = 1
 loop.train_and_evaluate(config, sys.argv[1])
 print('tensorflow imported:', 'tensorflow' in sys.modules)
 """
@@ -113,6 +118,8 @@ def test_without_tensorboard_a_run_never_imports_tensorflow(tmp_path):
   """Offline data and no TensorBoard: ~4 s and ~0.6 GB of start-up saved."""
   proc = subprocess.run(
     [sys.executable, '-c', _NO_TENSORBOARD, str(tmp_path)],
+    env=ep.env(),  # Its compiles as fast as the entry points' (cached).
+    cwd=ep.REPO,
     capture_output=True,
     text=True,
     timeout=600,
