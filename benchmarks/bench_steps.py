@@ -137,7 +137,7 @@ def make_run(backbone, conv_impl='auto', single=False, batch_size=100,
     }
 
   batches = (batch(), batch()) if held_out else (batch(),)
-  return run, carry.start(run.init_state({}), run.zero_sums()), batches
+  return run, carry.start(run.create_state({}), run.zero_sums()), batches
 
 
 # A group's step; `+signal`: with what trains g (`log.meta_signal_every`).

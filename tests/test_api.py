@@ -150,7 +150,7 @@ def test_api_steps_are_the_runners_steps_bitwise():
     meta_signal=False,
   )
   state = learner.init(jax.random.key(config.seed), info.image_shape)
-  chex.assert_trees_all_equal(state, run.init_state({}))
+  chex.assert_trees_all_equal(state, run.create_state({}))
   mesh = mesh_lib.make_mesh()
   steps = run.jit_steps(mesh)
   rng = np.random.default_rng(0)
@@ -159,7 +159,7 @@ def test_api_steps_are_the_runners_steps_bitwise():
     'label': jnp.asarray(rng.integers(0, 4, 16), jnp.int32),
     'mask': jnp.ones(16, jnp.float32),
   }
-  start = carry.start(run.init_state({}), run.zero_sums())
+  start = carry.start(run.create_state({}), run.zero_sums())
   runner = steps['meta'](steps['primary'](start, batch), batch)
   ours, m1 = jax.jit(learner.theta1_update)(state, batch)
   ours, m2 = jax.jit(learner.theta2_update)(ours, batch)

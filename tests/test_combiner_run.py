@@ -98,7 +98,7 @@ def test_a_theta_step_then_a_combined_step(fast_compile):
   assert run.schedule.kinds() == ('primary', 'interleaved')  # meta_every 20.
   fns = run.jit_steps(make_mesh())
   batch, meta_batch = tiny_batch(), tiny_batch(seed=1)
-  state = carry.start(run.init_state({}), run.zero_sums())
+  state = carry.start(run.create_state({}), run.zero_sums())
   theta0, phi0 = jax.device_get((state.state.theta1, state.state.phi))
 
   state = fns['primary'](state, batch)
@@ -130,7 +130,7 @@ def test_forms_without_parameters_take_theta_steps_only():
   for form, probed in (('fixed', True), ('none', False)):
     run = contract.build_run(tiny_config(form), TINY_INFO)
     assert run.schedule.kinds() == ('primary',) and not run.held_out
-    assert run.abstract_state().phi == {}
+    assert run.state_shapes().phi == {}
     fns = set(run.jit_steps(make_mesh()))
     assert fns == {'primary', 'eval'} | ({'probe'} if probed else set())
 

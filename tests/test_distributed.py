@@ -37,7 +37,7 @@ if jax.config.jax_enable_x64:
 train_it, _, info, _ = pipeline.get_datasets(config.data, seed=config.seed)
 run = contract.build_run(config, info)
 label_state = run.init_label_state(resumption.training_images(train_it))
-init = run.init_state(label_state)
+init = run.create_state(label_state)
 dtype = np.float64 if jax.config.jax_enable_x64 else np.float32
 batches = [next(train_it) for _ in range(3)]
 assert jax.device_count() == 8, jax.devices()

@@ -167,8 +167,7 @@ def test_human_on_a_grouping_targets_the_fine_class():
 
 @pytest.mark.parametrize('method', ['maxl', 'uniform', 'random', 'kmeans'])
 def test_psi_choice_balanced_or_the_hierarchys(method):
-  config = default.get_config().kmeans
-  kwargs = dict(psi_per_class=3, seed=0, kmeans_config=config)
+  kwargs = dict(psi_per_class=3, seed=0)
   balanced = labels.make_label_source(method, TYPES, **kwargs)
   assert balanced.num_aux == 12
   if method != 'random':
@@ -234,11 +233,8 @@ PSI = (2, 3)  # Two classes, five ground-truth colour blobs.
 PER_BLOB = 4
 
 
-def _kmeans_config(**kmeans):
-  config = default.get_config()
-  config.method, config.seed = 'kmeans', 0
-  config.data.batch_size = 4
-  config.kmeans.update(
+def _kmeans_options(**kmeans):
+  small = dict(
     ae_steps=2,
     ae_steps_per_refresh=1,
     ae_widths=(4, 8, 8),
@@ -246,8 +242,7 @@ def _kmeans_config(**kmeans):
     ae_batch_size=4,
     n_init=2,
   )
-  config.kmeans.update(kmeans)
-  return config
+  return kmeans_labels.KMeansOptions(**{**small, **kmeans})
 
 
 def _blobs(seed=0):
@@ -275,13 +270,12 @@ def _blobs(seed=0):
 def _kmeans(**kmeans):
   train_iter, truth = _blobs()
   info = _info(len(PSI), num_train=truth.size)
-  config = _kmeans_config(**kmeans)
-  source = kmeans_labels.from_config(
-    config.kmeans,
+  source = kmeans_labels.make_source(
+    _kmeans_options(**kmeans),
     info,
     PSI,
     seed=0,
-    steps_per_epoch=config_fields.steps_per_epoch(config, info),
+    steps_per_epoch=truth.size // 4,  # Batches of 4.
   )
   return source, train_iter, truth
 
@@ -333,8 +327,8 @@ def test_kmeans_needs_enough_images_per_class():
   with pytest.raises(UsageError, match='class 1 has 1 training images'):
     source.cluster(latents, np.array([0, 0, 1]), None, 0)
   with pytest.raises(UsageError, match='ae_steps'):
-    kmeans_labels.from_config(
-      _kmeans_config(ae_steps=-1).kmeans,
+    kmeans_labels.make_source(
+      _kmeans_options(ae_steps=-1),
       _info(2, num_train=20),
       PSI,
       seed=0,

@@ -77,7 +77,7 @@ def test_frozen_generator_never_moves(tmp_path):
   assert rows[-1]['test/param_drift'] == 0.0
   assert rows[-1]['train/loss_aux'] > 0  # g's labels do train f.
   restored = restore.restore_run(str(tmp_path))
-  initial = restored.run.init_state(restored.state.label_state)
+  initial = restored.run.create_state(restored.state.label_state)
   same = jax.tree.map(
     lambda a, b: bool(np.array_equal(a, b)), restored.state.theta2,
     initial.theta2,

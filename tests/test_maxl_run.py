@@ -21,8 +21,8 @@ from maxl_jax.training import config_fields, contract
 @pytest.mark.parametrize('method', ['single', 'maxl', 'random', 'uniform'])
 def test_abstract_state_describes_the_initial_state(method):
   run = contract.build_run(run_config(method), TOY_INFO)
-  real = run.init_state({})
-  abstract = run.abstract_state()
+  real = run.create_state({})
+  abstract = run.state_shapes()
   chex.assert_trees_all_equal_shapes_and_dtypes(real, abstract)
   assert jax.tree.structure(real) == jax.tree.structure(abstract)
   assert (run.g is not None) == (method == 'maxl')
@@ -34,7 +34,7 @@ def test_kmeans_abstract_state_needs_no_images():
   config = run_config('kmeans')
   config.kmeans.update(ae_widths=(4, 8), latent_dim=6)
   run = contract.build_run(config, TOY_INFO)
-  label_state = run.abstract_state().label_state
+  label_state = run.state_shapes().label_state
   assert label_state['assign'].shape == (TOY_INFO.num_train,)
   assert label_state['centroids'].shape == (12, 6)
   params = run.label_source.ae.init(
@@ -46,8 +46,8 @@ def test_kmeans_abstract_state_needs_no_images():
 
 
 def test_the_same_config_builds_the_same_initial_state():
-  a = contract.build_run(run_config(), TOY_INFO).init_state({})
-  b = contract.build_run(run_config(), TOY_INFO).init_state({})
+  a = contract.build_run(run_config(), TOY_INFO).create_state({})
+  b = contract.build_run(run_config(), TOY_INFO).create_state({})
   chex.assert_trees_all_equal(a, b)
 
 

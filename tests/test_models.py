@@ -1,13 +1,13 @@
 """Tests of trunks.py and models.py: shapes, parameter layout, impl
 equivalence, BatchNorm."""
 
+import dataclasses
 import functools
 
 import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
@@ -19,16 +19,12 @@ FEATURES = {'convnet4': 1024, 'vgg16': 512, 'resnet32': 64}
 HIDDEN = {'convnet4': 256, 'vgg16': 512, 'resnet32': 0}
 
 
-def _config(name, conv_impl='im2col', compute_dtype='float32', hidden=None):
-  return ml_collections.ConfigDict(
-    dict(
-      name=name,
-      conv_impl=conv_impl,
-      compute_dtype=compute_dtype,
-      head_hidden=HIDDEN[name] if hidden is None else hidden,
-      widths=(),  # The trunk's own.
-      remat='none',
-    )
+def _spec(name, conv_impl='im2col', compute_dtype='float32', hidden=None):
+  return models.ModelSpec(
+    name=name,
+    conv_impl=conv_impl,
+    compute_dtype=compute_dtype,
+    head_hidden=HIDDEN[name] if hidden is None else hidden,
   )
 
 
@@ -56,7 +52,7 @@ def _to64(tree):
 @pytest.mark.parametrize('channels', [1, 3])
 @pytest.mark.parametrize('name', sorted(trunks.TRUNKS))
 def test_output_shapes(name, channels):
-  f, g = models.build_models(_config(name), num_primary=P, num_aux=K)
+  f, g = models.build_models(_spec(name), num_primary=P, num_aux=K)
   params, state = _abstract_init(f, channels)
   assert set(params) == {'trunk', 'primary_head', 'aux_head'}
   assert set(state) == {'batch_stats'}
@@ -88,7 +84,7 @@ def _trunk(module, x, train):
 
 
 def test_head_layout():
-  f, _ = models.build_models(_config('vgg16'), num_primary=P, num_aux=K)
+  f, _ = models.build_models(_spec('vgg16'), num_primary=P, num_aux=K)
   params, _ = _abstract_init(f)
   chex.assert_trees_all_equal_shapes(
     params['primary_head'],
@@ -98,7 +94,7 @@ def test_head_layout():
     },
   )
   f, _ = models.build_models(
-    _config('convnet4', hidden=0), num_primary=P, num_aux=K
+    _spec('convnet4', hidden=0), num_primary=P, num_aux=K
   )
   params, _ = _abstract_init(f)
   assert jax.tree.map(lambda a: a.shape, params['aux_head']) == {
@@ -107,16 +103,16 @@ def test_head_layout():
 
 
 def test_param_counts():
-  f, _ = models.build_models(_config('vgg16'), num_primary=P, num_aux=K)
+  f, _ = models.build_models(_spec('vgg16'), num_primary=P, num_aux=K)
   trunk = _abstract_init(f)[0]['trunk']
   convs = {k: v for k, v in trunk.items() if k.startswith('Conv_')}
   assert len(convs) == 13
   assert _size(convs) == 14_714_688  # 3x3 kernels + biases, 64..512.
   assert _size(trunk) - _size(convs) == 2 * 4224  # BN scale, bias.
-  f, _ = models.build_models(_config('resnet32'), num_primary=P, num_aux=K)
+  f, _ = models.build_models(_spec('resnet32'), num_primary=P, num_aux=K)
   trunk = _abstract_init(f)[0]['trunk']
   assert 0.45e6 < _size(trunk) < 0.48e6  # ResNet-32: ~0.46M.
-  f, _ = models.build_models(_config('convnet4'), num_primary=P, num_aux=K)
+  f, _ = models.build_models(_spec('convnet4'), num_primary=P, num_aux=K)
   trunk = _abstract_init(f, channels=1)[0]['trunk']
   assert _size(trunk) == 9 * (32 + 32 * 64 + 64 * 128 + 128 * 256) + 3 * 480
 
@@ -265,7 +261,7 @@ def test_batch_norm_eval_uses_running_averages(small_net):
 @pytest.mark.parametrize('name', sorted(trunks.TRUNKS))
 def test_bfloat16_compute_float32_params(name):
   f, g = models.build_models(
-    _config(name, compute_dtype='bfloat16'), num_primary=P, num_aux=K
+    _spec(name, compute_dtype='bfloat16'), num_primary=P, num_aux=K
   )
   params, state = _abstract_init(f)
   for leaf in jax.tree.leaves((params, state)):
@@ -286,7 +282,7 @@ def test_bfloat16_compute_float32_params(name):
 
 
 def test_single_task_net():
-  f = models.build_single(_config('convnet4'), num_primary=P)
+  f = models.build_single(_spec('convnet4'), num_primary=P)
   params, state = _abstract_init(f, channels=1)
   assert set(params) == {'trunk', 'primary_head'}
   x = jax.ShapeDtypeStruct((2, 32, 32, 1), jnp.float32)
@@ -344,18 +340,17 @@ def test_xavier_init_zero_biases(small_net):
   ],
 )
 def test_unknown_config_values_raise_usage_error(field, value, choices):
-  config = _config('vgg16')
-  config[field] = value
+  spec = dataclasses.replace(_spec('vgg16'), **{field: value})
   with pytest.raises(UsageError, match=f'{value}.*{choices}'):
-    models.build_models(config, num_primary=P, num_aux=K)
+    models.build_models(spec, num_primary=P, num_aux=K)
 
 
 def test_float64_compute_needs_x64_and_makes_float64_parameters():
-  config = _config('convnet4', compute_dtype='float64', hidden=8)
+  spec = _spec('convnet4', compute_dtype='float64', hidden=8)
   with pytest.raises(UsageError, match='JAX_ENABLE_X64=1'):
-    models.build_models(config, num_primary=2, num_aux=4)
+    models.build_models(spec, num_primary=2, num_aux=4)
   with jax.enable_x64(True):
-    f, _ = models.build_models(config, num_primary=2, num_aux=4)
+    f, _ = models.build_models(spec, num_primary=2, num_aux=4)
     params, state = models.init_variables(f, jax.random.key(0), (32, 32, 1))
     dtypes = {x.dtype for x in jax.tree.leaves((params, state))}
     assert dtypes == {jnp.dtype(jnp.float64)}

@@ -14,6 +14,7 @@ from maxl_jax import hierarchy, meta_grad
 from maxl_jax.errors import UsageError
 from maxl_jax.networks import layers, models, trunks
 from maxl_jax.problem import MaxlProblem
+from maxl_jax.training import contract
 
 pytestmark = pytest.mark.usefixtures('fast_compiles')  # conftest.py.
 
@@ -112,7 +113,7 @@ def test_full_trunks_keep_their_parameter_tree(name):
   trees = set()
   for remat in trunks.REMAT_MODES:
     config.model.remat = remat
-    trunk = models.build_trunk(config.model)
+    trunk = models.ModelSpec(**config.model).trunk()
     assert trunk.remat == remat
     shapes = jax.eval_shape(
       lambda x, trunk=trunk: trunk.init(jax.random.key(0), x, False), x
@@ -188,5 +189,7 @@ def test_unknown_remat_is_a_usage_error():
   config = default.get_config()
   assert config.model.remat == 'none'
   config.model.remat = 'layers'
-  with pytest.raises(UsageError, match='unknown config.model.remat'):
-    models.build_trunk(config.model)
+  with pytest.raises(UsageError, match="unknown remat 'layers'"):
+    models.ModelSpec(**config.model).trunk()
+  with pytest.raises(UsageError, match='--config.model.remat=<one of them>'):
+    contract.validate(config)

@@ -26,6 +26,7 @@ from maxl_jax import hierarchy
 from maxl_jax.data import groupings
 from maxl_jax.errors import UsageError
 from maxl_jax.labels import kmeans
+from maxl_jax.labels.kmeans import KMeansOptions
 from maxl_jax.labels.base import LabelSource, TrainingImages
 from maxl_jax.labels.fixed import RandomSource, UniformSource, human_source
 from maxl_jax.labels.generated import GeneratedSource
@@ -50,6 +51,7 @@ PSI_CHOICES = ('balanced', 'hierarchy')
 __all__ = [
   'METHODS',
   'PSI_CHOICES',
+  'KMeansOptions',
   'LabelSource',
   'check_psi_choice',
   'parse_psi',
@@ -83,12 +85,8 @@ def check_psi_choice(psi_choice: str):
   parse_psi(psi_choice)
 
 
-def _hierarchy_psi(info, why: str) -> np.ndarray:
-  """psi[c] = fine classes under primary class c, of `info`'s hierarchy.
-
-  Raises:
-    UsageError: the dataset, as configured, has no label hierarchy.
-  """
+def _check_hierarchy(info, why: str):
+  """Raises UsageError unless the dataset `info` has a label hierarchy."""
   if info.fine_to_primary is None:
     named = groupings.names(info.name)
     listed = f'one of {list(named)} or ' if named else ''
@@ -98,7 +96,6 @@ def _hierarchy_psi(info, why: str) -> np.ndarray:
       f'comma-separated list of {info.num_classes} coarse ids, one per '
       'class (cifar100 has its levels by default).'
     )
-  return hierarchy.psi_from_label_map(info.fine_to_primary, info.num_classes)
 
 
 def make_label_source(
@@ -109,7 +106,7 @@ def make_label_source(
   seed: int,
   psi_choice: str = 'balanced',
   random_aux_classes: int = 0,
-  kmeans_config=None,
+  kmeans_options: kmeans.KMeansOptions | None = None,
   steps_per_epoch: int = 1,
   soft_human_eps: float = 0.5,
 ) -> LabelSource:
@@ -127,7 +124,7 @@ def make_label_source(
       random_aux_classes is then unused) or P comma-separated positive
       ints ('5,15,5,...', likewise). human always uses the hierarchy's.
     random_aux_classes: random's total K (0 = psi_per_class * P).
-    kmeans_config: `config.kmeans` (method kmeans only).
+    kmeans_options: the K-Means settings (method kmeans; None: defaults).
     steps_per_epoch: θ1 steps per epoch (K-Means' default refresh period).
     soft_human_eps: ε of soft_human, in (0, 1].
 
@@ -139,30 +136,32 @@ def make_label_source(
     raise UsageError(
       f'unknown method {method!r}; choose one of {list(METHODS)}.'
     )
-  check_psi_choice(psi_choice)
+  given = parse_psi(psi_choice)
+  num_primary = info.num_classes
   if method == 'soft_human' and not 0 < soft_human_eps <= 1:
     raise UsageError(
       f'config.baseline.soft_human_eps = {soft_human_eps!r} must be in '
       '(0, 1] for method=soft_human (0 is human; 1 is uniform).'
     )
-  num_primary = info.num_classes
+  if method in ('human', 'soft_human'):
+    _check_hierarchy(info, f'method={method}')
+  elif method != 'single' and psi_choice == 'hierarchy':
+    _check_hierarchy(info, f"config.maxl.psi='hierarchy' ({method})")
+  elif method != 'single' and given is not None and given.size != num_primary:
+    raise UsageError(
+      f'config.maxl.psi gives {given.size} values, but {info.name} has '
+      f'{num_primary} primary classes; give one positive int per class '
+      f'(--config.maxl.psi=' + ','.join(['5'] * num_primary) + ').'
+    )
   if method == 'single':
     return LabelSource()
   if method in ('human', 'soft_human'):
-    _hierarchy_psi(info, f'method={method}')
     smoothing = soft_human_eps if method == 'soft_human' else 0.0
     return human_source(info.fine_to_primary, num_primary, smoothing)
-  given = parse_psi(psi_choice)
   if given is not None:
-    if given.size != num_primary:
-      raise UsageError(
-        f'config.maxl.psi gives {given.size} values, but {info.name} has '
-        f'{num_primary} primary classes; give one positive int per class '
-        f'(--config.maxl.psi=' + ','.join(['5'] * num_primary) + ').'
-      )
     psi = given
   elif psi_choice == 'hierarchy':
-    psi = _hierarchy_psi(info, f"config.maxl.psi='hierarchy' ({method})")
+    psi = hierarchy.psi_from_label_map(info.fine_to_primary, num_primary)
   else:
     psi = hierarchy.balanced_psi(num_primary, psi_per_class)
   if method in GENERATED:
@@ -175,6 +174,10 @@ def make_label_source(
       rng = np.random.default_rng(seed)
       psi = hierarchy.random_psi(num_primary, total, rng)
     return RandomSource(psi=psi, seed=seed)
-  return kmeans.from_config(
-    kmeans_config, info, psi, seed=seed, steps_per_epoch=steps_per_epoch
+  return kmeans.make_source(
+    kmeans_options or kmeans.KMeansOptions(),
+    info,
+    psi,
+    seed=seed,
+    steps_per_epoch=steps_per_epoch,
   )

@@ -4,7 +4,7 @@ DESIGN §4: a small convolutional autoencoder is trained on the training
 images, every training image is encoded, and the codes of each primary class
 `c` are clustered by k-means into `psi[c]` clusters. Training example `i` of
 class `c` in cluster `j` gets the auxiliary class `o_c + j` (one-hot). Every
-`config.kmeans.refresh_every` steps (0 = at each epoch end) the autoencoder
+`refresh_every` steps (0 = at each epoch end) the autoencoder
 trains a few more steps and the codes are clustered again, warm-started from
 the previous centroids.
 
@@ -15,7 +15,7 @@ the previous centroids.
              (global index, as `batch['index']`).
   refreshes: int32 [], clusterings done after the initial one.
 A refresh is a deterministic function of (label_state, step): its randomness
-(autoencoder batches, k-means++ seeds) comes from `config.seed` and the
+(autoencoder batches, k-means++ seeds) comes from the run seed and the
 refresh count, and k-means runs single-threaded, so a resumed run repeats
 the uninterrupted one bit for bit.
 
@@ -306,7 +306,7 @@ class KMeansSource(LabelSource):
         if rows.size < k:
           raise UsageError(
             f'K-Means: class {c} has {rows.size} training images, fewer '
-            f'than its {k} clusters; lower config.maxl.psi_per_class.'
+            f'than its {k} clusters; give it fewer auxiliary classes.'
           )
         part = slice(offs[c], offs[c] + k)
         kmeans = KMeans(
@@ -321,50 +321,90 @@ class KMeansSource(LabelSource):
     return new, assign
 
 
-def from_config(
-  kc, info, psi, *, seed: int, steps_per_epoch: int
+@dataclasses.dataclass(frozen=True)
+class KMeansOptions:
+  """The K-Means baseline's settings (DESIGN §4).
+
+  Attributes:
+    ae_steps: autoencoder steps before the first clustering.
+    ae_steps_per_refresh: autoencoder steps at each refresh.
+    refresh_every: training steps between re-clusterings; 0 = each epoch.
+    latent_dim: size of the clustered code.
+    ae_widths: the encoder's stride-2 convolutions (1 to 5 on 32x32).
+    ae_lr: the autoencoder's Adam learning rate.
+    ae_batch_size: global autoencoder batch (split over processes).
+    n_init: k-means++ restarts of the first clustering.
+    max_iter: Lloyd iterations per clustering at most.
+    encode_batch_size: images per encoder call.
+  """
+
+  ae_steps: int = 2000
+  ae_steps_per_refresh: int = 100
+  refresh_every: int = 0
+  latent_dim: int = 64
+  ae_widths: tuple[int, ...] = (16, 32, 64)
+  ae_lr: float = 1e-3
+  ae_batch_size: int = 128
+  n_init: int = 3
+  max_iter: int = 100
+  encode_batch_size: int = 1000
+
+  def check(self):
+    """Raises UsageError for a value out of range."""
+    for field in ('ae_steps', 'ae_steps_per_refresh', 'refresh_every'):
+      if getattr(self, field) < 0:
+        raise UsageError(
+          f'K-Means {field} must be >= 0, got {getattr(self, field)}.'
+        )
+    for field in (
+      'latent_dim',
+      'ae_batch_size',
+      'n_init',
+      'max_iter',
+      'encode_batch_size',
+    ):
+      if getattr(self, field) < 1:
+        raise UsageError(
+          f'K-Means {field} must be >= 1, got {getattr(self, field)}.'
+        )
+    widths = tuple(self.ae_widths)
+    if not 1 <= len(widths) <= 5 or min(widths) < 1:
+      raise UsageError(
+        f'K-Means ae_widths {widths}: give 1 to 5 positive widths (one '
+        'stride-2 convolution each on 32x32 images).'
+      )
+
+
+def make_source(
+  options: KMeansOptions, info, psi, *, seed: int, steps_per_epoch: int
 ) -> KMeansSource:
-  """The K-Means source of `config.kmeans` (`kc`) for `info` and `psi`.
+  """The K-Means source with `options` for the dataset `info` and `psi`.
 
   Raises:
-    UsageError: a `config.kmeans` value out of range.
+    UsageError: an option out of range, or images that are not 32x32.
   """
-  for field in ('ae_steps', 'ae_steps_per_refresh', 'refresh_every'):
-    if kc[field] < 0:
-      raise UsageError(f'config.kmeans.{field} must be >= 0, got {kc[field]}.')
-  for field in (
-    'latent_dim',
-    'ae_batch_size',
-    'n_init',
-    'max_iter',
-    'encode_batch_size',
-  ):
-    if kc[field] < 1:
-      raise UsageError(f'config.kmeans.{field} must be >= 1, got {kc[field]}.')
-  widths = tuple(int(w) for w in kc.ae_widths)
-  side = info.image_shape[0]
-  if not widths or side != 32 or side % 2 ** len(widths):
+  options.check()
+  if info.image_shape[0] != 32:
     raise UsageError(
-      f'config.kmeans.ae_widths = {widths}: give 1 to 5 widths (one '
-      'stride-2 convolution each on 32x32 images).'
+      f'K-Means needs 32x32 images, got {info.image_shape[:2]}.'
     )
   ae = AutoEncoder(
-    widths=widths,
-    latent_dim=int(kc.latent_dim),
+    widths=tuple(int(w) for w in options.ae_widths),
+    latent_dim=int(options.latent_dim),
     channels=info.image_shape[-1],
   )
   return KMeansSource(
     psi=hierarchy.validate_psi(psi, info.num_classes),
     seed=int(seed),
     ae=ae,
-    opt=optax.adam(kc.ae_lr),
+    opt=optax.adam(options.ae_lr),
     num_train=info.num_train,
     steps_per_epoch=steps_per_epoch,
-    ae_steps=int(kc.ae_steps),
-    ae_steps_per_refresh=int(kc.ae_steps_per_refresh),
-    ae_batch_size=int(kc.ae_batch_size),
-    refresh_every=int(kc.refresh_every),
-    n_init=int(kc.n_init),
-    max_iter=int(kc.max_iter),
-    encode_batch_size=int(kc.encode_batch_size),
+    ae_steps=int(options.ae_steps),
+    ae_steps_per_refresh=int(options.ae_steps_per_refresh),
+    ae_batch_size=int(options.ae_batch_size),
+    refresh_every=int(options.refresh_every),
+    n_init=int(options.n_init),
+    max_iter=int(options.max_iter),
+    encode_batch_size=int(options.encode_batch_size),
   )

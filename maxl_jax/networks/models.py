@@ -7,7 +7,7 @@ with the same call signature) maps images [N, H, W, C] to features [N, D].
 `losses.py`), `MultiHeadNet` (the loss combiner's) a primary head and one
 head per given auxiliary task. The trunk is a module attribute, so its
 parameters are the subtree 'trunk' of the network's params. `build_*` make
-them from `config.model`.
+them from a `ModelSpec`.
 
 Initialisation as the original code: Xavier-uniform dense kernels, zero
 biases (the trunks': `trunks.py`). Parameters are float32; `dtype` (the
@@ -18,6 +18,7 @@ Other code calls networks only through `make_apply(module)`, with params and
 model state (non-param collections such as 'batch_stats') as plain pytrees.
 """
 
+import dataclasses
 import functools
 import math
 from collections.abc import Callable, Sequence
@@ -191,57 +192,71 @@ def _choice(table: dict[str, Any], key: str, what: str) -> Any:
   return table[key]
 
 
-def compute_dtype(model_config: Any) -> Dtype:
-  """`config.model.compute_dtype` as a dtype; float64 only under x64."""
-  dtype = _choice(
-    COMPUTE_DTYPES, model_config.compute_dtype, 'config.model.compute_dtype'
-  )
-  if dtype == jnp.float64 and not jax.config.jax_enable_x64:
-    raise UsageError(
-      "config.model.compute_dtype='float64' needs JAX's 64-bit mode: set "
-      'JAX_ENABLE_X64=1 in the environment.'
-    )
-  return dtype
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+  """The architecture of a run's networks (f, g, or the combiner's).
 
+  Attributes:
+    name: a trunk of `trunks.TRUNKS` (convnet4, vgg16, resnet32).
+    head_hidden: hidden units of each head's FC layer (0: one Dense layer).
+    conv_impl: one of `layers.CONV_IMPLS`.
+    compute_dtype: one of `COMPUTE_DTYPES` (float64 needs JAX's x64 mode).
+    widths: the trunk's stage widths; () = the architecture's own.
+    remat: one of `trunks.REMAT_MODES`.
+  """
 
-def build_trunk(model_config: Any) -> nn.Module:
-  """The trunk of `model_config`: name, conv_impl, compute_dtype, widths."""
-  trunk_cls = _choice(trunks.TRUNKS, model_config.name, 'config.model.name')
-  layers.resolve_impl(model_config.conv_impl)  # Validates it early.
-  dtype = compute_dtype(model_config)
-  extra = {}
-  widths = tuple(int(w) for w in model_config.widths)
-  if widths:
-    default = getattr(trunk_cls, 'widths', None)
-    if default is None or len(widths) != len(default) or min(widths) < 1:
+  name: str
+  head_hidden: int = 0
+  conv_impl: str = 'auto'
+  compute_dtype: str = 'float32'
+  widths: Sequence[int] = ()
+  remat: str = 'none'
+
+  def dtype(self) -> Dtype:
+    """The compute dtype; float64 only under x64."""
+    dtype = _choice(COMPUTE_DTYPES, self.compute_dtype, 'compute dtype')
+    if dtype == jnp.float64 and not jax.config.jax_enable_x64:
       raise UsageError(
-        f'config.model.widths = {widths}: {model_config.name} takes '
-        + (
-          f'{len(default)} positive widths (default {tuple(default)}).'
-          if default is not None
-          else 'no widths; leave it empty.'
-        )
+        "compute dtype 'float64' needs JAX's 64-bit mode: set "
+        'JAX_ENABLE_X64=1 in the environment.'
       )
-    extra['widths'] = widths
-  remat = model_config.remat
-  trunks.remat_policy(remat, 'config.model.remat')  # Validates it early.
-  if remat != 'none':
-    extra['remat'] = remat
-  return trunk_cls(conv_impl=model_config.conv_impl, dtype=dtype, **extra)
+    return dtype
+
+  def trunk(self) -> nn.Module:
+    """A fresh trunk module of this architecture."""
+    trunk_cls = _choice(trunks.TRUNKS, self.name, 'model')
+    layers.resolve_impl(self.conv_impl)  # Validates it early.
+    extra = {}
+    widths = tuple(int(w) for w in self.widths)
+    if widths:
+      default = getattr(trunk_cls, 'widths', None)
+      if default is None or len(widths) != len(default) or min(widths) < 1:
+        raise UsageError(
+          f'widths {widths}: {self.name} takes '
+          + (
+            f'{len(default)} positive widths (default {tuple(default)}).'
+            if default is not None
+            else 'no widths; leave them empty.'
+          )
+        )
+      extra['widths'] = widths
+    trunks.remat_policy(self.remat)  # Validates it early.
+    if self.remat != 'none':
+      extra['remat'] = self.remat
+    return trunk_cls(conv_impl=self.conv_impl, dtype=self.dtype(), **extra)
 
 
 def build_models(
-  model_config: Any,
+  spec: ModelSpec,
   *,
   num_primary: int,
   num_aux: int,
   example_weights: bool = False,
 ) -> tuple[MultiTaskNet, LabelGenerator]:
-  """(multi-task network f, label generator g) from `config.model`.
+  """(multi-task network f, label generator g) of the architecture `spec`.
 
   Args:
-    model_config: `config.model` (name, conv_impl, compute_dtype,
-      head_hidden).
+    spec: the architecture.
     num_primary: P, primary classes.
     num_aux: K = sum(psi), auxiliary classes.
     example_weights: g also outputs per-example weight logits.
@@ -249,33 +264,28 @@ def build_models(
   Returns:
     Two modules with separate trunks of the same architecture.
   """
-  dtype = compute_dtype(model_config)
-  hidden = model_config.head_hidden
-  f = MultiTaskNet(
-    build_trunk(model_config), num_primary, num_aux, hidden, dtype
-  )
-  g = LabelGenerator(
-    build_trunk(model_config), num_aux, hidden, dtype, example_weights
-  )
+  dtype, hidden = spec.dtype(), spec.head_hidden
+  f = MultiTaskNet(spec.trunk(), num_primary, num_aux, hidden, dtype)
+  g = LabelGenerator(spec.trunk(), num_aux, hidden, dtype, example_weights)
   return f, g
 
 
-def build_single(model_config: Any, *, num_primary: int) -> MultiTaskNet:
+def build_single(spec: ModelSpec, *, num_primary: int) -> MultiTaskNet:
   """Single-task network: a `MultiTaskNet` with num_aux=0 (aux is None)."""
-  f, _ = build_models(model_config, num_primary=num_primary, num_aux=0)
+  f, _ = build_models(spec, num_primary=num_primary, num_aux=0)
   return f
 
 
 def build_multi_head(
-  model_config: Any, *, num_primary: int, aux_classes: Sequence[int]
+  spec: ModelSpec, *, num_primary: int, aux_classes: Sequence[int]
 ) -> MultiHeadNet:
-  """The loss combiner's `MultiHeadNet` from `config.model`."""
+  """The loss combiner's `MultiHeadNet` of the architecture `spec`."""
   return MultiHeadNet(
-    build_trunk(model_config),
+    spec.trunk(),
     num_primary,
     tuple(aux_classes),
-    model_config.head_hidden,
-    compute_dtype(model_config),
+    spec.head_hidden,
+    spec.dtype(),
   )
 
 

@@ -2,7 +2,7 @@
 
 A trunk (these, or any user module with the same call signature) maps
 images [N, H, W, C] to features [N, D]: `trunk(x, train) -> features`;
-`models.py` puts the heads on it. `TRUNKS` maps `config.model.name` to its
+`models.py` puts the heads on it. `TRUNKS` maps a model name to its
 class.
 
 Initialisation as the original code: Xavier-uniform conv kernels, zero
@@ -11,7 +11,7 @@ PyTorch's 0.1) and eps 1e-5; its running variance is the biased batch
 variance (PyTorch keeps the unbiased one). `dtype` (the compute dtype) sets
 activations and matmuls.
 
-Rematerialisation (`remat`, one of `REMAT_MODES`, `config.model.remat`):
+Rematerialisation (`remat`, one of `REMAT_MODES`):
 'blocks' wraps each block of a trunk (a ConvNet-4 conv-BN-ReLU-pool, a VGG-16
 block of 2-3 convolutions and its pool, a ResNet basic block) in
 `jax.checkpoint` (flax `nn.remat`, function form, so the parameter tree is
@@ -47,15 +47,15 @@ REMAT_MODES = {
 }
 
 
-def remat_policy(remat: str, what: str = 'remat'):
+def remat_policy(remat: str):
   """The checkpoint policy of `remat`, one of `REMAT_MODES` (None: none).
 
   Raises:
-    UsageError: `remat` is not one of them (`what` names the setting).
+    UsageError: `remat` is not one of them.
   """
   if remat not in REMAT_MODES:
     raise UsageError(
-      f'unknown {what} {remat!r}; valid choices: {", ".join(REMAT_MODES)}.'
+      f'unknown remat {remat!r}; valid choices: {", ".join(REMAT_MODES)}.'
     )
   return REMAT_MODES[remat]
 

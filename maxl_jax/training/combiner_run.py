@@ -131,7 +131,7 @@ class CombinerRun:
     """No label generator: no label drift."""
     return None
 
-  def init_state(self, label_state) -> state_lib.CombinerState:
+  def create_state(self, label_state) -> state_lib.CombinerState:
     """Step 0: θ and φ from the seed."""
     del label_state  # The given tasks are fixed.
     key_theta, key_phi = jax.random.split(jax.random.key(self.seed))
@@ -143,9 +143,9 @@ class CombinerRun:
       theta, model_state, phi, self.tx1, self.tx2
     )
 
-  def abstract_state(self) -> state_lib.CombinerState:
+  def state_shapes(self) -> state_lib.CombinerState:
     """Shapes and dtypes of the state (no data, nothing computed)."""
-    return jax.eval_shape(self.init_state, {})
+    return jax.eval_shape(self.create_state, {})
 
   def zero_sums(self) -> carry.Sums:
     """The loop's metric sums at the start of an epoch."""
@@ -198,7 +198,7 @@ def build(config, info: DatasetInfo) -> CombinerRun:
   per_epoch = steps_per_epoch(config, info)
   tasks = {n: combiner_problem.TASKS[n] for n in names}
   net = models.build_multi_head(
-    config.model,
+    models.ModelSpec(**config.model),
     num_primary=info.num_classes,
     aux_classes=[t.num_classes for t in tasks.values()],
   )

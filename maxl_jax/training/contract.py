@@ -17,6 +17,7 @@ import optax
 
 from maxl_jax.data.info import DatasetInfo
 from maxl_jax.errors import UsageError
+from maxl_jax.networks import layers, models, trunks
 from maxl_jax.state import CombinerState, MaxlState
 from maxl_jax.training import combiner_run, maxl_run
 from maxl_jax.training.config_fields import check_fields
@@ -56,10 +57,10 @@ class Run(Protocol):
   def refresh_label_state(self, label_state, step: int, images) -> Any:
     """The label source's state after global step `step`."""
 
-  def init_state(self, label_state) -> MaxlState | CombinerState:
+  def create_state(self, label_state) -> MaxlState | CombinerState:
     """Step 0's state from the seed and the given label state."""
 
-  def abstract_state(self) -> MaxlState | CombinerState:
+  def state_shapes(self) -> MaxlState | CombinerState:
     """Shapes and dtypes of the state (no data, nothing computed)."""
 
   def zero_sums(self) -> dict:
@@ -92,8 +93,14 @@ KINDS = {
   'combiner': Kind(combiner_run.check_config, combiner_run.build),
 }
 
-# The loop's fields, checked for every kind of run.
-LOOP_CHOICES = {'train.on_nonfinite': ('stop', 'skip_step')}
+# The loop's and the networks' fields, checked for every kind of run.
+LOOP_CHOICES = {
+  'train.on_nonfinite': ('stop', 'skip_step'),
+  'model.name': tuple(trunks.TRUNKS),
+  'model.conv_impl': layers.CONV_IMPLS,
+  'model.compute_dtype': tuple(models.COMPUTE_DTYPES),
+  'model.remat': tuple(trunks.REMAT_MODES),
+}
 LOOP_POSITIVE = (
   'train.epochs',
   'checkpoint.keep',

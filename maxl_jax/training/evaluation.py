@@ -80,7 +80,7 @@ class DriftProbe(NamedTuple):
       return None
     fn = jit_step(step, mesh)
     initial = jax.device_put(
-      run.init_state(state.label_state), replicated(mesh)
+      run.create_state(state.label_state), replicated(mesh)
     )
     count = -(-num_images // eval_data.batch_size)
     return cls(fn, initial, list(itertools.islice(eval_data, count)))

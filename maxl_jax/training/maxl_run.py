@@ -153,7 +153,7 @@ class MaxlRun:
     """The label source's state after global step `step`."""
     return self.label_source.refresh(label_state, step, images)
 
-  def init_state(self, label_state) -> state_lib.MaxlState:
+  def create_state(self, label_state) -> state_lib.MaxlState:
     """Step 0: θ1 and θ2 from the seed, the given label-source state."""
     return state_lib.create_state(
       jax.random.key(self.seed),
@@ -165,9 +165,9 @@ class MaxlRun:
       label_state,
     )
 
-  def abstract_state(self) -> state_lib.MaxlState:
+  def state_shapes(self) -> state_lib.MaxlState:
     """Shapes and dtypes of the state (no data, nothing computed)."""
-    return jax.eval_shape(self.init_state, self.label_source.abstract_state())
+    return jax.eval_shape(self.create_state, self.label_source.abstract_state())
 
   def zero_sums(self) -> carry.Sums:
     """The loop's metric sums at the start of an epoch."""
@@ -201,105 +201,105 @@ class MaxlRun:
     }
 
 
-def _problem(config, source, f, g) -> MaxlProblem:
-  """The `MaxlProblem` of the networks and the label source."""
-  num_aux = source.num_aux
-  return MaxlProblem(
-    f_apply=models.make_apply(f),
-    g_apply=models.make_apply(g) if source.generates else None,
-    mask=hierarchy.class_mask(source.psi) if num_aux else None,
-    gamma=config.maxl.gamma,
-    lam=config.maxl.lam,
-    fd_eps=config.maxl.fd_eps,
-    example_weights=bool(config.maxl.example_weights),
-    label_smoothing=float(config.train.label_smoothing),
-    meta_gamma=meta_grad.meta_gamma(config.maxl.meta_loss),
-    lookahead_scale=float(config.maxl.lookahead_scale),
-    balance=config.maxl.balance,
-  )
-
-
-def _networks(config, info, source):
-  """(f, g): the multi-task network and the generator (None without an
-  auxiliary task)."""
-  if not source.num_aux:
-    return models.build_single(config.model, num_primary=info.num_classes), None
-  return models.build_models(
-    config.model,
-    num_primary=info.num_classes,
-    num_aux=source.num_aux,
-    example_weights=bool(config.maxl.example_weights),
-  )
-
-
 def build(config, info: DatasetInfo) -> MaxlRun:
   """The run of `config.method` for the dataset `info` (config checked by
-  `contract.build_run`)."""
+  `contract.build_run`).
+
+  The config is read here, once, into plain values; the layers below take
+  those (θ1's and θ2's optimisers, then the estimator and the label source,
+  then the networks and the problem).
+  """
+  method, mc = config.method, config.maxl
   per_epoch = steps_per_epoch(config, info)
+  tx1 = optim.make_optimizer(config.primary_opt, per_epoch)
+  lr_schedule = optim.lr_schedule(config.primary_opt, per_epoch)
+  opt2 = optim.make_optimizer(config.label_opt, per_epoch, config.label_opt.name)
+  # g takes θ2 steps (maxl and its controls). `frozen`'s have a zero update:
+  # its g's statistics refresh as MAXL's do, its parameters never move
+  # (DESIGN §6).
+  steps2 = method in labels.GENERATED
+  learns = method in ('maxl', 'entropy_only')
+  run_schedule = schedule.Schedule(
+    mc.schedule if steps2 else 'single',
+    per_epoch,
+    mc.meta_every if steps2 else 1,
+  )
+  group = meta_grad.entry(mc.meta_grad).group
+  estimator, grad_tx = _estimator(
+    method,
+    tx1,
+    mc.meta_grad,
+    dict(config[group]) if group else {},
+    mc.lookahead_steps,
+  )
   source = labels.make_label_source(
-    config.method,
+    method,
     info,
-    psi_per_class=config.maxl.psi_per_class,
+    psi_per_class=mc.psi_per_class,
     seed=config.seed,
-    psi_choice=config.maxl.psi,
+    psi_choice=mc.psi,
     random_aux_classes=config.baseline.aux_classes,
-    kmeans_config=config.kmeans,
+    kmeans_options=labels.KMeansOptions(**config.kmeans),
     steps_per_epoch=per_epoch,
     soft_human_eps=config.baseline.soft_human_eps,
   )
-  f, g = _networks(config, info, source)
-  tx1 = optim.make_optimizer(config.primary_opt, per_epoch)
-  estimator, grad_tx = _estimator(config, tx1)
-  # `frozen` takes MAXL's θ2 steps with a zero update: its g's statistics
-  # refresh as MAXL's do, its parameters never move (DESIGN §6).
-  steps2 = source.generates
+  spec = models.ModelSpec(**config.model)
+  if source.num_aux:
+    f, g = models.build_models(
+      spec,
+      num_primary=info.num_classes,
+      num_aux=source.num_aux,
+      example_weights=bool(mc.example_weights),
+    )
+  else:
+    f, g = models.build_single(spec, num_primary=info.num_classes), None
+  problem = MaxlProblem(
+    f_apply=models.make_apply(f),
+    g_apply=models.make_apply(g) if source.generates else None,
+    mask=hierarchy.class_mask(source.psi) if source.num_aux else None,
+    gamma=mc.gamma,
+    lam=mc.lam,
+    fd_eps=mc.fd_eps,
+    example_weights=bool(mc.example_weights),
+    label_smoothing=float(config.train.label_smoothing),
+    meta_gamma=meta_grad.meta_gamma(mc.meta_loss),
+    lookahead_scale=float(mc.lookahead_scale),
+    balance=mc.balance,
+  )
   return MaxlRun(
-    method=config.method,
+    method=method,
     seed=config.seed,
     info=info,
     f=f,
     g=g if source.generates else None,
-    problem=_problem(config, source, f, g),
+    problem=problem,
     label_source=source,
     tx1=tx1,
-    tx2=_label_optimizer(config, per_epoch, grad_tx)
-    if source.learns
+    tx2=(opt2 if grad_tx is None else optax.chain(grad_tx, opt2))
+    if learns
     else optax.set_to_zero(),
-    lr_schedule=optim.lr_schedule(config.primary_opt, per_epoch),
-    schedule=schedule.Schedule(
-      config.maxl.schedule if steps2 else 'single',
-      per_epoch,
-      config.maxl.meta_every if steps2 else 1,
-    ),
+    lr_schedule=lr_schedule,
+    schedule=run_schedule,
     estimator=estimator if steps2 else None,
     on_nonfinite=config.train.on_nonfinite,
   )
 
 
-def _estimator(config, tx1):
-  """(estimator, θ2 gradient transformation or None): config.maxl.meta_grad
-  with its settings read from their config group (`meta_grad.bind`);
-  methods entropy_only and frozen (whose θ2 update is zero): the entropy
-  part alone. With maxl.lookahead_steps = K > 1, the K-step lookahead
-  through θ1's optimiser `tx1` (`meta_grad.OptimizerLookahead`)."""
-  control = config.method in ('entropy_only', 'frozen')
-  steps = config.maxl.lookahead_steps
-  if steps > 1:
-    return meta_grad.OptimizerLookahead(tx1, steps, entropy_only=control), None
-  name = config.maxl.meta_grad
-  group = meta_grad.entry(name).group
-  values = dict(config[group]) if group else {}
-  estimator, grad_tx = meta_grad.bind(name, **values)
-  if control:
-    return meta_grad.entropy_only, grad_tx
-  return estimator, grad_tx
-
-
-def _label_optimizer(config, per_epoch, grad_tx):
-  """θ2's optimiser, after the estimator's gradient transformation (the
-  implicit hypergradient's clip, AuxiLearn)."""
-  opt = optim.make_optimizer(config.label_opt, per_epoch, config.label_opt.name)
-  return opt if grad_tx is None else optax.chain(grad_tx, opt)
+def _estimator(method, tx1, name, settings, lookahead_steps):
+  """(estimator, θ2 gradient transformation or None): the meta-gradient
+  `name` bound to its `settings` (`meta_grad.bind`); methods entropy_only
+  and frozen (whose θ2 update is zero): the entropy part alone. With
+  `lookahead_steps` = K > 1, the K-step lookahead through θ1's optimiser
+  `tx1` (`meta_grad.OptimizerLookahead`); θ2's optimiser follows the
+  gradient transformation (the implicit hypergradient's clip, AuxiLearn)."""
+  control = method in ('entropy_only', 'frozen')
+  if lookahead_steps > 1:
+    return (
+      meta_grad.OptimizerLookahead(tx1, lookahead_steps, entropy_only=control),
+      None,
+    )
+  estimator, grad_tx = meta_grad.bind(name, **settings)
+  return (meta_grad.entropy_only if control else estimator), grad_tx
 
 
 def jit_steps(run: MaxlRun, mesh) -> dict:

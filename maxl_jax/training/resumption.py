@@ -44,7 +44,7 @@ def data_position(data) -> dict:
 
 def abstract_carry(run) -> carry.Carry:
   """Shapes and dtypes of the run's carry (nothing computed)."""
-  return jax.eval_shape(carry.start, run.abstract_state(), run.zero_sums())
+  return jax.eval_shape(carry.start, run.state_shapes(), run.zero_sums())
 
 
 def initial(run, data, manager, mesh):
@@ -62,7 +62,7 @@ def initial(run, data, manager, mesh):
       data.meta.set_state(extra['meta_data'])
     return step, restored, step
   label_state = run.init_label_state(training_images(data.train))
-  start = carry.start(run.init_state(label_state), run.zero_sums())
+  start = carry.start(run.create_state(label_state), run.zero_sums())
   return 0, jax.device_put(start, repl), None
 
 

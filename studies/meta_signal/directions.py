@@ -104,7 +104,7 @@ def run_slopes(workdir: pathlib.Path, batches: int, k: int) -> list[dict]:
   final = restore.restore_run(str(workdir))
   run, config = final.run, final.config
   data = pipeline.get_datasets(config.data, seed=config.seed, device_count=1)
-  step0 = run.init_state(final.state.label_state)
+  step0 = run.create_state(final.state.label_state)
   inverse = inverse_hvp.from_config(config.inverse_hvp)
   slopes = jax.jit(functools.partial(batch_slopes, run, k, inverse))
   rows = []
