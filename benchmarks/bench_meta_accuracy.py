@@ -34,7 +34,7 @@ def _flat(tree):
   return jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(tree)])
 
 
-def meta_grads(problem, args):
+def meta_grads(problem, inputs):
   """{label: ∇θ2 J} of MAXL's estimators (first_order once per fd_eps).
 
   `implicit` is left out: it estimates another objective (a held-out loss).
@@ -50,7 +50,7 @@ def meta_grads(problem, args):
         p = dataclasses.replace(problem, fd_eps=float(eps))
       fn = jax.jit(functools.partial(estimator, p))
       label = name if eps is None else f'{name}(fd_eps={eps})'
-      out[label] = _flat(fn(*args)[0])
+      out[label] = _flat(fn(inputs)[0])
   return out
 
 
@@ -73,7 +73,7 @@ def _report(label, g, ref):
   print(f'  {label:28s} rel. error {rel:9.2e}   cosine {cos:.5f}')
 
 
-def bf16_meta_grads(backbone, args):
+def bf16_meta_grads(backbone, inputs):
   """{label: ∇θ2 J} of the once-differentiable estimators, bf16 matmuls."""
   run, _, _ = bench_steps.make_run(
     backbone, 'im2col_bf16', batch_size=bench_steps._BATCH.value
@@ -81,7 +81,7 @@ def bf16_meta_grads(backbone, args):
   problem = run.problem
   return {
     f'{name} (im2col_bf16)': _flat(
-      jax.jit(functools.partial(meta_grad.ESTIMATORS[name], problem))(*args)[0]
+      jax.jit(functools.partial(meta_grad.ESTIMATORS[name], problem))(inputs)[0]
     )
     for name in ('structured', 'first_order')
   }
@@ -94,16 +94,16 @@ def main(argv):
       backbone, batch_size=bench_steps._BATCH.value
     )
     problem = run.problem
-    args = (
+    inputs = meta_grad.MetaInputs(
       state.theta1,
       state.model_state1,
       state.theta2,
       state.model_state2,
       batch,
+      run.alpha_schedule(0),
     )
-    args = (*args, run.lr_schedule(0))
-    grads = meta_grads(problem, args)
-    grads.update(bf16_meta_grads(backbone, args))
+    grads = meta_grads(problem, inputs)
+    grads.update(bf16_meta_grads(backbone, inputs))
     ref = grads.pop('unrolled')
     print(f'{backbone}: |grad unrolled| = {jnp.linalg.norm(ref):.4g}')
     for label, g in grads.items():

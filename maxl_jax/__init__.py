@@ -29,7 +29,12 @@ from maxl_jax.api import (
   uniform,
 )
 from maxl_jax.errors import NonFiniteError, Preempted, UsageError
-from maxl_jax.meta_grad import ESTIMATORS, MetaOutput, get_estimator
+from maxl_jax.meta_grad import (
+  ESTIMATORS,
+  MetaInputs,
+  MetaOutput,
+  get_estimator,
+)
 from maxl_jax.problem import MaxlProblem
 
 __all__ = [
@@ -37,6 +42,7 @@ __all__ = [
   'Learner',
   'MaxlProblem',
   'MaxlState',
+  'MetaInputs',
   'MetaOutput',
   'NonFiniteError',
   'Preempted',

@@ -139,7 +139,9 @@ def _estimator(estimator, inverse):
   return fn
 
 
-def _learner(f, g, source, tx1, tx2, *, alpha, estimator, problem, signal):
+def _learner(
+  f, g, source, tx1, tx2, *, alpha, estimator, problem, signal, balance=None
+):
   bound = bind_steps(
     problem=problem,
     label_source=source,
@@ -147,6 +149,7 @@ def _learner(f, g, source, tx1, tx2, *, alpha, estimator, problem, signal):
     tx2=tx2,
     alpha_schedule=_alpha_schedule(alpha),
     estimator=estimator,
+    balance=balance,
   )
   # The test-time label statistics are the runner's business: plain sums.
   evaluate = functools.partial(steps.eval_step, problem=problem)
@@ -233,11 +236,9 @@ def maxl(
     fd_eps=fd_eps,
     example_weights=example_weights,
     label_smoothing=label_smoothing,
-    meta_gamma=meta_grad.meta_gamma(
+    meta_loss=meta_grad.META_LOSSES[
       _choice('meta_loss', meta_loss, meta_grad.META_LOSSES)
-    ),
-    lookahead_scale=lookahead_scale,
-    balance=_choice('balance', balance, meta_grad.BALANCES),
+    ],
   )
   return _learner(
     f,
@@ -245,8 +246,11 @@ def maxl(
     GeneratedSource(psi=psi),
     tx1,
     tx2,
-    alpha=alpha,
+    alpha=meta_grad.lookahead_alpha(_alpha_schedule(alpha), lookahead_scale),
     estimator=_estimator(estimator, inverse),
+    balance=meta_grad.balance(
+      _choice('balance', balance, meta_grad.BALANCES), lam
+    ),
     problem=problem,
     signal=meta_signal,
   )

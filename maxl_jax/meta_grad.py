@@ -4,11 +4,10 @@
 `θ1⁺ = θ1 - α ∇θ1 L_train(θ1, θ2; batch)` (DESIGN §1-2). Every estimator has
 the signature
 
-  estimator(problem, theta1, model_state1, theta2, model_state2, batch, alpha,
-            meta_batch=None) -> (grad_theta2, MetaOutput)
+  estimator(problem, inputs: MetaInputs) -> (grad_theta2, MetaOutput)
 
-`meta_batch` (a batch dict, any size) is where the meta objective's primary
-loss is evaluated; None means `batch`, MAXL as published. `implicit`
+`inputs.meta_batch` (a batch dict, any size) is where the meta objective's
+primary loss is evaluated; None means `batch`, MAXL as published. `implicit`
 (AuxiLearn's IFT hypergradient) needs a held-out `meta_batch`. Each is
 registered by name in `ESTIMATORS` with the settings it owns (`Estimator`:
 their name, whether it needs a held-out split); a new one is one
@@ -16,8 +15,9 @@ function, one entry and one agreement test, with no edit to the run
 builder. `entropy_only` is a control, not an estimator of ∇J: θ2 follows
 the entropy part alone. Every estimator also returns the entropy part
 λ∇θ2 H on its own (`MetaOutput.entropy_grads`), so that the two parts of
-θ2's gradient can be logged (`gradient_parts`) and balanced
-(`balanced_gradient`).
+θ2's gradient can be logged (`gradient_parts`) and balanced (a function of
+`BALANCES`). The meta objective's primary loss is `problem.meta_loss` (a
+function of `META_LOSSES`; None: the training's focal loss, as published).
 
 With per-example weights (`problem.example_weights`) L_aux's targets are
 `t_nk = w_n g_nk` and H's argument stays `g_nk` (`GeneratedLabels`). L_aux is
@@ -43,6 +43,33 @@ from maxl_jax.problem import (
   primary_loss_at,
   train_loss,
 )
+
+
+class MetaInputs(NamedTuple):
+  """What an estimator differentiates at: one pytree.
+
+  Attributes:
+    theta1, model_state1: f's parameters and BatchNorm statistics.
+    theta2, model_state2: g's.
+    batch: the training batch of the lookahead (and of g's labels).
+    alpha: the lookahead's step α (θ1's learning rate, as published).
+    meta_batch: the batch of the meta objective's L_pri(θ1⁺); None: `batch`.
+    opt_state1: θ1's optimiser state, which the K-step lookahead continues
+      (`OptimizerLookahead`); the other estimators do not read it.
+  """
+
+  theta1: Any
+  model_state1: Any
+  theta2: Any
+  model_state2: Any
+  batch: dict
+  alpha: Any
+  meta_batch: dict | None = None
+  opt_state1: Any = None
+
+  def held_out_batch(self) -> dict:
+    """The meta objective's batch: `meta_batch`, or `batch` (published)."""
+    return self.batch if self.meta_batch is None else self.meta_batch
 
 
 class MetaOutput(NamedTuple):
@@ -95,31 +122,30 @@ def _meta_output(labels, new_model_state2, ahead, loss_after, entropy, lam, e):
   )
 
 
-def _meta_objective(
-  problem, theta1, model_state1, theta2, model_state2, batch, alpha,
-  meta_batch=None,
-):  # fmt: skip
-  """`J(θ2)` with the lookahead inside; returns (J, MetaOutput)."""
-
-  def ahead(targets):
-    return lookahead(problem, theta1, model_state1, targets, batch, alpha)
-
-  return _objective_with(
-    ahead, problem, model_state1, theta2, model_state2, batch, meta_batch
+def _one_step(problem, inputs: MetaInputs):
+  """The published lookahead `ahead(targets)`: one SGD step of size α."""
+  return functools.partial(
+    lookahead,
+    problem,
+    inputs.theta1,
+    inputs.model_state1,
+    batch=inputs.batch,
+    alpha=inputs.alpha,
   )
 
 
-def _objective_with(
-  ahead_fn, problem, model_state1, theta2, model_state2, batch, meta_batch
-):
+def _objective(problem, inputs: MetaInputs, theta2, ahead_fn=None):
   """(J(θ2), MetaOutput) for a lookahead `ahead_fn(targets)` returning
-  `lookahead`'s tuple: one step (published) or K (`OptimizerLookahead`)."""
-  meta_batch = batch if meta_batch is None else meta_batch
+  `lookahead`'s tuple: one step (None: published) or K
+  (`OptimizerLookahead`)."""
+  ahead_fn = ahead_fn or _one_step(problem, inputs)
   labels, new_model_state2 = generated_labels(
-    problem, theta2, model_state2, batch
+    problem, theta2, inputs.model_state2, inputs.batch
   )
   ahead = ahead_fn(labels.targets)
-  loss_after = meta_primary_loss(problem, ahead[0], model_state1, meta_batch)
+  loss_after = meta_primary_loss(
+    problem, ahead[0], inputs.model_state1, inputs.held_out_batch()
+  )
   entropy = losses.entropy_regularizer(labels.probs)
   out = _meta_output(
     labels, new_model_state2, ahead, loss_after, entropy, problem.lam, None
@@ -127,30 +153,23 @@ def _objective_with(
   return out.meta_loss, out
 
 
-def meta_objective(
-  problem, theta1, model_state1, theta2, model_state2, batch, alpha,
-  meta_batch=None,
-):  # fmt: skip
-  """`J(θ2)` as a scalar (for finite-difference checks and logging)."""
-  args = (problem, theta1, model_state1, theta2, model_state2, batch, alpha)
-  return _meta_objective(*args, meta_batch)[0]
+def meta_objective(problem, inputs: MetaInputs):
+  """`J(θ2)` at `inputs.theta2` as a scalar (finite-difference checks)."""
+  return _objective(problem, inputs, inputs.theta2)[0]
 
 
-def unrolled(
-  problem, theta1, model_state1, theta2, model_state2, batch, alpha,
-  meta_batch=None,
-):  # fmt: skip
+def unrolled(problem, inputs: MetaInputs):
   """(a) `jax.grad` through the lookahead's own `jax.grad`: the reference.
 
   λ∇θ2 H (`MetaOutput.entropy_grads`) is differentiated on its own.
   """
-  args = (problem, theta1, model_state1, theta2, model_state2, batch, alpha)
-  grads2, out = jax.grad(_meta_objective, argnums=3, has_aux=True)(
-    *args, meta_batch
+  grads2, out = jax.grad(
+    functools.partial(_objective, problem, inputs), has_aux=True
+  )(inputs.theta2)
+  entropy = entropy_gradient(
+    problem, inputs.theta2, inputs.model_state2, inputs.batch
   )
-  return grads2, out._replace(
-    entropy_grads=entropy_gradient(problem, theta2, model_state2, batch)
-  )
+  return grads2, out._replace(entropy_grads=entropy)
 
 
 def entropy_gradient(problem, theta2, model_state2, batch):
@@ -163,25 +182,32 @@ def entropy_gradient(problem, theta2, model_state2, batch):
   return jax.grad(weighted_entropy)(theta2)
 
 
-# The meta objective's primary loss: focal (as published) or cross-entropy.
-META_LOSSES = ('focal', 'ce')
+def lookahead_alpha(lr_schedule, scale: float = 1.0):
+  """The lookahead's α by θ1 step: θ1's learning rate, as published, times
+  `scale` (`1 / (1 - μ)` is how far one gradient moves θ1 in the long run
+  under momentum μ; DESIGN §2g)."""
+  if scale == 1:
+    return lr_schedule
+  return lambda step: scale * lr_schedule(step)
 
 
-def meta_gamma(meta_loss: str):
-  """`MaxlProblem.meta_gamma` of `meta_loss` ('focal': None, 'ce': 0)."""
-  if meta_loss not in META_LOSSES:
-    raise ValueError(
-      f'meta_loss must be one of {list(META_LOSSES)}, got {meta_loss!r}'
-    )
-  return None if meta_loss == 'focal' else 0.0
+def cross_entropy(logits, labels):
+  """Cross-entropy, the focal loss at γ = 0: its gradient does not shrink as
+  fast as the focal loss's once f fits the batch."""
+  return losses.primary_loss(logits, labels, 0.0)
+
+
+# `MaxlProblem.meta_loss` by name: the meta objective's primary loss
+# `(primary logits [N, P], labels [N]) -> scalar`. None: the training's
+# focal loss (γ), as published.
+META_LOSSES = {'focal': None, 'ce': cross_entropy}
 
 
 def meta_primary_loss(problem, theta1, model_state1, meta_batch):
-  """The meta objective's `L_pri(θ1⁺)`: focal with `problem.meta_gamma`
-  (None: `problem.gamma`, MAXL as published; 0: cross-entropy)."""
-  if problem.meta_gamma is not None:
-    problem = dataclasses.replace(problem, gamma=problem.meta_gamma)
-  return primary_loss_at(problem, theta1, model_state1, meta_batch)
+  """The meta objective's `L_pri(θ1⁺)` with `problem.meta_loss`."""
+  return primary_loss_at(
+    problem, theta1, model_state1, meta_batch, problem.meta_loss
+  )
 
 
 def _labels_with_vjp(problem, theta2, model_state2, batch):
@@ -203,22 +229,18 @@ def _labels_with_vjp(problem, theta2, model_state2, batch):
   return labels, g_vjp, new_model_state2
 
 
-def _labels_and_outer(
-  problem, theta1, model_state1, theta2, model_state2, batch, alpha,
-  meta_batch,
-):  # fmt: skip
+def _labels_and_outer(problem, inputs: MetaInputs):
   """Shared part of the non-unrolled estimators.
 
   Computes g with its VJP, the lookahead, `v = ∇θ1 L_pri(θ1⁺; meta_batch)`
   and the gradient of `λ H` with respect to the generated labels.
   """
-  meta_batch = batch if meta_batch is None else meta_batch
   labels, g_vjp, new_model_state2 = _labels_with_vjp(
-    problem, theta2, model_state2, batch
+    problem, inputs.theta2, inputs.model_state2, inputs.batch
   )
-  ahead = lookahead(problem, theta1, model_state1, labels.targets, batch, alpha)
+  ahead = _one_step(problem, inputs)(labels.targets)
   loss_after, v = jax.value_and_grad(meta_primary_loss, argnums=1)(
-    problem, ahead[0], model_state1, meta_batch
+    problem, ahead[0], inputs.model_state1, inputs.held_out_batch()
   )
   entropy, entropy_cot = _entropy_and_cotangent(problem, labels)
   e = _entropy_part(g_vjp, entropy_cot)  # λ∇θ2 H.
@@ -259,41 +281,41 @@ def _mixed_grad(problem, theta1, model_state1, batch, g_vjp, w, scale, cot):
   return grads2
 
 
-def structured(
-  problem, theta1, model_state1, theta2, model_state2, batch, alpha,
-  meta_batch=None,
-):  # fmt: skip
+def structured(problem, inputs: MetaInputs):
   """(b) Exact, without a second-order graph (DESIGN §2b).
 
   `∇θ2 L_pri(θ1⁺) = -(α/N) VJP_θ2(g, C)` with `C = JVP_θ1(ℓ_nk, v)`: the
   focal loss is linear in its target, so only one forward-mode pass through
   the multi-task network is needed.
   """
-  args = (problem, theta1, model_state1, theta2, model_state2, batch, alpha)
-  g_vjp, v, entropy_cot, out = _labels_and_outer(*args, meta_batch)
+  g_vjp, v, entropy_cot, out = _labels_and_outer(problem, inputs)
   grads2 = _mixed_grad(
-    problem, theta1, model_state1, batch, g_vjp, v, alpha, entropy_cot
+    problem,
+    inputs.theta1,
+    inputs.model_state1,
+    inputs.batch,
+    g_vjp,
+    v,
+    inputs.alpha,
+    entropy_cot,
   )
   return grads2, out
 
 
-def first_order(
-  problem, theta1, model_state1, theta2, model_state2, batch, alpha,
-  meta_batch=None,
-):  # fmt: skip
+def first_order(problem, inputs: MetaInputs):
   """(c) The original's central finite difference along v (DESIGN §2c).
 
   `∇θ2 L_pri(θ1⁺) ≈ -α [∇θ2 L_train(θ1+εv) - ∇θ2 L_train(θ1-εv)] / (2ε)`
   with `ε = fd_eps / ‖v‖`; unlike the original it includes λ∇H. Only L_aux
   depends on θ2 and it is linear in g, so the two gradients share one VJP.
   """
-  args = (problem, theta1, model_state1, theta2, model_state2, batch, alpha)
-  g_vjp, v, entropy_cot, out = _labels_and_outer(*args, meta_batch)
+  g_vjp, v, entropy_cot, out = _labels_and_outer(problem, inputs)
   eps = problem.fd_eps / (optax.tree.norm(v) + 1e-30)
+  alpha = inputs.alpha
 
   def focal_at(move):  # ℓ_nk at θ1 moved along v.
-    theta = jax.tree.map(move, theta1, v)
-    return aux_focal_terms(problem, theta, model_state1, batch)
+    theta = jax.tree.map(move, inputs.theta1, v)
+    return aux_focal_terms(problem, theta, inputs.model_state1, inputs.batch)
 
   plus = focal_at(lambda p, d: p + eps * d)
   minus = focal_at(lambda p, d: p - eps * d)
@@ -311,9 +333,11 @@ AUXILEARN_INVERSE = inverse_hvp.InverseHvp()
 
 
 def implicit(
-  problem, theta1, model_state1, theta2, model_state2, batch, alpha,
-  meta_batch=None, *, inverse: inverse_hvp.InverseHvp = AUXILEARN_INVERSE,
-):  # fmt: skip
+  problem,
+  inputs: MetaInputs,
+  *,
+  inverse: inverse_hvp.InverseHvp = AUXILEARN_INVERSE,
+):
   """(d) AuxiLearn's implicit (IFT) hypergradient (DESIGN §2d).
 
   `∇θ2 L_A = -∇²θ2θ1 L_T · w` with `w = (H + δI)⁻¹ ∇θ1 L_A`, where
@@ -329,7 +353,8 @@ def implicit(
   Raises:
     UsageError: `meta_batch` is None (the IFT needs a held-out split).
   """
-  del alpha  # The IFT linearises at θ1; there is no lookahead step.
+  # The IFT linearises at θ1: there is no lookahead step, α is unused.
+  theta1, model_state1, theta2, model_state2, batch, _, meta_batch, _ = inputs
   check_held_out('implicit', meta_batch is not None)
   labels, g_vjp, new_model_state2 = _labels_with_vjp(
     problem, theta2, model_state2, batch
@@ -359,17 +384,13 @@ def implicit(
   return grads2, out
 
 
-def entropy_only(
-  problem, theta1, model_state1, theta2, model_state2, batch, alpha,
-  meta_batch=None,
-):  # fmt: skip
+def entropy_only(problem, inputs: MetaInputs):
   """The `entropy_only` control: θ2 follows λ∇θ2 H alone (no meta part).
 
   J and the lookahead are still computed, so that the control logs the same
   meta objective as MAXL (the one it does not optimise).
   """
-  args = (problem, theta1, model_state1, theta2, model_state2, batch, alpha)
-  out = _labels_and_outer(*args, meta_batch)[3]
+  out = _labels_and_outer(problem, inputs)[3]
   return out.entropy_grads, out
 
 
@@ -390,35 +411,37 @@ class OptimizerLookahead:
   steps: int
   entropy_only: bool = False
 
-  def objective(
-    self, problem, theta1, model_state1, theta2, model_state2, batch,
-    opt_state1, meta_batch=None,
-  ):  # fmt: skip
-    """(J(θ2), MetaOutput) with the K-step θ1⁺."""
+  def objective(self, problem, inputs: MetaInputs, theta2):
+    """(J(θ2), MetaOutput) with the K-step θ1⁺ from `inputs.opt_state1`."""
 
     def ahead(targets):
       return optimizer_lookahead(
-        problem, theta1, model_state1, targets, batch, self.tx, opt_state1,
+        problem,
+        inputs.theta1,
+        inputs.model_state1,
+        targets,
+        inputs.batch,
+        self.tx,
+        inputs.opt_state1,
         self.steps,
-      )  # fmt: skip
+      )
 
-    return _objective_with(
-      ahead, problem, model_state1, theta2, model_state2, batch, meta_batch
+    return _objective(problem, inputs, theta2, ahead)
+
+  def __call__(self, problem, inputs: MetaInputs):
+    if inputs.opt_state1 is None:
+      raise ValueError(
+        "the K-step lookahead continues θ1's optimiser: pass its state "
+        '(MetaInputs.opt_state1).'
+      )
+    entropy = entropy_gradient(
+      problem, inputs.theta2, inputs.model_state2, inputs.batch
     )
-
-  def __call__(
-    self, problem, theta1, model_state1, theta2, model_state2, batch, alpha,
-    meta_batch=None, *, opt_state1,
-  ):  # fmt: skip
-    del alpha  # The optimiser's own learning rate takes α's place.
-    args = (problem, theta1, model_state1, theta2, model_state2, batch)
-    entropy = entropy_gradient(problem, theta2, model_state2, batch)
+    objective = functools.partial(self.objective, problem, inputs)
     if self.entropy_only:
-      out = self.objective(*args, opt_state1, meta_batch)[1]
+      out = objective(inputs.theta2)[1]
       return entropy, out._replace(entropy_grads=entropy)
-    grads2, out = jax.grad(self.objective, argnums=3, has_aux=True)(
-      *args, opt_state1, meta_batch
-    )
+    grads2, out = jax.grad(objective, has_aux=True)(inputs.theta2)
     return grads2, out._replace(entropy_grads=entropy)
 
 
@@ -429,28 +452,28 @@ def gradient_parts(grads2, out: MetaOutput):
   return jax.tree.map(lambda g, e: g - e, grads2, entropy), entropy
 
 
-# How θ2's gradient combines its two parts.
-BALANCES = ('sum', 'normalized')
-
-
-def balanced_gradient(grads2, out: MetaOutput, balance: str, lam: float):
-  """θ2's gradient and its (meta, entropy) parts, as given to θ2's optimiser.
-
-  'sum': the estimator's ∇θ2 J itself (MAXL as published). 'normalized':
-  `m / ‖m‖ + λ e / ‖e‖`, each part scaled to unit norm and λ relative, so
-  that the meta part's share of the direction is 1 / (1 + λ) whatever the
-  two raw norms are.
-  """
-  meta, entropy = gradient_parts(grads2, out)
-  if balance == 'sum':
-    return grads2, (meta, entropy)
-  if balance != 'normalized':
-    raise UsageError(f'balance = {balance!r} is not one of {list(BALANCES)}.')
+def normalized(meta, entropy, *, lam: float):
+  """`(m / ‖m‖, λ e / ‖e‖)`: each part scaled to unit norm and λ relative,
+  so that the meta part's share of θ2's direction is 1 / (1 + λ) whatever
+  the two raw norms are."""
   unit = lambda tree, scale: jax.tree.map(  # noqa: E731
     lambda x: x * (scale / (optax.tree.norm(tree) + 1e-12)), tree
   )
-  meta, entropy = unit(meta, 1.0), unit(entropy, lam)
-  return jax.tree.map(jax.numpy.add, meta, entropy), (meta, entropy)
+  return unit(meta, 1.0), unit(entropy, lam)
+
+
+# How θ2's gradient combines its two parts: a transform of the parts
+# `(meta, entropy, *, lam) -> (meta, entropy)`, whose sum θ2's optimiser
+# takes. None ('sum'): the estimator's ∇θ2 J itself, as published.
+BALANCES = {'sum': None, 'normalized': normalized}
+
+
+def balance(name: str, lam: float):
+  """The transform of `BALANCES[name]` with λ bound (None for 'sum')."""
+  if name not in BALANCES:
+    raise UsageError(f'balance = {name!r} is not one of {list(BALANCES)}.')
+  transform = BALANCES[name]
+  return None if transform is None else functools.partial(transform, lam=lam)
 
 
 @dataclasses.dataclass(frozen=True)

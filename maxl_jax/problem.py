@@ -47,14 +47,9 @@ class MaxlProblem:
     label_smoothing: ε of the primary targets `(1 - ε) onehot + ε / P` in
       the θ1 step's L_train (and so in the lookahead); the meta objective's
       L_pri(θ1⁺) and evaluation use plain one-hot targets.
-    meta_gamma: focal exponent of the meta objective's L_pri(θ1⁺) (None:
-      `gamma`, as published; 0: cross-entropy, whose gradient does not
-      shrink as fast once f fits the batch).
-    lookahead_scale: the lookahead's step is `lookahead_scale * α` (1 as
-      published; `1 / (1 - μ)` is how far one gradient moves θ1 in the long
-      run under momentum μ).
-    balance: how θ2's gradient combines its meta and entropy parts,
-      `meta_grad.BALANCES` ('sum': ∇θ2 J, as published).
+    meta_loss: the meta objective's L_pri(θ1⁺), `(primary logits,
+      labels) -> scalar` (`meta_grad.META_LOSSES`); None: the focal loss
+      with `gamma`, as published.
   """
 
   f_apply: Callable[..., Any]
@@ -65,9 +60,7 @@ class MaxlProblem:
   fd_eps: float = 0.01
   example_weights: bool = False
   label_smoothing: float = 0.0
-  meta_gamma: float | None = None
-  lookahead_scale: float = 1.0
-  balance: str = 'sum'
+  meta_loss: Callable[[jax.Array, jax.Array], jax.Array] | None = None
 
 
 class GeneratedLabels(NamedTuple):
@@ -208,14 +201,19 @@ def optimizer_lookahead(
   return theta, grads1, new_model_state1, metrics
 
 
-def primary_loss_at(problem: MaxlProblem, theta1, model_state1, batch):
+def primary_loss_at(
+  problem: MaxlProblem, theta1, model_state1, batch, loss=None
+):
   """`L_pri(θ1)` in training mode; the new batch statistics are discarded.
 
-  The meta objective's primary loss: one-hot targets, never smoothed.
+  The meta objective's primary loss: one-hot targets, never smoothed;
+  `loss(logits, labels)`, or None: the focal loss with `problem.gamma`.
   """
   (primary_logits, _), _ = problem.f_apply(
     theta1, model_state1, batch['image'], True
   )
+  if loss is not None:
+    return loss(primary_logits, batch['label'])
   return losses.primary_loss(primary_logits, batch['label'], problem.gamma)
 
 

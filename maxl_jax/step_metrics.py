@@ -20,7 +20,7 @@ META = (  # Per θ2 step.
   'aux_entropy',
 )
 # What trains g: the norms of θ2's gradient's two parts as given to its
-# optimiser (`meta_grad.balanced_gradient`), their cosine and the meta
+# optimiser (after `maxl.balance`), their cosine and the meta
 # part's share of the two norms (`diagnostics.gradient_parts_stats`).
 SIGNAL = ('grad_meta_norm', 'grad_entropy_norm', 'grad_parts_cosine',
           'meta_share')  # fmt: skip

@@ -7,8 +7,8 @@ The caller binds the keyword-only dependencies with `functools.partial`
 non-finite step is applied, and the sums over an epoch, are the caller's
 (`step_metrics.skip_nonfinite`, `training/carry.py`).
 
-`alpha_schedule` is α's schedule: θ1's learning rate at θ1 step t, not the
-loop's schedule of step kinds.
+`alpha_schedule` is α's schedule: θ1's learning rate at θ1 step t (as
+published; a variant scales it), not the loop's schedule of step kinds.
 
 AuxiLearn's loss combiner (DESIGN §2e) has its own `combiner_*` steps on a
 `CombinerState`: its multi-head network θ1 and the combiner φ.
@@ -61,14 +61,20 @@ def meta_metrics(out: meta_grad.MetaOutput) -> dict:
   return prefixed('meta', values)
 
 
-def _theta2_update(state, grads2, out, tx2, problem, signal):
-  """θ2's update by its gradient balanced per `problem.balance`
-  (`meta_grad.balanced_gradient`) and the step's metrics; with `signal`
-  (or a balance that needs them) also the two parts' statistics. Without,
-  XLA drops the entropy part's backward pass through g: nothing uses it."""
-  grads2, parts = meta_grad.balanced_gradient(
-    grads2, out, problem.balance, problem.lam
-  )
+def _theta2_update(state, grads2, out, tx2, balance, signal):
+  """θ2's update and the step's metrics; with `signal` also the statistics
+  of its gradient's two parts (`meta_grad.gradient_parts`). Without, XLA
+  drops the entropy part's backward pass through g: nothing uses it.
+
+  `balance`: None, the estimator's gradient (as published), or a transform
+  of the two parts (`meta_grad.BALANCES`) whose sum θ2 follows.
+  """
+  parts = None
+  if balance is not None:
+    parts = balance(*meta_grad.gradient_parts(grads2, out))
+    grads2 = jax.tree.map(jnp.add, *parts)
+  elif signal:
+    parts = meta_grad.gradient_parts(grads2, out)
   theta2, opt_state2 = _update(state.theta2, grads2, state.opt_state2, tx2)
   new = state.replace(
     theta2=theta2,
@@ -77,7 +83,7 @@ def _theta2_update(state, grads2, out, tx2, problem, signal):
     step2=state.step2 + 1,
   )
   metrics = meta_metrics(out)
-  if signal or problem.balance != 'sum':
+  if parts is not None:
     metrics.update(prefixed('signal', diagnostics.gradient_parts_stats(*parts)))
   return new, metrics
 
@@ -85,29 +91,21 @@ def _theta2_update(state, grads2, out, tx2, problem, signal):
 def _meta_gradient(
   state, batch, meta_batch, problem, estimator, alpha_schedule
 ):
-  """∇θ2 J at the state's θ1, θ2 with α = θ1's current learning rate
-  (times `problem.lookahead_scale`: 1 as published).
+  """∇θ2 J at the state's θ1, θ2 with α = `alpha_schedule(θ1's step)`.
 
   `meta_batch`: the held-out batch of the meta objective (None: `batch`).
   """
-  alpha = alpha_schedule(state.step1)
-  if problem.lookahead_scale != 1:
-    alpha = problem.lookahead_scale * alpha
-  # The K-step lookahead continues θ1's own optimiser from its state.
-  extra = {}
-  if isinstance(estimator, meta_grad.OptimizerLookahead):
-    extra['opt_state1'] = state.opt_state1
-  return estimator(
-    problem,
-    state.theta1,
-    state.model_state1,
-    state.theta2,
-    state.model_state2,
-    batch,
-    alpha,
-    meta_batch,
-    **extra,
+  inputs = meta_grad.MetaInputs(
+    theta1=state.theta1,
+    model_state1=state.model_state1,
+    theta2=state.theta2,
+    model_state2=state.model_state2,
+    batch=batch,
+    alpha=alpha_schedule(state.step1),
+    meta_batch=meta_batch,
+    opt_state1=state.opt_state1,
   )
+  return estimator(problem, inputs)
 
 
 def _targets(label_source, state, batch, problem):
@@ -135,6 +133,7 @@ def meta_step(
   estimator,
   tx2,
   alpha_schedule,
+  balance=None,
   signal=False,
 ):
   """One θ2 update by the meta-gradient; θ1 and its statistics stay put.
@@ -142,7 +141,7 @@ def meta_step(
   grads2, out = _meta_gradient(
     state, batch, meta_batch, problem, estimator, alpha_schedule
   )
-  new, metrics = _theta2_update(state, grads2, out, tx2, problem, signal)
+  new, metrics = _theta2_update(state, grads2, out, tx2, balance, signal)
   return new, {**metrics, 'grad_norm': optax.tree.norm(grads2)}
 
 
@@ -156,6 +155,7 @@ def interleaved_step(
   tx1,
   tx2,
   alpha_schedule,
+  balance=None,
   signal=False,
 ):
   """A θ1 and a θ2 update from one shared lookahead on one batch.
@@ -167,7 +167,7 @@ def interleaved_step(
     state, batch, meta_batch, problem, estimator, alpha_schedule
   )
   new = _theta1_update(state, out.theta1_grads, out.new_model_state1, tx1)
-  new, metrics = _theta2_update(new, grads2, out, tx2, problem, signal)
+  new, metrics = _theta2_update(new, grads2, out, tx2, balance, signal)
   norm = optax.tree.norm(grads2) + optax.tree.norm(out.theta1_grads)
   train = prefixed('train', out.train_metrics)
   return new, {**train, **metrics, 'grad_norm': norm}
@@ -181,6 +181,7 @@ def bind_steps(
   tx2,
   alpha_schedule,
   estimator,
+  balance=None,
   num_fine=0,
 ) -> dict:
   """This module's step functions bound to their dependencies.
@@ -190,9 +191,9 @@ def bind_steps(
 
   Returns:
     {'primary', 'eval', ['meta', 'interleaved', 'meta+signal',
-    'interleaved+signal'] (an `estimator`; `+signal`: with the statistics
-    of θ2's gradient's parts), ['probe'] (an auxiliary task: the gradient
-    cosine)}, each `(state, batch[, meta_batch]) -> ...`.
+    'interleaved+signal'] (an `estimator`, θ2's gradient per `balance`;
+    `+signal`: with the statistics of its parts), ['probe'] (an auxiliary
+    task: the gradient cosine)}, each `(state, batch[, meta_batch]) -> ...`.
   """
   fns = {
     'primary': functools.partial(
@@ -212,6 +213,7 @@ def bind_steps(
       estimator=estimator,
       tx2=tx2,
       alpha_schedule=alpha_schedule,
+      balance=balance,
     )
     interleaved = functools.partial(interleaved_step, **meta.keywords, tx1=tx1)
     for name, fn in (('meta', meta), ('interleaved', interleaved)):

@@ -121,7 +121,8 @@ def test_theta2_update_follows_the_meta_gradient(estimator):
   new, m = jax.jit(learner.theta2_update)(state, batch)
   args = (state.theta1, state.model_state1)
   objective = lambda t2: meta_grad.meta_objective(  # noqa: E731
-    learner.problem, *args, t2, state.model_state2, batch, LR1
+    learner.problem,
+    meta_grad.MetaInputs(*args, t2, state.model_state2, batch, LR1),
   )
   j, grads2 = jax.value_and_grad(objective)(state.theta2)
   tol = 1e-4 if estimator == 'structured' else 5e-2
@@ -257,12 +258,17 @@ def test_variants_of_the_meta_signal_reach_the_problem_and_the_metrics():
     f, g, PSI, optax.sgd(LR1), optax.sgd(LR2), alpha=LR1,
     meta_loss='ce', lookahead_scale=10.0, balance='normalized',
   )  # fmt: skip
-  problem = learner.problem
-  assert (problem.meta_gamma, problem.lookahead_scale, problem.balance) == (
-    0.0, 10.0, 'normalized',
-  )  # fmt: skip
+  assert learner.problem.meta_loss is meta_grad.cross_entropy
   state = learner.init(jax.random.key(0), SHAPE)
-  _, values = jax.jit(learner.theta2_update)(state, _batch())
+  new, values = jax.jit(learner.theta2_update)(state, _batch())
+  # The lookahead's scale is part of α.
+  by_alpha = maxl_jax.maxl(
+    f, g, PSI, optax.sgd(LR1), optax.sgd(LR2), alpha=10 * LR1,
+    meta_loss='ce', balance='normalized',
+  )  # fmt: skip
+  _close(
+    new.theta2, jax.jit(by_alpha.theta2_update)(state, _batch())[0].theta2, 1e-5
+  )
   # Normalized: unit meta part, λ = 0.2 entropy part, share 1 / 1.2.
   np.testing.assert_allclose(values['grad_meta_norm'], 1.0, rtol=1e-4)
   np.testing.assert_allclose(values['meta_share'], 1 / 1.2, rtol=1e-4)

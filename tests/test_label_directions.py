@@ -84,18 +84,17 @@ def test_slopes_are_the_estimators_meta_part_by_the_chain_rule_float64(name):
   with jax.enable_x64(True):
     args, labels, meta_batch, allowed, _ = _setup(seed=1)
     problem, theta1, _, theta2, model_state2, batch = args
-    estimator = {
-      'one_step': functools.partial(meta_grad.structured, alpha=0.3),
-      'k_step': functools.partial(
-        meta_grad.OptimizerLookahead(TX, 4),
-        alpha=0.0,
-        opt_state1=TX.init(theta1),
-      ),
-      'held_out': functools.partial(
-        meta_grad.implicit, alpha=0.0, inverse=INVERSE
+    estimator, alpha, opt_state1 = {
+      'one_step': (meta_grad.structured, 0.3, None),
+      'k_step': (meta_grad.OptimizerLookahead(TX, 4), 0.0, TX.init(theta1)),
+      'held_out': (
+        functools.partial(meta_grad.implicit, inverse=INVERSE),
+        0.0,
+        None,
       ),
     }[name]
-    grads2, out = estimator(*args, meta_batch=meta_batch)
+    at = meta_grad.MetaInputs(*args[1:], alpha, meta_batch, opt_state1)
+    grads2, out = estimator(problem, at)
     meta, _ = meta_grad.gradient_parts(grads2, out)
     flat, unravel = ravel_pytree(theta2)
     u = unravel(jnp.asarray(np.random.default_rng(2).normal(size=flat.shape)))

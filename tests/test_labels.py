@@ -20,7 +20,7 @@ import tensorflow_datasets as tfds
 from sklearn import metrics
 from toy_problems import TOY_INFO, run_config
 
-from experiments.configs import cifar100, default, quickstart
+from experiments.configs import cifar100, quickstart
 from maxl_jax import hierarchy, labels
 from maxl_jax.data import cifar100_hierarchy
 from maxl_jax.data.info import DatasetInfo
@@ -28,7 +28,7 @@ from maxl_jax.errors import UsageError
 from maxl_jax.labels import fixed
 from maxl_jax.labels import kmeans as kmeans_labels
 from maxl_jax.labels.base import masked_targets_ok
-from maxl_jax.training import config_fields, contract, loop, restore
+from maxl_jax.training import contract, loop, restore
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LEVELS = (3, 10, 20, 100)

@@ -10,7 +10,14 @@ import numpy as np
 import optax
 import pytest
 from jax.flatten_util import ravel_pytree
-from toy_problems import TOY_INFO, estimate, make_problem, rel_err, run_config
+from toy_problems import (
+  TOY_INFO,
+  estimate,
+  inputs,
+  make_problem,
+  rel_err,
+  run_config,
+)
 
 from experiments.configs import smoke
 from maxl_jax import losses, meta_grad
@@ -61,9 +68,9 @@ def test_k_step_meta_gradient_matches_finite_differences_float64(kind, steps):
     problem, theta1, ms1, theta2, ms2, batch = args
     opt = _started(MOMENTUM_SGD, theta1)
     estimator = meta_grad.OptimizerLookahead(MOMENTUM_SGD, steps)
-    grads2, out = jax.jit(
-      functools.partial(estimator, problem, opt_state1=opt)
-    )(*args[1:], 0.0)
+    grads2, out = jax.jit(functools.partial(estimator, problem))(
+      inputs(args, 0.0, opt_state1=opt)
+    )
     flat, unravel = ravel_pytree(theta2)
 
     @jax.jit
@@ -90,7 +97,7 @@ def test_one_plain_sgd_step_is_the_published_lookahead_float64():
     alpha = 0.3
     sgd = optax.sgd(alpha)
     one = meta_grad.OptimizerLookahead(sgd, 1)
-    grads2, out = one(*args, None, opt_state1=sgd.init(args[1]))
+    grads2, out = one(args[0], inputs(args, None, opt_state1=sgd.init(args[1])))
     expected, expected_out = estimate('unrolled', args, alpha)
     assert rel_err(grads2, expected) < 1e-12
     assert rel_err(out.entropy_grads, expected_out.entropy_grads) < 1e-12
@@ -105,13 +112,13 @@ def test_longer_horizons_change_the_gradient_and_controls_follow_h():
     opt = _started(MOMENTUM_SGD, args[1])
     grads = {
       k: meta_grad.OptimizerLookahead(MOMENTUM_SGD, k)(
-        *args, 0.0, opt_state1=opt
+        args[0], inputs(args, 0.0, opt_state1=opt)
       )
       for k in (1, 5)
     }
     assert rel_err(grads[5][0], grads[1][0]) > 1e-3
     control = meta_grad.OptimizerLookahead(MOMENTUM_SGD, 5, entropy_only=True)
-    grads2, out = control(*args, 0.0, opt_state1=opt)
+    grads2, out = control(args[0], inputs(args, 0.0, opt_state1=opt))
     assert rel_err(grads2, grads[5][1].entropy_grads) == 0.0
     np.testing.assert_allclose(out.meta_loss, grads[5][1].meta_loss, rtol=1e-6)
 

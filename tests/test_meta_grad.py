@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from absl.testing import parameterized
 from jax.flatten_util import ravel_pytree
-from toy_problems import TinyConvBN, estimate, make_problem, rel_err
+from toy_problems import TinyConvBN, estimate, inputs, make_problem, rel_err
 
 from maxl_jax import hierarchy, inverse_hvp, losses, meta_grad
 from maxl_jax.errors import UsageError
@@ -51,12 +51,9 @@ def test_unrolled_matches_finite_differences_float64(kind):
     def j_of(flat2):
       return meta_grad.meta_objective(
         problem,
-        theta1,
-        model_state1,
-        unravel(flat2),
-        model_state2,
-        batch,
-        alpha,
+        meta_grad.MetaInputs(
+          theta1, model_state1, unravel(flat2), model_state2, batch, alpha
+        ),
       )
 
     rng = np.random.default_rng(1)
@@ -86,13 +83,9 @@ def test_held_out_meta_batch_float64():
       t2 = unravel(flat2)
       return meta_grad.meta_objective(
         problem,
-        theta1,
-        model_state1,
-        t2,
-        model_state2,
-        batch,
-        alpha,
-        meta_batch,
+        meta_grad.MetaInputs(
+          theta1, model_state1, t2, model_state2, batch, alpha, meta_batch
+        ),
       )
 
     np.testing.assert_allclose(out.meta_loss, j_of(flat), rtol=1e-12)
@@ -282,12 +275,12 @@ def dense_pieces(args, meta_batch):
 
 def estimates(args, meta_batch, inverses, alpha=0.1):
   """`[(grads2, MetaOutput)]` of `implicit` per inverse, in one jit."""
-  problem, *rest = args
+  problem = args[0]
 
-  def run(*a):
-    return [meta_grad.implicit(problem, *a, inverse=i) for i in inverses]
+  def run(inputs):
+    return [meta_grad.implicit(problem, inputs, inverse=i) for i in inverses]
 
-  return jax.jit(run)(*rest, alpha, meta_batch)
+  return jax.jit(run)(inputs(args, alpha, meta_batch))
 
 
 def expected_outputs(args, meta_batch):
@@ -379,7 +372,7 @@ def test_implicit_with_one_neumann_term_is_maxl_to_second_order():
   """
   with jax.enable_x64(True):
     args = make_problem('mlp', (2, 3), 6, dtype=jnp.float64)
-    problem, *rest = args
+    problem = args[0]
     meta_batch = held_out_batch(args[5], 5, 2)
     structured = jax.jit(functools.partial(meta_grad.structured, problem))
     alphas = (0.02, 0.01)
@@ -387,7 +380,7 @@ def test_implicit_with_one_neumann_term_is_maxl_to_second_order():
     results = estimates(args, meta_batch, inverses)  # α itself is unused.
     diffs = []
     for alpha, (got, _) in zip(alphas, results, strict=True):
-      ref, _ = structured(*rest, alpha, meta_batch)
+      ref, _ = structured(inputs(args, alpha, meta_batch))
       diff = ravel_pytree(got)[0] - ravel_pytree(ref)[0]
       diffs.append(float(jnp.linalg.norm(diff)))
     assert 3.0 < diffs[0] / diffs[1] < 5.0, diffs
@@ -395,11 +388,11 @@ def test_implicit_with_one_neumann_term_is_maxl_to_second_order():
 
 def test_implicit_needs_a_held_out_batch():
   # The check comes first, so placeholders stand in for the problem.
-  args = (None,) * 6 + (0.1,)
+  placeholders = meta_grad.MetaInputs(*(None,) * 5, 0.1)
   with pytest.raises(UsageError, match='held-out'):
-    meta_grad.implicit(*args)
+    meta_grad.implicit(None, placeholders)
   with pytest.raises(UsageError, match='held-out'):
-    meta_grad.get_estimator('implicit')(*args, meta_batch=None)
+    meta_grad.get_estimator('implicit')(None, placeholders)
 
 
 # ----------------------------------------------- per-example aux weights ---
@@ -441,13 +434,15 @@ def test_example_weights_exact_estimators_float64(
     def j_of(flat2):
       return meta_grad.meta_objective(
         problem,
-        theta1,
-        model_state1,
-        unravel(flat2),
-        model_state2,
-        batch,
-        alpha,
-        meta_batch,
+        meta_grad.MetaInputs(
+          theta1,
+          model_state1,
+          unravel(flat2),
+          model_state2,
+          batch,
+          alpha,
+          meta_batch,
+        ),
       )
 
     np.testing.assert_allclose(out.meta_loss, j_of(flat), rtol=1e-12)
@@ -504,7 +499,9 @@ def test_example_weights_implicit_matches_generic_ift_float64(kind, psi, n):
 
     implicit = functools.partial(meta_grad.implicit, problem, inverse=inverse)
     got, out = jax.jit(implicit)(
-      theta1, model_state1, theta2, model_state2, batch, 0.1, meta_batch
+      meta_grad.MetaInputs(
+        theta1, model_state1, theta2, model_state2, batch, 0.1, meta_batch
+      )
     )
     assert rel_err(got, reference(theta2)) < 1e-9
     labels, _ = generated_labels(problem, theta2, model_state2, batch)
@@ -636,29 +633,9 @@ def test_unknown_estimator_is_a_usage_error():
     meta_grad.get_estimator('hessian_free')
 
 
-def _toy(
-  problem,
-  theta1,
-  model_state1,
-  theta2,
-  model_state2,
-  batch,
-  alpha,
-  meta_batch=None,
-  *,
-  scale=1.0,
-):
+def _toy(problem, inputs, *, scale=1.0):
   """A toy estimator with one setting: `structured`'s gradient, scaled."""
-  grads2, out = meta_grad.structured(
-    problem,
-    theta1,
-    model_state1,
-    theta2,
-    model_state2,
-    batch,
-    alpha,
-    meta_batch,
-  )
+  grads2, out = meta_grad.structured(problem, inputs)
   return jax.tree.map(lambda g: scale * g, grads2), out
 
 
@@ -686,8 +663,8 @@ def test_a_new_estimator_with_a_setting_needs_only_its_entry(monkeypatch):
   run = contract.build_run(config, TOY_INFO)
   assert run.estimator.func is _toy and run.estimator.keywords == {'scale': 0.5}
   problem, *rest = make_problem('conv', (2, 3), 6)
-  grads2, _ = run.estimator(problem, *rest, 0.1)
-  ref, _ = meta_grad.structured(problem, *rest, 0.1)
+  grads2, _ = run.estimator(problem, meta_grad.MetaInputs(*rest, 0.1))
+  ref, _ = meta_grad.structured(problem, meta_grad.MetaInputs(*rest, 0.1))
   chex.assert_trees_all_close(
     grads2, jax.tree.map(lambda g: 0.5 * g, ref), rtol=1e-6
   )
@@ -706,12 +683,12 @@ class JitTest(chex.TestCase):
     # relative here (float32: ~1e-7, near-zero gradient entries far more).
     with jax.enable_x64(True):
       problem, *rest = make_problem('conv', (2, 3), 6, dtype=jnp.float64)
-      kwargs = {}
+      meta_batch = None
       if name == 'implicit':  # It needs a held-out batch.
-        kwargs['meta_batch'] = held_out_batch(rest[-1], 4, 2)
-      estimator = functools.partial(meta_grad.ESTIMATORS[name], **kwargs)
-      fn = self.variant(lambda *a: estimator(problem, *a, 0.1))
-      grads2, out = fn(*rest)
-      ref, ref_out = estimator(problem, *rest, 0.1)
+        meta_batch = held_out_batch(rest[-1], 4, 2)
+      at = meta_grad.MetaInputs(*rest, 0.1, meta_batch)
+      estimator = functools.partial(meta_grad.ESTIMATORS[name], problem)
+      grads2, out = self.variant(estimator)(at)
+      ref, ref_out = estimator(at)
       chex.assert_trees_all_close(grads2, ref, rtol=1e-10, atol=1e-13)
       chex.assert_trees_all_close(out.meta_loss, ref_out.meta_loss, rtol=1e-12)

@@ -25,7 +25,7 @@ def flat(tree):
 
 def estimate(name, problem, rest, alpha, meta_batch=None):
   fn = functools.partial(meta_grad.ESTIMATORS[name], problem)
-  return jax.jit(fn)(*rest, alpha, meta_batch)
+  return jax.jit(fn)(meta_grad.MetaInputs(*rest, alpha, meta_batch))
 
 
 def lookahead_primary_loss(
@@ -124,7 +124,10 @@ def finite_difference_check(problem, rest, alpha, grads2, rng, h=1e-5):
   @jax.jit
   def j_of(x):
     return meta_grad.meta_objective(
-      problem, theta1, model_state1, unravel(x), model_state2, batch, alpha
+      problem,
+      meta_grad.MetaInputs(
+        theta1, model_state1, unravel(x), model_state2, batch, alpha
+      ),
     )
 
   for _ in range(3):
@@ -142,7 +145,10 @@ def test_meta_loss_variant_matches_finite_differences_float64(name, meta_gamma):
   differences, and J really changes with γ'."""
   with jax.enable_x64(True):
     problem, *rest = make_problem('conv', psi=(2, 3), n=6, dtype=jnp.float64)
-    variant = dataclasses.replace(problem, meta_gamma=meta_gamma)
+    variant = dataclasses.replace(
+      problem,
+      meta_loss=lambda logits, y: losses.primary_loss(logits, y, meta_gamma),
+    )
     grads2, out = estimate(name, variant, rest, 0.3)
     rng = np.random.default_rng(0)
     finite_difference_check(variant, rest, 0.3, grads2, rng)
@@ -150,52 +156,86 @@ def test_meta_loss_variant_matches_finite_differences_float64(name, meta_gamma):
     assert abs(float(out.meta_loss - published.meta_loss)) > 1e-3
 
 
-def test_lookahead_scale_is_alpha_times_scale():
-  """maxl.lookahead_scale s: the meta step's θ2 update equals the paper's
-  with α's schedule multiplied by s, and differs from the paper's."""
+def _theta2_after(problem, batch, start, tx, **deps):
+  """θ2 after one jitted meta step (structured) from `start`."""
+  step = functools.partial(
+    step_fns.meta_step,
+    problem=problem,
+    estimator=meta_grad.structured,
+    tx2=tx,
+    **deps,
+  )
+  return jax.jit(step)(start, batch)[0].theta2
+
+
+def _toy_start(tx):
+  problem, theta1, model_state1, theta2, model_state2, batch = make_problem(
+    'conv', psi=(2, 3), n=6, dtype=jnp.float64
+  )
+  start = state_lib.initial_state(
+    theta1, model_state1, theta2, model_state2, tx, tx, {}
+  )
+  return problem, batch, start
+
+
+def test_lookahead_scale_is_part_of_alpha():
+  """maxl.lookahead_scale s: the run's α is s times θ1's learning rate (the
+  logged lr unchanged), and the meta step moves θ2 differently with it."""
+  from toy_problems import TOY_INFO, run_config
+
+  from maxl_jax.training import contract
+
+  run = contract.build_run(run_config(lookahead_scale=10.0), TOY_INFO)
+  paper = contract.build_run(run_config(), TOY_INFO)
+  for t in (0, 7):
+    assert run.lr_schedule(t) == paper.lr_schedule(t) == paper.alpha_schedule(t)
+    np.testing.assert_allclose(
+      run.alpha_schedule(t), 10 * run.lr_schedule(t), rtol=1e-7
+    )
+  assert meta_grad.lookahead_alpha(paper.lr_schedule) is paper.lr_schedule
   with jax.enable_x64(True):
-    problem, theta1, model_state1, theta2, model_state2, batch = make_problem(
-      'conv', psi=(2, 3), n=6, dtype=jnp.float64
-    )
     tx = optax.sgd(0.5)
-    start = state_lib.initial_state(
-      theta1, model_state1, theta2, model_state2, tx, tx, {}
-    )
-
-    def theta2_after(problem, scale_schedule):
-      step = functools.partial(
-        step_fns.meta_step,
-        problem=problem,
-        estimator=meta_grad.structured,
-        tx2=tx,
-        alpha_schedule=lambda t: scale_schedule * 0.1,
-      )
-      return flat(jax.jit(step)(start, batch)[0].theta2)
-
-    scaled = theta2_after(dataclasses.replace(problem, lookahead_scale=10.0), 1)
-    by_schedule = theta2_after(problem, 10)
-    np.testing.assert_allclose(scaled, by_schedule, rtol=1e-12, atol=1e-15)
-    assert np.abs(scaled - theta2_after(problem, 1)).max() > 1e-6
+    problem, batch, start = _toy_start(tx)
+    base = lambda t: 0.1  # noqa: E731
+    scaled = _theta2_after(
+      problem, batch, start, tx,
+      alpha_schedule=meta_grad.lookahead_alpha(base, 10.0),
+    )  # fmt: skip
+    published = _theta2_after(problem, batch, start, tx, alpha_schedule=base)
+    assert np.abs(flat(scaled) - flat(published)).max() > 1e-6
 
 
 def test_normalized_balance_gives_unit_meta_and_lambda_entropy():
+  """'sum' is no transform (the published gradient); 'normalized' scales
+  the parts to norms 1 and λ, and the θ2 step follows their sum."""
+  assert meta_grad.balance('sum', 0.2) is None
   with jax.enable_x64(True):
-    problem, *rest = make_problem('mlp', psi=(2, 3), n=6, dtype=jnp.float64)
-    grads2, out = estimate('structured', problem, rest, 0.3)
-    same, _ = meta_grad.balanced_gradient(grads2, out, 'sum', 0.2)
-    assert same is grads2  # The published gradient, untouched.
-    combined, (meta, entropy) = meta_grad.balanced_gradient(
-      grads2, out, 'normalized', 0.2
+    tx = optax.sgd(1.0)
+    problem, batch, start = _toy_start(tx)
+    at = meta_grad.MetaInputs(
+      start.theta1,
+      start.model_state1,
+      start.theta2,
+      start.model_state2,
+      batch,
+      0.3,
     )
-    m, e = meta_grad.gradient_parts(grads2, out)
+    m, e = meta_grad.gradient_parts(*meta_grad.structured(problem, at))
+    meta, entropy = meta_grad.balance('normalized', 0.2)(m, e)
     np.testing.assert_allclose(np.linalg.norm(flat(meta)), 1.0, rtol=1e-8)
     np.testing.assert_allclose(np.linalg.norm(flat(entropy)), 0.2, rtol=1e-8)
     unit = lambda x: flat(x) / np.linalg.norm(flat(x))  # noqa: E731
-    np.testing.assert_allclose(
-      flat(combined), unit(m) + 0.2 * unit(e), rtol=1e-8
-    )
+    combined = unit(m) + 0.2 * unit(e)
     share = diagnostics.gradient_parts_stats(meta, entropy)['meta_share']
     np.testing.assert_allclose(share, 1 / 1.2, rtol=1e-6)
+    after = _theta2_after(
+      problem, batch, start, tx,
+      alpha_schedule=lambda t: 0.3,
+      balance=meta_grad.balance('normalized', 0.2),
+    )  # fmt: skip
+    np.testing.assert_allclose(
+      flat(start.theta2) - flat(after), combined, rtol=1e-8, atol=1e-12
+    )
 
 
 def test_soft_human_targets_by_hand():

@@ -78,10 +78,11 @@ def _estimate(estimator, args, alpha=0.1):
   """(grads, MetaOutput, number of checkpoint regions in the program)."""
   problem, *rest = args
   fn = functools.partial(meta_grad.ESTIMATORS[estimator], problem)
-  traced = jax.jit(fn).trace(*rest, alpha)
+  inputs = meta_grad.MetaInputs(*rest, alpha)
+  traced = jax.jit(fn).trace(inputs)
   text = str(traced.jaxpr)
   regions = text.count('checkpoint[') + text.count('remat2[')
-  return (*traced.lower().compile()(*rest, alpha), regions)
+  return (*traced.lower().compile()(inputs), regions)
 
 
 def test_parameters_are_the_same_with_and_without_remat():

@@ -57,10 +57,15 @@ def test_meta_step_moves_only_theta2_and_returns_its_metrics():
     new.model_state1, state.model_state1
   )  # f's BN stats.
   assert int(new.step2) == 1 and int(new.step1) == 0
-  meta_loss = meta_grad.meta_objective(
-    deps['problem'], state.theta1, state.model_state1, state.theta2,
-    state.model_state2, batch, ALPHA,
-  )  # fmt: skip
+  at = meta_grad.MetaInputs(
+    state.theta1,
+    state.model_state1,
+    state.theta2,
+    state.model_state2,
+    batch,
+    ALPHA,
+  )
+  meta_loss = meta_grad.meta_objective(deps['problem'], at)
   np.testing.assert_allclose(metrics['meta/meta_loss'], meta_loss, rtol=1e-6)
   assert float(metrics['grad_norm']) > 0
   assert not any(k.startswith(('train/', 'signal/')) for k in metrics)

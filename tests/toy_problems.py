@@ -145,10 +145,13 @@ def rel_err(a, b):
   return float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
 
 
+def inputs(args, alpha, meta_batch=None, opt_state1=None):
+  """`meta_grad.MetaInputs` of `make_problem`'s args (less the problem)."""
+  _, *rest = args
+  return meta_grad.MetaInputs(*rest, alpha, meta_batch, opt_state1)
+
+
 def estimate(name, args, alpha, meta_batch=None):
   """The estimator `name`, jitted (much faster than op-by-op here)."""
-  problem, *rest = args
-  fn = functools.partial(meta_grad.ESTIMATORS[name], problem)
-  if meta_batch is None:
-    return jax.jit(fn)(*rest, alpha)
-  return jax.jit(fn)(*rest, alpha, meta_batch)
+  fn = functools.partial(meta_grad.ESTIMATORS[name], args[0])
+  return jax.jit(fn)(inputs(args, alpha, meta_batch))

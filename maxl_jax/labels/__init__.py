@@ -26,10 +26,10 @@ from maxl_jax import hierarchy
 from maxl_jax.data import groupings
 from maxl_jax.errors import UsageError
 from maxl_jax.labels import kmeans
-from maxl_jax.labels.kmeans import KMeansOptions
 from maxl_jax.labels.base import LabelSource, TrainingImages
 from maxl_jax.labels.fixed import RandomSource, UniformSource, human_source
 from maxl_jax.labels.generated import GeneratedSource
+from maxl_jax.labels.kmeans import KMeansOptions
 
 METHODS = (
   'single',

@@ -126,9 +126,11 @@ class MaxlRun:
   label_source: labels.LabelSource
   tx1: optax.GradientTransformation
   tx2: optax.GradientTransformation
-  lr_schedule: optax.Schedule  # α = θ1's learning rate at θ1 step t.
+  lr_schedule: optax.Schedule  # θ1's learning rate at θ1 step t.
+  alpha_schedule: optax.Schedule  # The lookahead's α (lr, times its scale).
   schedule: schedule.Schedule
   estimator: Any  # The meta-gradient estimator (None: θ2 does not learn).
+  balance: Any  # θ2's gradient from its parts (None: the sum, published).
   on_nonfinite: str  # stop | skip_step.
 
   @property
@@ -213,7 +215,12 @@ def build(config, info: DatasetInfo) -> MaxlRun:
   per_epoch = steps_per_epoch(config, info)
   tx1 = optim.make_optimizer(config.primary_opt, per_epoch)
   lr_schedule = optim.lr_schedule(config.primary_opt, per_epoch)
-  opt2 = optim.make_optimizer(config.label_opt, per_epoch, config.label_opt.name)
+  alpha_schedule = meta_grad.lookahead_alpha(
+    lr_schedule, float(mc.lookahead_scale)
+  )
+  opt2 = optim.make_optimizer(
+    config.label_opt, per_epoch, config.label_opt.name
+  )
   # g takes θ2 steps (maxl and its controls). `frozen`'s have a zero update:
   # its g's statistics refresh as MAXL's do, its parameters never move
   # (DESIGN §6).
@@ -262,9 +269,7 @@ def build(config, info: DatasetInfo) -> MaxlRun:
     fd_eps=mc.fd_eps,
     example_weights=bool(mc.example_weights),
     label_smoothing=float(config.train.label_smoothing),
-    meta_gamma=meta_grad.meta_gamma(mc.meta_loss),
-    lookahead_scale=float(mc.lookahead_scale),
-    balance=mc.balance,
+    meta_loss=meta_grad.META_LOSSES[mc.meta_loss],
   )
   return MaxlRun(
     method=method,
@@ -279,8 +284,10 @@ def build(config, info: DatasetInfo) -> MaxlRun:
     if learns
     else optax.set_to_zero(),
     lr_schedule=lr_schedule,
+    alpha_schedule=alpha_schedule,
     schedule=run_schedule,
     estimator=estimator if steps2 else None,
+    balance=meta_grad.balance(mc.balance, mc.lam),
     on_nonfinite=config.train.on_nonfinite,
   )
 
@@ -317,8 +324,9 @@ def jit_steps(run: MaxlRun, mesh) -> dict:
     label_source=run.label_source,
     tx1=run.tx1,
     tx2=run.tx2,
-    alpha_schedule=run.lr_schedule,
+    alpha_schedule=run.alpha_schedule,
     estimator=run.estimator,
+    balance=run.balance,
     on_nonfinite=run.on_nonfinite,
     held_out=run.held_out,
     num_fine=fine_classes(run.info),
@@ -340,6 +348,7 @@ def make_step_fns(
   alpha_schedule,
   estimator,
   on_nonfinite,
+  balance=None,
   held_out=False,
   num_fine=0,
 ) -> dict:
@@ -364,6 +373,7 @@ def make_step_fns(
     tx2=tx2,
     alpha_schedule=alpha_schedule,
     estimator=estimator,
+    balance=balance,
     num_fine=num_fine,
   )
   summed = functools.partial(carry.accumulating, on_nonfinite=on_nonfinite)
