@@ -1,20 +1,23 @@
 """Small datasets through the input pipeline, for the data tests.
 
-`make_config` is `config.data` of a small digits run (or another dataset);
+`make_config` is the `DataSpec` of a small digits run (or another dataset);
 `load` returns `pipeline.get_datasets`' (train, eval, info).
 """
+
+import dataclasses
 
 import numpy as np
 
 from experiments.configs import default
 from maxl_jax.data import pipeline
+from maxl_jax.data.spec import DataSpec
 
 
 def make_config(name='digits', **overrides):
-  config = default.get_config().data
-  config.name, config.batch_size, config.eval_batch_size = name, 100, 16
-  config.update(overrides)
-  return config
+  """The default config's `DataSpec` of `name`, small batches."""
+  spec = DataSpec(**default.get_config().data)
+  fields = dict(name=name, batch_size=100, eval_batch_size=16)
+  return dataclasses.replace(spec, **{**fields, **overrides})
 
 
 def load(config, seed=0, device_count=1, **kwargs):

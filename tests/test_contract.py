@@ -9,7 +9,9 @@ from toy_problems import TOY_INFO, run_config
 
 from experiments.configs import combine_fashion, default
 from maxl_jax.data.info import DatasetInfo
+from maxl_jax.data.spec import DataSpec
 from maxl_jax.errors import UsageError
+from maxl_jax.labels import KMeansOptions
 from maxl_jax.training import config_fields, contract
 from maxl_jax.training import workdir as workdir_lib
 
@@ -111,3 +113,12 @@ def test_an_earlier_config_json_is_upgraded_where_a_run_is_restored(tmp_path):
   assert config.log.meta_signal_every == 1  # Logged every θ2 step then.
   assert config.data.balance == 'primary'
   assert config.maxl.balance == today.maxl.balance  # Present: untouched.
+
+
+def test_the_layers_settings_default_to_the_default_config():
+  """The typed settings the run builder makes (`DataSpec`, `KMeansOptions`)
+  have the default config's values as their own defaults: the library and
+  the command line start from the same place."""
+  config = default.get_config()
+  assert DataSpec(**config.data) == DataSpec()
+  assert KMeansOptions(**config.kmeans) == KMeansOptions()

@@ -25,6 +25,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 from experiments.configs import quickstart
 from maxl_jax.data import pipeline
+from maxl_jax.data.spec import DataSpec
 from maxl_jax.training import carry, contract, maxl_run, mesh as mesh_lib
 from maxl_jax.training import resumption
 
@@ -34,7 +35,8 @@ config.data.batch_size, config.model.head_hidden = 16, 32
 config.train.steps_per_epoch = 2  # Steps 0, 1: θ1; step 2: θ2.
 if jax.config.jax_enable_x64:
   config.model.compute_dtype = 'float64'
-train_it, _, info, _ = pipeline.get_datasets(config.data, seed=config.seed)
+spec = DataSpec(**config.data)
+train_it, _, info, _ = pipeline.get_datasets(spec, seed=config.seed)
 run = contract.build_run(config, info)
 label_state = run.init_label_state(resumption.training_images(train_it))
 init = run.create_state(label_state)

@@ -9,12 +9,12 @@ DatasetInfo's fine-label fields, and Human on digits through the entry point.
 import json
 
 import entry_point as ep
-import ml_collections
 import numpy as np
 import pytest
 
 from maxl_jax.data import cifar100_hierarchy, groupings
 from maxl_jax.data.info import DatasetInfo
+from maxl_jax.data.spec import DataSpec
 from maxl_jax.errors import UsageError
 
 LEVELS = cifar100_hierarchy.LEVELS
@@ -36,13 +36,11 @@ EXPECTED = {
 
 
 def data_config(name='digits', hierarchy='', **levels):
-  return ml_collections.ConfigDict(
-    dict(
-      name=name,
-      hierarchy=hierarchy,
-      primary_level=levels.get('primary', 20),
-      aux_level=levels.get('aux', 100),
-    )
+  return DataSpec(
+    name=name,
+    hierarchy=hierarchy,
+    primary_level=levels.get('primary', 20),
+    aux_level=levels.get('aux', 100),
   )
 
 

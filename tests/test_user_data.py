@@ -8,6 +8,7 @@ one `error:` line (exit 2, nothing written) end to end, and a UsageError
 that names the problem in process.
 """
 
+import dataclasses
 import json
 import re
 
@@ -286,7 +287,7 @@ def test_any_tfds_dataset_by_name_with_its_label_key(tmp_path):
   order = np.argsort(train.images[:, 0, 0, 0])  # TFDS shuffles its files.
   np.testing.assert_array_equal(train.images[order, 3, 3, 2], 9 * np.arange(20))
   np.testing.assert_array_equal(train.labels[order], np.arange(20) % 3)
-  config.label_key = 'nope'
+  config = dataclasses.replace(config, label_key='nope')
   with pytest.raises(UsageError, match=r"no class label 'nope'.*'kind'"):
     sources.make_reader(config)
 

@@ -27,6 +27,7 @@ from experiments.figures import (
 )
 from experiments.figures import finished as finished_lib
 from maxl_jax.data.images import normalize
+from maxl_jax.data.spec import DataSpec
 from maxl_jax.errors import UsageError
 
 
@@ -84,7 +85,7 @@ class _TestImages:
     if key not in self._cache:
       from maxl_jax.data import pipeline  # TensorFlow: only when needed.
 
-      images, labels, _ = pipeline.load_test_split(config.data)
+      images, labels, _ = pipeline.load_test_split(DataSpec(**config.data))
       self._cache[key] = (normalize(images), np.asarray(labels))
     return self._cache[key]
 

@@ -206,24 +206,24 @@ def parse(spec, dataset: str, num_classes: int) -> np.ndarray | None:
   return check_grouping(coarse, num_classes, **check)
 
 
-def label_maps(data_config, num_classes: int) -> LabelMaps:
-  """The hierarchy of `data_config` over the dataset's stored labels.
+def label_maps(spec, num_classes: int) -> LabelMaps:
+  """The hierarchy of `spec` (a `DataSpec`) over the stored labels.
 
   Args:
-    data_config: `config.data` (name, hierarchy; CIFAR-100's primary_level
-      and aux_level when hierarchy is '').
+    spec: name, hierarchy; CIFAR-100's primary_level and aux_level when
+      hierarchy is ''.
     num_classes: the number of classes the dataset stores.
 
   Raises:
     UsageError: a bad hierarchy (see `parse`; CIFAR-100 levels that do not
       exist or do not nest).
   """
-  name = data_config.name
-  coarse = parse(data_config.hierarchy, name, num_classes)
+  name = spec.name
+  coarse = parse(spec.hierarchy, name, num_classes)
   if coarse is not None:  # A grouping: the stored labels are the fine ones.
     return LabelMaps(coarse, np.arange(num_classes, dtype=np.int64))
   if name == 'cifar100':  # Its default: two levels of its own hierarchy.
-    primary, aux = int(data_config.primary_level), int(data_config.aux_level)
+    primary, aux = int(spec.primary_level), int(spec.aux_level)
     cifar100_hierarchy.level_map(aux, primary)  # Raises if they do not nest.
     return LabelMaps(
       cifar100_hierarchy.level_of_fine(primary),

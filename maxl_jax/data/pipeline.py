@@ -1,11 +1,12 @@
 """Input pipeline: in-memory datasets, low-data subsets, batches as numpy.
 
-`get_datasets(config.data, seed=...)` loads a dataset once as uint8 32x32
-images (see `readers`), keeps this process's even share of the training
-set, and returns a `TrainIterator` (shuffled, augmented, normalised batches,
-an infinite iterator over epochs), an `EvalData` (padded test batches with a
-mask) and a `DatasetInfo`. No model code and no JAX arrays here. Stored
-labels pass through the label hierarchy (`groupings`, config.data.hierarchy):
+`get_datasets(spec, seed=...)` (a `DataSpec`) loads a dataset once as
+uint8 32x32 images (see `readers`), keeps this process's even share of the
+training set, and returns a `TrainIterator` (shuffled, augmented,
+normalised batches, an infinite iterator over epochs), an `EvalData`
+(padded test batches with a mask) and a `DatasetInfo`. No model code and no
+JAX arrays here. Stored labels pass through the label hierarchy
+(`groupings`, `spec.hierarchy`):
 'label' is the primary class and, with a hierarchy, 'fine_label' the hidden
 fine class.
 
@@ -25,6 +26,7 @@ import numpy as np
 from maxl_jax.data import groupings, readers, sources
 from maxl_jax.data.images import crop_flip, normalize
 from maxl_jax.data.info import DatasetInfo
+from maxl_jax.data.spec import DataSpec
 from maxl_jax.data.splits import (
   even_share,
   meta_split,
@@ -189,13 +191,13 @@ def _pad(x: np.ndarray, size: int) -> np.ndarray:
   return np.concatenate([x, np.zeros((size - len(x), *x.shape[1:]), x.dtype)])
 
 
-def _check_config(data_config, process_index, process_count, device_count):
+def _check_config(spec: DataSpec, process_index, process_count, device_count):
   """Raises UsageError for every bad `config.data` value, before loading."""
   if not 0 <= process_index < process_count:
     raise UsageError(
       f'process_index {process_index} not in [0, {process_count}).'
     )
-  size = data_config.batch_size
+  size = spec.batch_size
   for count, what in ((device_count, 'devices'), (process_count, 'hosts')):
     if size < 1 or size % count:
       raise UsageError(
@@ -203,17 +205,17 @@ def _check_config(data_config, process_index, process_count, device_count):
         f'the {count} {what}; set it to e.g. '
         f'{max(1, round(size / count)) * count}.'
       )
-  if data_config.eval_batch_size < 1:
+  if spec.eval_batch_size < 1:
     raise UsageError(
-      f'config.data.eval_batch_size = {data_config.eval_batch_size} must be '
+      f'config.data.eval_batch_size = {spec.eval_batch_size} must be '
       '>= 1.'
     )
-  if data_config.augment not in AUGMENTATIONS:
+  if spec.augment not in AUGMENTATIONS:
     raise UsageError(
-      f'config.data.augment = {data_config.augment!r}; use one of '
+      f'config.data.augment = {spec.augment!r}; use one of '
       f'{AUGMENTATIONS}.'
     )
-  fraction, per_class = data_config.train_fraction, data_config.per_class
+  fraction, per_class = spec.train_fraction, spec.per_class
   if not 0 < fraction <= 1 or per_class < 0:
     raise UsageError(
       f'config.data.train_fraction = {fraction} must be in (0, 1] and '
@@ -225,24 +227,24 @@ def _check_config(data_config, process_index, process_count, device_count):
       f'{fraction}, config.data.per_class = {per_class}); set only one '
       '(train_fraction=1.0 or per_class=0).'
     )
-  if not 0 <= data_config.meta_fraction < 1:
+  if not 0 <= spec.meta_fraction < 1:
     raise UsageError(
-      f'config.data.meta_fraction = {data_config.meta_fraction} must be in '
+      f'config.data.meta_fraction = {spec.meta_fraction} must be in '
       '[0, 1) (0: no held-out meta split).'
     )
-  if data_config.name in readers.DATASETS:  # Else make_reader says so.
-    groupings.label_maps(data_config, readers.DATASETS[data_config.name][0])
+  if spec.name in readers.DATASETS:  # Else make_reader says so.
+    groupings.label_maps(spec, readers.DATASETS[spec.name][0])
 
 
-def label_maps(data_config, reader) -> groupings.LabelMaps:
+def label_maps(spec: DataSpec, reader) -> groupings.LabelMaps:
   """The hierarchy of `config.data.hierarchy`, or the one the data brought
   (`reader.fine_to_primary`: an .npz's fine labels)."""
   parents = getattr(reader, 'fine_to_primary', None)
   if parents is None:
-    return groupings.label_maps(data_config, reader.num_classes)
-  if data_config.hierarchy:
+    return groupings.label_maps(spec, reader.num_classes)
+  if spec.hierarchy:
     raise UsageError(
-      f'{data_config.name}: the data has fine labels (a label hierarchy) '
+      f'{spec.name}: the data has fine labels (a label hierarchy) '
       'and config.data.hierarchy is set too; give only one.'
     )
   fine = np.arange(len(parents), dtype=np.int64)
@@ -255,25 +257,25 @@ def label_maps(data_config, reader) -> groupings.LabelMaps:
 BALANCES = ('auto', 'primary', 'fine')
 
 
-def balance_labels(data_config, maps: groupings.LabelMaps) -> np.ndarray:
+def balance_labels(spec: DataSpec, maps: groupings.LabelMaps) -> np.ndarray:
   """Stored label -> the class that subsets balance (config.data.balance).
 
   Raises:
     UsageError: an unknown value, or 'fine' without a label hierarchy.
   """
-  balance = data_config.balance
+  balance = spec.balance
   if balance not in BALANCES:
     raise UsageError(
       f'config.data.balance = {balance!r}; use one of {list(BALANCES)}.'
     )
   if balance == 'auto':
-    balance = 'fine' if data_config.name == 'digit_pairs' else 'primary'
+    balance = 'fine' if spec.name == 'digit_pairs' else 'primary'
   if balance == 'primary':
     return maps.primary_of
   if maps.fine_of is None:
     raise UsageError(
       f"config.data.balance = 'fine' needs fine classes, and "
-      f'{data_config.name} has no label hierarchy as configured: set '
+      f'{spec.name} has no label hierarchy as configured: set '
       '--config.data.hierarchy, or --config.data.balance=primary.'
     )
   return maps.fine_of
@@ -330,17 +332,17 @@ class Datasets(NamedTuple):
 
 
 def get_datasets(
-  data_config,
+  spec: DataSpec,
   *,
   seed: int,
   process_index: int = 0,
   process_count: int = 1,
   device_count: int | None = None,
 ) -> 'Datasets':
-  """Loads `data_config.name` and builds this process's pipelines.
+  """Loads `spec.name` and builds this process's pipelines.
 
   Args:
-    data_config: `config.data` (see experiments/configs/default.py).
+    spec: the dataset and how to serve it.
     seed: the run seed (subset choice, shuffling, augmentation).
     process_index: this process (`jax.process_index()`).
     process_count: number of processes (`jax.process_count()`).
@@ -355,24 +357,24 @@ def get_datasets(
   """
   if device_count is None:
     device_count = jax.device_count()
-  _check_config(data_config, process_index, process_count, device_count)
-  reader = sources.make_reader(data_config)
-  maps = label_maps(data_config, reader)
+  _check_config(spec, process_index, process_count, device_count)
+  reader = sources.make_reader(spec)
+  maps = label_maps(spec, reader)
   primary_of, fine_of = maps.primary_of, maps.fine_of
-  fraction, per_class = data_config.train_fraction, data_config.per_class
-  balanced = balance_labels(data_config, maps)[reader.labels('train')]
+  fraction, per_class = spec.train_fraction, spec.per_class
+  balanced = balance_labels(spec, maps)[reader.labels('train')]
   subset, held_out = None, None
   if fraction < 1 or per_class > 0:
     subset = subset_indices(
       balanced, train_fraction=fraction, per_class=per_class, seed=seed
     )
-  if data_config.meta_fraction > 0:
+  if spec.meta_fraction > 0:
     pool = subset
     if pool is None:
       pool = np.arange(len(reader.labels('train')))
     kept, held = meta_split(
       balanced[pool],
-      fraction=data_config.meta_fraction,
+      fraction=spec.meta_fraction,
       seed=seed,
     )
     subset, held_out = pool[kept], pool[held]
@@ -394,7 +396,7 @@ def get_datasets(
       positions,
       batch_size=batch_size // process_count,
       steps_per_epoch=count // batch_size,
-      augment=data_config.augment,
+      augment=spec.augment,
       seed=seed,
       process_index=process_index,
       fine_labels=None if fine_of is None else fine_of[labels],
@@ -402,16 +404,16 @@ def get_datasets(
     )
     return it, count
 
-  train, num_train = iterator(subset, data_config.batch_size, 0)
+  train, num_train = iterator(subset, spec.batch_size, 0)
   meta, num_meta = None, 0
   if held_out is not None:
-    meta_batch = data_config.meta_batch_size or data_config.batch_size
+    meta_batch = spec.meta_batch_size or spec.batch_size
     meta, num_meta = iterator(held_out, meta_batch, 1)
   images, labels, test_index, num_test = _load_share(
     reader, 'test', process_index, process_count
   )
   eval_batch = (
-    eval_batch_size(data_config.eval_batch_size, device_count, process_count)
+    eval_batch_size(spec.eval_batch_size, device_count, process_count)
     // process_count
   )
   max_share = -(-num_test // process_count)  # Largest process share.
@@ -424,7 +426,7 @@ def get_datasets(
     indices=test_index,
   )
   info = DatasetInfo(
-    name=data_config.name,
+    name=spec.name,
     num_classes=maps.num_primary,
     image_shape=(readers.SIZE, readers.SIZE, reader.channels),
     num_train=num_train,
@@ -444,13 +446,13 @@ class SplitArrays(NamedTuple):
   fine_labels: np.ndarray | None  # int32 [n] fine classes; None: no hierarchy.
 
 
-def load_test_split(data_config) -> SplitArrays:
+def load_test_split(spec: DataSpec) -> SplitArrays:
   """The whole test split, with the fine labels of a label hierarchy.
 
   For analysing a finished run: the training set is not read.
   """
-  reader = sources.make_reader(data_config)
-  maps = label_maps(data_config, reader)
+  reader = sources.make_reader(spec)
+  maps = label_maps(spec, reader)
   images, labels = reader.load('test')
   fine = None
   if maps.fine_of is not None:

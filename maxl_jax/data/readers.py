@@ -201,21 +201,21 @@ class TfdsReader(Reader):
     *,
     num_classes,
     channels,
-    data_config,
+    spec,
     video=False,
     label_key='label',
     resize=False,
   ):
     self.name, self.num_classes, self.channels = name, num_classes, channels
     self._video, self._label_key, self._area = video, label_key, resize
-    self._frames = int(data_config.video_frames) if video else 1
+    self._frames = int(spec.video_frames) if video else 1
     if self._frames < 1:
       raise UsageError(
         f'config.data.video_frames = {self._frames}: must be >= 1 (frames '
         'taken per video clip).'
       )
     self.builder = prepared_builder(
-      name, data_config.data_dir, data_config.download
+      name, spec.data_dir, spec.download
     )
 
   def labels(self, split: str) -> np.ndarray:

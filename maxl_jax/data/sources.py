@@ -6,24 +6,25 @@ synthetic ones (`synthetic`). The one entry of the data layer's readers.
 import functools
 
 from maxl_jax.data import readers, synthetic, user_data
+from maxl_jax.data.spec import DataSpec
 from maxl_jax.errors import UsageError
 
 
-def make_reader(data_config) -> readers.Reader:
-  """The `Reader` for `data_config.name`.
+def make_reader(spec: DataSpec) -> readers.Reader:
+  """The `Reader` for `spec.name`.
 
   Raises:
     UsageError: unknown name, or the dataset is not available locally.
   """
-  name = data_config.name
+  name = spec.name
   if name == 'arrays':
-    return user_data.NpzReader(data_config.path)
+    return user_data.NpzReader(spec.path)
   if name == 'folder':
     return user_data.ImageFolderReader(
-      data_config.path, data_config.test_fraction
+      spec.path, spec.test_fraction
     )
   if name.startswith('tfds:'):
-    return user_data.tfds_reader(data_config)
+    return user_data.tfds_reader(spec)
   if name not in readers.DATASETS:
     raise UsageError(
       f'Unknown dataset config.data.name={name!r}; known datasets: '
@@ -34,13 +35,13 @@ def make_reader(data_config) -> readers.Reader:
   common = dict(num_classes=num_classes, channels=channels)
   if kind.startswith('tfds'):
     return readers.TfdsReader(
-      name, data_config=data_config, video=kind == 'tfds_video', **common
+      name, spec=spec, video=kind == 'tfds_video', **common
     )
   if kind == 'folder':
-    return readers.FolderReader(name, root=data_config.local_dir, **common)
+    return readers.FolderReader(name, root=spec.local_dir, **common)
   if kind == 'fashion_mnist':
     loader = functools.partial(
-      readers.load_fashion_mnist, data_config.local_dir
+      readers.load_fashion_mnist, spec.local_dir
     )
   elif kind == 'digit_pairs':
     loader = synthetic.load_digit_pairs

@@ -21,6 +21,7 @@ from PIL import Image
 
 from maxl_jax.data import readers
 from maxl_jax.data.readers import Arrays, tfds
+from maxl_jax.data.spec import DataSpec
 from maxl_jax.errors import UsageError
 
 ARRAY_KEYS = ('x_train', 'y_train', 'x_test', 'y_test')
@@ -361,15 +362,15 @@ class ImageFolderReader(readers.Reader):
     return readers.read_images(files, self.channels), labels
 
 
-def tfds_reader(data_config) -> readers.TfdsReader:
+def tfds_reader(spec: DataSpec) -> readers.TfdsReader:
   """data.name=tfds:NAME: any TFDS image classification dataset."""
-  name = data_config.name[len('tfds:') :]
-  key = data_config.label_key
+  name = spec.name[len('tfds:') :]
+  key = spec.label_key
   reader = readers.TfdsReader(
     name,
     num_classes=0,
     channels=0,
-    data_config=data_config,
+    spec=spec,
     label_key=key,
     resize=True,
   )
@@ -398,6 +399,6 @@ def tfds_reader(data_config) -> readers.TfdsReader:
       f'tfds:{name} has no {" or ".join(missing)} split (splits: '
       f'{", ".join(info.splits)}).'
     )
-  reader.name = data_config.name
+  reader.name = spec.name
   reader.num_classes, reader.channels = label.num_classes, image.shape[-1]
   return reader

@@ -34,6 +34,7 @@ from absl import logging
 from clu import parameter_overview
 
 from maxl_jax.data import pipeline
+from maxl_jax.data.spec import DataSpec
 from maxl_jax.errors import Preempted
 from maxl_jax.state import CombinerState, MaxlState
 from maxl_jax.training import (
@@ -114,7 +115,7 @@ def train_and_evaluate(config, workdir: str, *, started=None) -> dict:
     contract.validate(config)
     workdir_lib.check_writable(workdir)
     data = pipeline.get_datasets(
-      config.data,
+      DataSpec(**config.data),
       seed=config.seed,
       process_index=jax.process_index(),
       process_count=jax.process_count(),

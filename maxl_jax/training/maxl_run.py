@@ -215,29 +215,12 @@ def build(config, info: DatasetInfo) -> MaxlRun:
   per_epoch = steps_per_epoch(config, info)
   tx1 = optim.make_optimizer(config.primary_opt, per_epoch)
   lr_schedule = optim.lr_schedule(config.primary_opt, per_epoch)
-  alpha_schedule = meta_grad.lookahead_alpha(
-    lr_schedule, float(mc.lookahead_scale)
-  )
   opt2 = optim.make_optimizer(
     config.label_opt, per_epoch, config.label_opt.name
   )
-  # g takes θ2 steps (maxl and its controls). `frozen`'s have a zero update:
-  # its g's statistics refresh as MAXL's do, its parameters never move
-  # (DESIGN §6).
-  steps2 = method in labels.GENERATED
-  learns = method in ('maxl', 'entropy_only')
-  run_schedule = schedule.Schedule(
-    mc.schedule if steps2 else 'single',
-    per_epoch,
-    mc.meta_every if steps2 else 1,
-  )
-  group = meta_grad.entry(mc.meta_grad).group
-  estimator, grad_tx = _estimator(
-    method,
-    tx1,
-    mc.meta_grad,
-    dict(config[group]) if group else {},
-    mc.lookahead_steps,
+  estimator, grad_tx = _estimator(config, tx1)
+  alpha_schedule = meta_grad.lookahead_alpha(
+    lr_schedule, float(mc.lookahead_scale)
   )
   source = labels.make_label_source(
     method,
@@ -249,6 +232,15 @@ def build(config, info: DatasetInfo) -> MaxlRun:
     kmeans_options=labels.KMeansOptions(**config.kmeans),
     steps_per_epoch=per_epoch,
     soft_human_eps=config.baseline.soft_human_eps,
+  )
+  # g takes θ2 steps (maxl and its controls). `frozen`'s have a zero update:
+  # its g's statistics refresh as MAXL's do, its parameters never move
+  # (DESIGN §6).
+  steps2 = source.generates
+  run_schedule = schedule.Schedule(
+    mc.schedule if steps2 else 'single',
+    per_epoch,
+    mc.meta_every if steps2 else 1,
   )
   spec = models.ModelSpec(**config.model)
   if source.num_aux:
@@ -281,7 +273,7 @@ def build(config, info: DatasetInfo) -> MaxlRun:
     label_source=source,
     tx1=tx1,
     tx2=(opt2 if grad_tx is None else optax.chain(grad_tx, opt2))
-    if learns
+    if source.learns
     else optax.set_to_zero(),
     lr_schedule=lr_schedule,
     alpha_schedule=alpha_schedule,
@@ -292,19 +284,20 @@ def build(config, info: DatasetInfo) -> MaxlRun:
   )
 
 
-def _estimator(method, tx1, name, settings, lookahead_steps):
-  """(estimator, θ2 gradient transformation or None): the meta-gradient
-  `name` bound to its `settings` (`meta_grad.bind`); methods entropy_only
-  and frozen (whose θ2 update is zero): the entropy part alone. With
-  `lookahead_steps` = K > 1, the K-step lookahead through θ1's optimiser
-  `tx1` (`meta_grad.OptimizerLookahead`); θ2's optimiser follows the
-  gradient transformation (the implicit hypergradient's clip, AuxiLearn)."""
-  control = method in ('entropy_only', 'frozen')
-  if lookahead_steps > 1:
-    return (
-      meta_grad.OptimizerLookahead(tx1, lookahead_steps, entropy_only=control),
-      None,
-    )
+def _estimator(config, tx1):
+  """(estimator, θ2 gradient transformation or None): `maxl.meta_grad`
+  bound to its settings, read from the config group it names
+  (`meta_grad.bind`); methods entropy_only and frozen (whose θ2 update is
+  zero): the entropy part alone. With `maxl.lookahead_steps` = K > 1, the
+  K-step lookahead through θ1's optimiser `tx1`
+  (`meta_grad.OptimizerLookahead`). θ2's optimiser follows the gradient
+  transformation (the implicit hypergradient's clip, AuxiLearn)."""
+  control = config.method in ('entropy_only', 'frozen')
+  name, steps = config.maxl.meta_grad, config.maxl.lookahead_steps
+  if steps > 1:
+    return meta_grad.OptimizerLookahead(tx1, steps, entropy_only=control), None
+  group = meta_grad.entry(name).group
+  settings = dict(config[group]) if group else {}
   estimator, grad_tx = meta_grad.bind(name, **settings)
   return (meta_grad.entropy_only if control else estimator), grad_tx
 

@@ -34,6 +34,7 @@ from absl import app, flags
 
 from maxl_jax import diagnostics, hierarchy, inverse_hvp
 from maxl_jax.data import pipeline
+from maxl_jax.data.spec import DataSpec
 from maxl_jax.labels.fixed import UniformSource, human_source
 from maxl_jax.problem import generated_labels
 from maxl_jax.training import restore
@@ -103,7 +104,9 @@ def run_slopes(workdir: pathlib.Path, batches: int, k: int) -> list[dict]:
   """Rows (state, objective, direction, fields) of one finished run."""
   final = restore.restore_run(str(workdir))
   run, config = final.run, final.config
-  data = pipeline.get_datasets(config.data, seed=config.seed, device_count=1)
+  data = pipeline.get_datasets(
+    DataSpec(**config.data), seed=config.seed, device_count=1
+  )
   step0 = run.create_state(final.state.label_state)
   inverse = inverse_hvp.from_config(config.inverse_hvp)
   slopes = jax.jit(functools.partial(batch_slopes, run, k, inverse))
