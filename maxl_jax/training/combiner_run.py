@@ -122,10 +122,14 @@ class CombinerRun:
     del images
     return {}
 
-  def refresh_label_state(self, label_state, step: int, images) -> dict:
+  def refresh(self, state, step: int, images):
     """The given tasks never change."""
     del step, images
-    return label_state
+    return state
+
+  def digested(self, state) -> tuple:
+    """(θ1, φ)."""
+    return state.theta1, state.phi
 
   def drift_step(self) -> None:
     """No label generator: no label drift."""

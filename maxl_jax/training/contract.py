@@ -54,8 +54,12 @@ class Run(Protocol):
   def init_label_state(self, images) -> Any:
     """The label source's state at step 0 (`labels.TrainingImages`)."""
 
-  def refresh_label_state(self, label_state, step: int, images) -> Any:
-    """The label source's state after global step `step`."""
+  def refresh(self, state, step: int, images):
+    """The state after global step `step`, its label source refreshed
+    (K-Means re-clusters when due); `state` itself where none refreshes."""
+
+  def digested(self, state) -> tuple:
+    """The parameters result.json's `params_sha256` digests, in order."""
 
   def create_state(self, label_state) -> MaxlState | CombinerState:
     """Step 0's state from the seed and the given label state."""

@@ -36,7 +36,6 @@ from clu import parameter_overview
 from maxl_jax.data import pipeline
 from maxl_jax.data.spec import DataSpec
 from maxl_jax.errors import Preempted
-from maxl_jax.state import CombinerState, MaxlState
 from maxl_jax.training import (
   checkpointing,
   console,
@@ -257,10 +256,7 @@ def _train_step(ctx: _Context, p: _Progress) -> _Progress:
   if run.held_out and kind != PRIMARY:
     batches.append(global_batch(next(ctx.data.meta), mesh))
   carry = ctx.fns[kind](p.carry, *batches)
-  state = carry.state
-  if isinstance(state, MaxlState):  # Its label source may refresh.
-    label_state = run.refresh_label_state(state.label_state, step, ctx.images)
-    carry = carry.replace(state=state.replace(label_state=label_state))
+  carry = carry.replace(state=run.refresh(carry.state, step, ctx.images))
   p = p._replace(step=step + 1, carry=carry)
   speed = (p.step - ctx.first) / (time.perf_counter() - ctx.session_tick)
   console.progress(p.step, ctx.total, speed)
@@ -350,10 +346,8 @@ def _result(ctx: _Context, p: _Progress, start: float) -> dict:
     final = _evaluate_all(ctx, p.carry.state)
     probed = _probe(ctx, p.carry.state)
     p = _charge(p, 'eval')
-  state = p.carry.state
-  second = state.phi if isinstance(state, CombinerState) else state.theta2
-  sha, norms = params_digest(state.theta1, second)
   run = ctx.run
+  sha, norms = params_digest(*run.digested(p.carry.state))
   return {
     'method': run.method,
     'dataset': run.info.name,

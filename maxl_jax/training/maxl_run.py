@@ -151,9 +151,14 @@ class MaxlRun:
     """The label source's step-0 state (K-Means trains here)."""
     return self.label_source.init_state(images)
 
-  def refresh_label_state(self, label_state, step: int, images):
-    """The label source's state after global step `step`."""
-    return self.label_source.refresh(label_state, step, images)
+  def refresh(self, state, step: int, images):
+    """The state after global step `step`, its label source refreshed."""
+    label_state = self.label_source.refresh(state.label_state, step, images)
+    return state.replace(label_state=label_state)
+
+  def digested(self, state) -> tuple:
+    """(θ1, θ2)."""
+    return state.theta1, state.theta2
 
   def create_state(self, label_state) -> state_lib.MaxlState:
     """Step 0: θ1 and θ2 from the seed, the given label-source state."""
