@@ -189,8 +189,8 @@ def test_lookahead_scale_is_part_of_alpha():
   paper = contract.build_run(run_config(), TOY_INFO)
   for t in (0, 7):
     assert run.lr_schedule(t) == paper.lr_schedule(t) == paper.alpha_schedule(t)
-    np.testing.assert_allclose(
-      run.alpha_schedule(t), 10 * run.lr_schedule(t), rtol=1e-7
+    np.testing.assert_array_equal(
+      run.alpha_schedule(t), 10.0 * run.lr_schedule(t)
     )
   assert meta_grad.lookahead_alpha(paper.lr_schedule) is paper.lr_schedule
   with jax.enable_x64(True):
