@@ -52,6 +52,7 @@ from maxl_jax.training.mesh import (
   replicated,
   to_host,
 )
+from maxl_jax.training.provenance import git_commit
 from maxl_jax.training.schedule import PRIMARY
 
 
@@ -358,6 +359,7 @@ def _result(ctx: _Context, p: _Progress, start: float) -> dict:
     **run.result_fields({**final, **probed}),
     'wall_time_s': time.time() - start,
     'params_sha256': sha,
+    'git_commit': git_commit(),  # HEAD, '-dirty' if edited; None.
     'param_norms': norms,
     'timing': _charge(p, 'other').ledger.summary(),
   }
