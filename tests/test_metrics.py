@@ -4,10 +4,15 @@ maxl_jax/training/carry.py (on device) and maxl_jax/training/metrics.py
 (on the host).
 """
 
+import json
+import logging
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from etils import epath
 
 from maxl_jax import errors, step_metrics
 from maxl_jax.training import carry, metrics
@@ -113,3 +118,27 @@ def test_an_earlier_checkpoint_tree_is_upgraded():
   }  # fmt: skip
   with pytest.raises(KeyError, match='train/count'):
     carry.upgrade(saved, {**template, 'sums': {'train/count': 0}})
+
+
+def test_without_tensorflow_rows_are_written_and_tensorboard_skipped_once(
+  tmp_path, monkeypatch, caplog
+):
+  """TensorFlow is optional (setup.cfg's `tensorboard` extra): without it
+  a run still writes metrics.jsonl, and says once why it has no events."""
+  monkeypatch.setitem(sys.modules, 'tensorflow', None)  # Not importable.
+  metrics._say_tensorboard_skipped.cache_clear()
+  assert not metrics.tensorboard_available()
+  caplog.set_level(logging.WARNING)
+  row = {'epoch': 1, 'step': 3, 'train/loss_pri': 0.5}
+  for run in ('single', 'maxl'):  # Two runs of one process.
+    workdir = epath.Path(tmp_path) / run
+    workdir.mkdir()
+    writer = metrics.EpochWriter(workdir, 0, lead=True, tensorboard=True)
+    writer.write(3, row, {'steps_s': 1.0})
+    writer.flush()
+    lines = (workdir / 'metrics.jsonl').read_text().splitlines()
+    assert [json.loads(x) for x in lines] == [row]
+    assert not list(workdir.glob('events.out.tfevents.*'))
+  said = [r for r in caplog.records if 'skipped' in r.getMessage()]
+  assert len(said) == 1
+  assert 'maxl_jax[tensorboard]' in said[0].getMessage()

@@ -33,7 +33,11 @@ from maxl_jax.errors import UsageError
 
 # Imported on first use (~4 s and ~0.6 GB): only TFDS datasets and resizing
 # need them, not the offline Fashion-MNIST, digits or synthetic data.
-with epy.lazy_imports():
+# TensorFlow is optional (setup.cfg's extras).
+with epy.lazy_imports(
+  error_callback='TFDS datasets and resizing images to 32x32 need '
+  'TensorFlow: pip install "maxl_jax[tensorflow]".'
+):
   import tensorflow as tf
   import tensorflow_datasets as tfds
 

@@ -19,9 +19,12 @@ labels know, DESIGN §6; `loop.evaluate`), `grad_cosine`, `lr`,
 its own names (`named_sums`) and logs `weight/<task>` for `grad_cosine`.
 """
 
+import functools
+import importlib.util
 import json
 
 import numpy as np
+from absl import logging
 from etils import epath
 
 from maxl_jax.errors import NonFiniteError
@@ -98,6 +101,23 @@ class _JsonLines:
     self._path.write_text(''.join(json.dumps(r) + '\n' for r in self.rows))
 
 
+def tensorboard_available() -> bool:
+  """Whether TensorBoard event files can be written: CLU's writer imports
+  TensorFlow and TensorBoard, optional dependencies (the `tensorboard`
+  extra of setup.cfg)."""
+  return all(importlib.util.find_spec(m) for m in ('tensorflow', 'tensorboard'))
+
+
+@functools.cache
+def _say_tensorboard_skipped():
+  """Says so once per process, however many runs it trains."""
+  logging.warning(
+    'TensorBoard event files skipped: TensorFlow is not installed '
+    '(pip install "maxl_jax[tensorboard]"); metrics.jsonl is written as '
+    'always.'
+  )
+
+
 class EpochWriter:
   """One row per epoch to `metrics.jsonl` and TensorBoard (CLU), timings.
 
@@ -105,7 +125,8 @@ class EpochWriter:
   is resumed); `timing.jsonl` where the wall clock went (`timing.Ledger`'s
   running totals and `train_s`, training without evaluations, for
   time-to-accuracy plots), cumulated over resumptions. Only the lead
-  process writes files; the others only log (with `tensorboard`).
+  process writes files; the others only log (with `tensorboard`). Without
+  TensorFlow installed, `tensorboard` is ignored (said once, in the log).
   """
 
   def __init__(
@@ -116,6 +137,9 @@ class EpochWriter:
     tensorboard: bool = True,
   ):
     self._scalars = self._metrics = self._timing = None
+    if tensorboard and not tensorboard_available():
+      _say_tensorboard_skipped()
+      tensorboard = False
     if tensorboard:
       from clu import metric_writers  # Imports TensorFlow: only here.
 
