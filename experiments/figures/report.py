@@ -20,6 +20,7 @@ def report_markdown(
     'per run.',
     '## Final test accuracy (Table 1)',
     table.markdown_table(table.table_rows(groups)),
+    table.commits_line(r.result for r in runs),
     table.TABLE_NOTE,
   ]
   for item in saved:

@@ -306,6 +306,13 @@ PAIRED_NOTE = (
 )
 
 
+def commits_line(results) -> str:
+  """'Runs at commit(s) …': the `git_commit` of each result.json ('unknown'
+  where a run did not record one), each once."""
+  commits = sorted({r.get('git_commit') or 'unknown' for r in results})
+  return f'Runs at commit(s) {", ".join(commits)}.'
+
+
 def results_markdown(groups: list[Group], runs: list[FinishedRun]) -> str:
   """The whole results.md."""
   paired = paired_markdown(groups)
@@ -313,7 +320,8 @@ def results_markdown(groups: list[Group], runs: list[FinishedRun]) -> str:
   if trains_g:
     trains_g = f'## What trains g\n\n{trains_g}\n\n{signal.SIGNAL_NOTE}\n\n'
   return (
-    f'# Results\n\n{markdown_table(table_rows(groups))}\n\n{TABLE_NOTE}\n\n'
+    f'# Results\n\n{markdown_table(table_rows(groups))}\n\n'
+    f'{commits_line(r.result for r in runs)}\n\n{TABLE_NOTE}\n\n'
     f'## Paired comparisons\n\n{paired}\n\n{PAIRED_NOTE}\n\n'
     f'{trains_g}## Runs\n\n{runs_table(runs)}\n'
   )
