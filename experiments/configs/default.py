@@ -33,7 +33,7 @@ def get_config():
   config.data.batch_size = 100
   # Global evaluation batch.
   config.data.eval_batch_size = 500
-  # crop_flip (4-px pad crop + flip) | none.
+  # crop_flip (4-px pad crop + flip) | crop (no flip) | none.
   config.data.augment = 'crop_flip'
   # Low-data setting: class-balanced fraction.
   config.data.train_fraction = 1.0

@@ -21,12 +21,16 @@ def to_unit_range(normalized):
   return np.clip(np.asarray(normalized) * STD + MEAN, 0.0, 1.0)
 
 
-def crop_flip(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def crop_flip(
+  images: np.ndarray, rng: np.random.Generator, flip: bool = True
+) -> np.ndarray:
   """Random 32x32 crop of the 4-pixel zero-padded image + random h-flip.
 
   Args:
     images: uint8 [B, H, W, C].
     rng: source of the per-image offsets and flips.
+    flip: False: the crop only (`augment='crop'`: the same offsets, no
+      flip; for labels a mirror image changes, as digit_pairs' order).
 
   Returns:
     uint8 [B, H, W, C], one gather for the whole batch.
@@ -35,7 +39,7 @@ def crop_flip(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
   padded = np.pad(images, ((0, 0), (PAD, PAD), (PAD, PAD), (0, 0)))
   dy = rng.integers(0, 2 * PAD + 1, size=b)
   dx = rng.integers(0, 2 * PAD + 1, size=b)
-  flip = rng.random(b) < 0.5
+  flip = (rng.random(b) < 0.5) & flip  # Drawn either way: same crops.
   rows = dy[:, None] + np.arange(h)  # [B, H]
   cols = np.where(flip[:, None], np.arange(w)[::-1], np.arange(w))
   cols = dx[:, None] + cols  # [B, W]

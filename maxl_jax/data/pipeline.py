@@ -37,7 +37,7 @@ from maxl_jax.errors import UsageError
 
 Batch = dict[str, np.ndarray]
 
-AUGMENTATIONS = ('crop_flip', 'none')
+AUGMENTATIONS = ('crop_flip', 'crop', 'none')
 _SHUFFLE, _AUGMENT = 0, 1  # Salts of the seeded streams (splits: 2, 3).
 
 
@@ -100,11 +100,11 @@ class TrainIterator:
       step * self.batch_size : (step + 1) * self.batch_size
     ]
     images = self.images[rows]
-    if self._augment == 'crop_flip':
+    if self._augment in ('crop_flip', 'crop'):
       rng = np.random.default_rng(
         [self._seed, _AUGMENT, epoch, step, self._process_index, *self._salt]
       )
-      images = crop_flip(images, rng)
+      images = crop_flip(images, rng, flip=self._augment == 'crop_flip')
     batch = {
       'image': normalize(images),
       'label': self.labels[rows].astype(np.int32),

@@ -20,7 +20,7 @@ class DataSpec:
     local_dir: an image-folder or IDX directory (cinic10, fashion_mnist).
     batch_size: the global training batch.
     eval_batch_size: the global evaluation batch.
-    augment: 'crop_flip' | 'none'.
+    augment: 'crop_flip' | 'crop' (no flip) | 'none'.
     train_fraction: a class-balanced fraction of the training set.
     per_class: or N training images per class (0 = all).
     balance: the classes the low-data subsets keep in proportion:
