@@ -9,11 +9,13 @@ Each constructor returns a `Learner` of pure functions over a `MaxlState`
   state, m = learner.theta2_update(state, batch)   # MAXL's meta step
   sums = learner.evaluate(state, test_batch)       # correct, loss, count
 
-`f` is a Flax module called as `f(images, train)` returning (primary
-logits [N, P], auxiliary logits [N, K]) (`networks.models.MultiTaskNet`,
-or your own), `g` one returning auxiliary logits [N, K]
-(`networks.models.LabelGenerator`), `psi` [P] the auxiliary classes of
-each primary class (K = sum(psi)), `tx1`/`tx2` optax transforms of θ1/θ2.
+`f` is a Flax module, Linen or NNX, called as `f(images, train)`
+returning (primary logits [N, P], auxiliary logits [N, K])
+(`MultiTaskNet` of `networks.models` or `networks.nnx_models`, or your
+own), `g` one returning auxiliary logits [N, K] (their `LabelGenerator`),
+`psi` [P] the auxiliary classes of each primary class (K = sum(psi)),
+`tx1`/`tx2` optax transforms of θ1/θ2. An NNX module brings its own
+initial weights (`networks.functional`).
 A batch is a dict of arrays: 'image' [N, H, W, C] float, 'label' [N] int
 (+ 'fine_label' for `human`; evaluation's optional 'mask' [N] marks real
 examples). `single`, `uniform`, `human` and `fixed_targets` train θ1 on
@@ -40,7 +42,7 @@ from maxl_jax import hierarchy, meta_grad, steps
 from maxl_jax.labels.base import LabelSource
 from maxl_jax.labels.fixed import UniformSource, human_source
 from maxl_jax.labels.generated import GeneratedSource
-from maxl_jax.networks import models
+from maxl_jax.networks import functional
 from maxl_jax.problem import MaxlProblem
 from maxl_jax.state import MaxlState, create_state
 from maxl_jax.step_metrics import skip_nonfinite
@@ -228,8 +230,8 @@ def maxl(
   """
   psi = hierarchy.validate_psi(psi)
   problem = MaxlProblem(
-    f_apply=models.make_apply(f),
-    g_apply=models.make_apply(g),
+    f_apply=functional.make_apply(f),
+    g_apply=functional.make_apply(g),
     mask=hierarchy.class_mask(psi),
     gamma=gamma,
     lam=lam,
@@ -258,7 +260,7 @@ def maxl(
 
 def _fixed(f, source, tx1, gamma, label_smoothing) -> Learner:
   problem = MaxlProblem(
-    f_apply=models.make_apply(f),
+    f_apply=functional.make_apply(f),
     mask=hierarchy.class_mask(source.psi) if source.num_aux else None,
     gamma=gamma,
     label_smoothing=label_smoothing,

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from maxl_jax.networks import models
+from maxl_jax.networks import functional
 
 
 def _zero():
@@ -81,13 +81,14 @@ def initial_combiner_state(theta1, model_state1, phi, tx1, tx2):
 
 
 def create_state(rng, f, g, tx1, tx2, image_shape, label_state) -> MaxlState:
-  """Initial state: θ1 from `f`, θ2 from `g` (None: no generator); `rng`
-  is split in two, one for each."""
+  """Initial state: θ1 from `f`, θ2 from `g` (None: no generator), Linen
+  or NNX modules (`networks.functional`); `rng` is split in two, one for
+  each (an NNX module brings its own weights)."""
   rng1, rng2 = jax.random.split(rng)
-  theta1, model_state1 = models.init_variables(f, rng1, image_shape)
+  theta1, model_state1 = functional.init_variables(f, rng1, image_shape)
   theta2, model_state2 = {}, {}
   if g is not None:
-    theta2, model_state2 = models.init_variables(g, rng2, image_shape)
+    theta2, model_state2 = functional.init_variables(g, rng2, image_shape)
   return initial_state(
     theta1, model_state1, theta2, model_state2, tx1, tx2, label_state
   )
