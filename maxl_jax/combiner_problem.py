@@ -70,7 +70,8 @@ class CombinerProblem:
   """What the combiner's losses need: the network's apply function, the
   tasks by name, the combiner c (None: no auxiliary loss) and the seed."""
 
-  apply: Callable[..., Any]  # `networks.models.make_apply` of a MultiHeadNet.
+  # `networks.functional.make_apply` of a MultiHeadNet, Linen or NNX.
+  apply: Callable[..., Any]
   tasks: dict[str, AuxTask]
   combine: Callable[..., jax.Array] | None
   seed: int

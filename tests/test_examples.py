@@ -17,6 +17,7 @@ EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / 'examples'
 # name: the arguments of a tiny run.
 TINY = {
   'own_model': ['--epochs=1', '--steps=2'],
+  'own_nnx_model': ['--epochs=1', '--steps=2'],
   'own_losses': ['--steps=300'],
   'own_psi': ['--epochs=1', '--steps=2'],
   'many_seeds': ['--seeds=3', '--epochs=1', '--steps=2'],
@@ -48,6 +49,14 @@ def test_every_example_is_registered_and_says_how_to_run_it():
 
 def test_own_model(capsys):
   results = _load('own_model').main(TINY['own_model'])
+  assert set(results) == {'single', 'maxl'}
+  assert all(0.0 <= a <= 1.0 for a in results.values())
+  out = capsys.readouterr().out
+  assert 'single test accuracy' in out and 'maxl test accuracy' in out
+
+
+def test_own_nnx_model(capsys):
+  results = _load('own_nnx_model').main(TINY['own_nnx_model'])
   assert set(results) == {'single', 'maxl'}
   assert all(0.0 <= a <= 1.0 for a in results.values())
   out = capsys.readouterr().out
