@@ -93,32 +93,26 @@ def finished(workdir: str, config) -> dict | None:
     return None
 
 
-def main(argv):
-  del argv
-  from maxl_jax.errors import NonFiniteError, Preempted, UsageError
-  from maxl_jax.training import compilation, console, loop
+def select(runs, only) -> list:
+  """The (name, overrides) of `runs` whose names start with a prefix of
+  `only` (all when it is empty)."""
+  return [(n, o) for n, o in runs if not only or n.startswith(tuple(only))]
 
-  # Each run's start, evaluation and result lines; its whole log in its
-  # workdir's log.txt (--verbosity: everything on the terminal too).
-  console.configure(FLAGS['verbosity'].present)
-  if FLAGS.compile_cache != 'none':
-    compilation.enable_cache(
-      FLAGS.compile_cache or os.path.join(FLAGS.workdir, 'compile_cache')
-    )
-  get_config, sweep, analyses = load_sweep(FLAGS.config)
-  runs = [
-    (name, overrides)
-    for name, overrides in sweep()
-    if not FLAGS.only or name.startswith(tuple(FLAGS.only))
-  ]
+
+def train_all(get_config, runs, workdir: str):
+  """Trains each run into WORKDIR/<name>; skips finished runs. Every
+  config is checked before the first run; a bad one exits 2."""
+  from maxl_jax.errors import NonFiniteError, Preempted, UsageError
+  from maxl_jax.training import loop
+
   configs = [configured(get_config, o) for _, o in runs]  # Checks them all.
   start = time.time()
   for i, ((name, _), config) in enumerate(zip(runs, configs, strict=True)):
-    workdir = os.path.join(FLAGS.workdir, name)
+    run_dir = os.path.join(workdir, name)
     logging.info('Run %d/%d: %s', i + 1, len(runs), name)
-    result = finished(workdir, config)
+    result = finished(run_dir, config)
     try:
-      result = result or loop.train_and_evaluate(config, workdir)
+      result = result or loop.train_and_evaluate(config, run_dir)
     except UsageError as e:
       cli.fail(f'{name}: {e}')
     except NonFiniteError as e:
@@ -134,27 +128,52 @@ def main(argv):
       f'{100 * result["test_accuracy"]:.2f}%',
       flush=True,
     )
+
+
+def start(verbose: bool, workdir: str, compile_cache: str | None):
+  """The terminal's log and the shared compilation cache of a sweep."""
+  from maxl_jax.training import compilation, console
+
+  # Each run's start, evaluation and result lines; its whole log in its
+  # workdir's log.txt (--verbosity: everything on the terminal too).
+  console.configure(verbose)
+  if compile_cache != 'none':
+    compilation.enable_cache(
+      compile_cache or os.path.join(workdir, 'compile_cache')
+    )
+
+
+def main(argv):
+  del argv
+  start(FLAGS['verbosity'].present, FLAGS.workdir, FLAGS.compile_cache)
+  get_config, sweep, analyses = load_sweep(FLAGS.config)
+  runs = select(sweep(), FLAGS.only)
+  train_all(get_config, runs, FLAGS.workdir)
   if FLAGS.out:
-    analyse(analyses, runs, command=' '.join(sys.argv))
+    command = ' '.join(sys.argv)
+    analyse(analyses, runs, FLAGS.workdir, FLAGS.out, command)
 
 
-def analyse(analyses, runs, command: str):
-  """Each of the config's analyses (default: one of every run) into OUT."""
+def analyse(analyses, runs, workdir: str, out: str, command: str):
+  """Each of the config's analyses (default: one of every run) into OUT;
+  an analysis that selects none of `runs` is skipped."""
   from experiments.figures import build
   from maxl_jax.errors import UsageError
 
   for subdir, prefixes, options in analyses():
     chosen = [
-      os.path.join(FLAGS.workdir, name)
+      os.path.join(workdir, name)
       for name, _ in runs
       if prefixes is None or name.startswith(tuple(prefixes))
     ]
-    out = os.path.join(FLAGS.out, subdir)
+    if not chosen:
+      continue
+    where = os.path.join(out, subdir)
     try:
-      written = build.analyze(chosen, out, build.Options(**options), command)
+      written = build.analyze(chosen, where, build.Options(**options), command)
     except UsageError as e:
       cli.fail(str(e))
-    print(f'Wrote {len(written)} files to {out}; see report.md there.')
+    print(f'Wrote {len(written)} files to {where}; see report.md there.')
 
 
 if __name__ == '__main__':

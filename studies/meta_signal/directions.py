@@ -4,12 +4,13 @@
     --out=runs/meta_signal/analysis/directions
 
 For every finished run with a label generator under WORKDIR whose name
-matches --only (default: MAXL's), at step 0 and at its final checkpoint, on
-the first --batches training batches: the slope of each meta objective's
-primary part along the label directions Human − g, Uniform − g and
-Random − g (one-hot on a random auxiliary class of the image's primary
-class: Human's hardness without its content) from g's labels as θ1 trains
-on them (batch statistics), beside the entropy term's
+matches --only (default: `PREFIXES`, the runs of docs/RESULTS.md's table;
+`python -m studies.meta_signal` writes it after its sweep), at step 0 and at
+its final checkpoint, on the first --batches training batches: the slope of
+each meta objective's primary part along the label directions Human − g,
+Uniform − g and Random − g (one-hot on a random auxiliary class of the
+image's primary class: Human's hardness without its content) from g's labels
+as θ1 trains on them (batch statistics), beside the entropy term's
 (`maxl_jax.diagnostics.label_space_slopes`, docs/DESIGN.md §2i):
 
   one_step  L_pri(θ1 − α∇L_train(t)) on the training batch (as published);
@@ -19,12 +20,13 @@ on them (batch statistics), beside the entropy term's
 
 Negative slope: the objective falls as the labels move that way. Writes
 directions.csv (one row per run, state, objective, direction, batch mean)
-and directions.md (seed means ± std per group).
+and directions.md (seed means ± std per group, the runs' commits).
 """
 
 import collections
 import csv
 import functools
+import json
 import pathlib
 
 import jax
@@ -32,19 +34,31 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
+from experiments import cli
+from experiments.figures.table import commits_line
 from maxl_jax import diagnostics, hierarchy, inverse_hvp
 from maxl_jax.data import pipeline
 from maxl_jax.data.spec import DataSpec
+from maxl_jax.errors import UsageError
+from maxl_jax.labels import GENERATED
 from maxl_jax.labels.fixed import UniformSource, human_source
 from maxl_jax.problem import generated_labels
 from maxl_jax.training import restore
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('workdir', 'runs/meta_signal', 'Parent folder of runs.')
-flags.DEFINE_string('out', None, 'Folder of directions.csv and .md.')
-flags.DEFINE_multi_string('only', ['study/maxl/', 'paper/maxl/'], 'Prefixes.')
-flags.DEFINE_integer('batches', 4, 'Training batches per state.')
-flags.DEFINE_integer('k', 5, 'Optimiser updates of the K-step objective.')
+# The runs of docs/RESULTS.md's direction table (those with a generator).
+PREFIXES = ('study/maxl/', 'paper/maxl/', 'heldout/')
+
+
+def define_flags():
+  """This script's flags (not defined on import: `python -m
+  studies.meta_signal` imports it beside the sweep's flags)."""
+  flags.DEFINE_string('workdir', 'runs/meta_signal', 'Parent folder of runs.')
+  flags.DEFINE_string('out', None, 'Folder of directions.csv and .md.')
+  flags.DEFINE_multi_string('only', list(PREFIXES), 'Run-name prefixes.')
+  flags.DEFINE_integer('batches', 4, 'Training batches per state.')
+  flags.DEFINE_integer('k', 5, 'Optimiser updates of the K-step objective.')
+
 
 OBJECTIVES = ('one_step', 'k_step', 'held_out')
 FIELDS = ('meta', 'entropy', 'meta_cosine', 'entropy_cosine', 'norm')
@@ -79,7 +93,7 @@ def batch_slopes(run, k, inverse, state, batch, meta_batch, key):
   slot = jax.random.categorical(key, jnp.where(allowed, 0.0, -jnp.inf))
   targets['random_onehot'] = jax.nn.one_hot(slot, allowed.shape[1])
   directions = {n: t - labels.probs for n, t in targets.items()}
-  alpha = run.lr_schedule(state.step1) * problem.lookahead_scale
+  alpha = run.alpha_schedule(state.step1)  # θ1's lr times its scale.
   theta1, ms1 = state.theta1, state.model_state1
   fns = {
     'one_step': diagnostics.one_step_meta_loss(
@@ -108,7 +122,8 @@ def run_slopes(workdir: pathlib.Path, batches: int, k: int) -> list[dict]:
     DataSpec(**config.data), seed=config.seed, device_count=1
   )
   step0 = run.create_state(final.state.label_state)
-  inverse = inverse_hvp.from_config(config.inverse_hvp)
+  keys = ('solver', 'neumann_steps', 'neumann_lr', 'cg_steps', 'damping')
+  inverse = inverse_hvp.make_solver(**{k: config.inverse_hvp[k] for k in keys})
   slopes = jax.jit(functools.partial(batch_slopes, run, k, inverse))
   rows = []
   for label, state in (('step 0', step0), ('final', final.state)):
@@ -133,9 +148,16 @@ def run_slopes(workdir: pathlib.Path, batches: int, k: int) -> list[dict]:
 
 
 def finished_runs(root: pathlib.Path, prefixes) -> list[pathlib.Path]:
+  """The finished runs under `root` whose names start with a prefix and
+  that have a label generator (Uniform, Human, ...: no g, no direction)."""
   runs = sorted(p.parent for p in root.glob('**/result.json'))
   names = {p: p.relative_to(root).as_posix() + '/' for p in runs}
-  return [p for p in runs if any(names[p].startswith(x) for x in prefixes)]
+  return [
+    p
+    for p in runs
+    if any(names[p].startswith(x) for x in prefixes)
+    and json.loads((p / 'config.json').read_text())['method'] in GENERATED
+  ]
 
 
 def markdown(rows: list[dict]) -> str:
@@ -167,25 +189,43 @@ def markdown(rows: list[dict]) -> str:
   return '\n'.join(lines) + '\n'
 
 
-def main(argv):
-  del argv
-  root = pathlib.Path(FLAGS.workdir)
-  out = pathlib.Path(FLAGS.out or root / 'analysis' / 'directions')
-  out.mkdir(parents=True, exist_ok=True)
-  rows = []
-  for path in finished_runs(root, FLAGS.only):
+def write(root, out, prefixes=PREFIXES, batches=4, k=5) -> str:
+  """directions.csv and directions.md of the finished runs under `root`
+  whose names start with a prefix, into `out`; returns the markdown."""
+  root, out = pathlib.Path(root), pathlib.Path(out)
+  rows, results = [], []
+  for path in finished_runs(root, prefixes):
     name = path.relative_to(root).as_posix()
     group, seed = name.rsplit('/', 1)
-    for row in run_slopes(path, FLAGS.batches, FLAGS.k):
+    for row in run_slopes(path, batches, k):
       rows.append({'group': group, 'seed': seed, **row})
+    results.append(json.loads((path / 'result.json').read_text()))
     print(f'{name}: done', flush=True)
+  if not rows:
+    raise UsageError(
+      f'no finished run with a label generator under {root} starts with '
+      f'{" or ".join(prefixes)}.'
+    )
+  out.mkdir(parents=True, exist_ok=True)
   with (out / 'directions.csv').open('w', newline='') as f:
     writer = csv.DictWriter(f, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)
-  (out / 'directions.md').write_text(markdown(rows))
-  print((out / 'directions.md').read_text())
+  text = f'{markdown(rows)}\n{commits_line(results)}\n'
+  (out / 'directions.md').write_text(text)
+  return text
+
+
+def main(argv):
+  del argv
+  root = pathlib.Path(FLAGS.workdir)
+  out = FLAGS.out or root / 'analysis' / 'directions'
+  try:
+    print(write(root, out, FLAGS.only, FLAGS.batches, FLAGS.k))
+  except UsageError as e:
+    cli.fail(str(e))
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)
