@@ -231,6 +231,47 @@ def test_nnx_batch_norm_statistics_move_as_linen_ones_over_training():
     assert min(jax.tree.leaves(moved)) > 1e-3, (name, moved)
 
 
+@pytest.mark.parametrize('hidden', [0, 7])
+def test_nnx_heads_have_the_linen_heads_parameters(hidden):
+  """Every variable of `nnx_models`' networks is one of `models`' (by
+  `_to_nnx`'s renaming), with its shape: weights copy one to one."""
+  k, rngs = sum(PSI), nnx.Rngs(0)
+  trunk = lambda: trunks.ConvNet4(WIDTHS, conv_impl='xla')  # noqa: E731
+  nnx_trunk = lambda: nnx_models.ConvNet4(SHAPE[-1], WIDTHS, rngs=rngs)  # noqa: E731
+  d = nnx_models.feature_size(nnx_trunk(), SHAPE)
+  pairs = (
+    (
+      models.MultiTaskNet(trunk(), 2, k, hidden),
+      nnx_models.MultiTaskNet(nnx_trunk(), d, 2, k, hidden, rngs=rngs),
+    ),
+    (
+      models.LabelGenerator(trunk(), k, hidden, example_weights=True),
+      nnx_models.LabelGenerator(
+        nnx_trunk(), d, k, hidden, example_weights=True, rngs=rngs
+      ),
+    ),
+    (
+      models.MultiHeadNet(trunk(), 2, (3, 4), hidden),
+      nnx_models.MultiHeadNet(nnx_trunk(), d, 2, (3, 4), hidden, rngs=rngs),
+    ),
+  )
+  x = jnp.zeros((2, *SHAPE))
+  for linen, ours in pairs:
+    variables = jax.eval_shape(
+      lambda net=linen: net.init(jax.random.key(0), x, False)
+    )
+    flat = {}
+    for collection in variables.values():
+      flat.update(traverse_util.flatten_dict(_to_nnx(collection)))
+    _, state = nnx.split(ours)
+    mine = traverse_util.flatten_dict(nnx.to_pure_dict(state))
+    shapes = lambda tree: {p: v.shape for p, v in tree.items()}  # noqa: E731
+    assert shapes(mine) == shapes(flat), type(ours).__name__
+  # g's weights start at init_weight exactly, as Linen's.
+  _, weights = pairs[1][1](x, False)
+  np.testing.assert_allclose(jax.nn.sigmoid(weights), 0.9, rtol=1e-6)
+
+
 def test_linen_path_is_unchanged_and_nnx_imports():
   f, _ = _linen(jnp.float32)
   key, x = jax.random.key(4), _batch(0, jnp.float32)['image']

@@ -207,10 +207,9 @@ class LabelGenerator(nnx.Module):
       param_dtype=param_dtype,
       rngs=rngs,
     )
-    self.weight_head = None
-    if example_weights:
-      bias = math.log(init_weight / (1.0 - init_weight))
-      self.weight_head = _dense(
+    bias = math.log(init_weight / (1.0 - init_weight))
+    self.weight_head = (
+      _dense(
         num_features,
         1,
         dtype,
@@ -219,6 +218,9 @@ class LabelGenerator(nnx.Module):
         kernel_init=_zeros,
         bias_init=nnx.initializers.constant(bias),
       )
+      if example_weights
+      else None
+    )
 
   def __call__(self, x: jax.Array, train: bool) -> Any:
     """[N, H, W, C] images -> [N, K] logits (mask softmax: `losses.py`).
