@@ -24,12 +24,14 @@ Like `experiments.run`, the benchmark restarts itself under jemalloc when it
 can (`experiments/allocator.py`), so it times what training runs; children
 inherit it. MAXL_ALLOCATOR=system times the system allocator instead. The
 peer runs on `--peer_allocator` (default: the system allocator, as its
-authors run it). The peer is a script you provide (`--peer_script`); the
-repository holds none (benchmarks/README.md, "The peer").
+authors run it). `--peer` runs the PyTorch peer, peer_torch.py (the same
+steps in the original's style; `--peer_script` another), each of its
+(backbone, kind) in its own process too, and prints ours / peer per step.
 
 COMMAND:
   python benchmarks/bench_steps.py --json=/tmp/bench_steps.json
   python benchmarks/bench_steps.py --quick            # ConvNet-4, < 2 min
+  python benchmarks/bench_steps.py --quick --peer     # and the PyTorch peer
   python benchmarks/bench_steps.py --memory_only --remat=none,blocks
 """
 
@@ -57,6 +59,7 @@ from maxl_jax.training import carry, contract, maxl_run
 from maxl_jax.training import mesh as mesh_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PEER_SCRIPT = os.path.join(REPO, 'benchmarks', 'peer_torch.py')
 BACKBONES = {  # name: (image channels, primary classes, psi[c], head hidden)
   'convnet4': (1, 10, 3, 256),
   'vgg16': (3, 20, 5, 512),
@@ -85,7 +88,7 @@ _MEMORY_ONLY = flags.DEFINE_bool(
 _JSON = flags.DEFINE_string('json', None, 'Write all results to this file.')
 _PEER = flags.DEFINE_bool('peer', False, 'Also run the PyTorch peer.')
 _PEER_SCRIPT = flags.DEFINE_string(
-  'peer_script', None, 'The peer script (required with --peer).'
+  'peer_script', PEER_SCRIPT, "The peer's script (peer_torch.py's flags)."
 )
 _QUIET = flags.DEFINE_float(
   'quiet_wait', None, 'Max s to wait for a quiet machine per config (60/5).'
@@ -313,15 +316,18 @@ def run_ours(jobs, steps_, warmup, quiet_wait):
   return results
 
 
-def run_peer(backbones, steps_, warmup, quiet_wait):
-  """The PyTorch peer's matching kinds; [] without torch."""
+def run_peer(backbones, kinds, steps_, warmup, quiet_wait):
+  """The PyTorch peer's kinds matching ours (`step_tables.PEER_KINDS`), each
+  in its own process; [] without torch."""
   backbones = [b for b in backbones if b in ('convnet4', 'vgg16')]
-  if not backbones or importlib.util.find_spec('torch') is None:
-    print('peer skipped: torch not importable or no peer backbone.')
+  peer_kinds = step_tables.PEER_KINDS
+  kinds = list(dict.fromkeys(peer_kinds[k] for k in kinds if k in peer_kinds))
+  if not backbones or not kinds or importlib.util.find_spec('torch') is None:
+    print('peer skipped: torch not importable, or no peer backbone or kind.')
     return []
   with tempfile.TemporaryDirectory() as tmp:
     path = os.path.join(tmp, 'peer.json')
-    kinds = ','.join(sorted(set(step_tables.PEER_KINDS.values())))
+    kinds = ','.join(kinds)
     cmd = [sys.executable, _PEER_SCRIPT.value, '--json', path, '--kinds']
     cmd += [kinds, '--backbones', ','.join(backbones), '--steps', str(steps_)]
     cmd += ['--warmup', str(warmup), '--batch', str(_BATCH.value)]
@@ -345,8 +351,6 @@ def main(argv):
   for name in backbones + kinds:
     if name not in BACKBONES and name not in KINDS:
       raise app.UsageError(f'unknown backbone or kind {name!r}.')
-  if _PEER.value and not _PEER_SCRIPT.value:
-    raise app.UsageError('--peer needs --peer_script=PATH (a PyTorch peer).')
   steps_ = _STEPS.value or (5 if quick else 20)
   warmup = _WARMUP.value if _WARMUP.value is not None else (1 if quick else 3)
   quiet_wait = _QUIET.value if _QUIET.value is not None else 5 if quick else 60
@@ -374,7 +378,9 @@ def main(argv):
     for kind in kinds
   ]
   results = run_ours(jobs, steps_, warmup, quiet_wait)
-  peer = run_peer(backbones, steps_, warmup, quiet_wait) if _PEER.value else []
+  peer = []
+  if _PEER.value:
+    peer = run_peer(backbones, kinds, steps_, warmup, quiet_wait)
   step_tables.print_table(results, f'maxl_jax (jax {jax.__version__})')
   if peer:
     step_tables.print_table(
@@ -382,6 +388,7 @@ def main(argv):
     )
   step_tables.print_memory(results, peer)
   step_tables.print_ratios(results, peer, METHODS)
+  step_tables.print_peer(results, peer)
   if _JSON.value:
     with open(_JSON.value, 'w') as f:
       allocators = {'ours': allocator.active(), 'peer': _PEER_ALLOC.value}

@@ -2,13 +2,17 @@
 
 `print_table`: ms per step and its ratio to single; `print_memory`: XLA's
 memory analysis beside the RSS (the peer's too); `print_ratios`: the ratios
-of medians per backbone, each against its target. Columns and targets:
+of medians per backbone, each against its target; `print_peer`: ours / the
+peer's per step, time and peak RSS. Columns and targets:
 benchmarks/README.md.
 """
 
-# Our kind -> the peer's kind it is compared with.
+# Our kind -> the peer's kind it is compared with (peer_torch.py's kinds).
 PEER_KINDS = {'single': 'single', 'theta1': 'theta1', 'meta_unrolled': 'meta2',
-              'meta_structured': 'meta2', 'meta_first_order': 'fd'}  # fmt: skip
+              'meta_structured': 'meta2', 'meta_first_order': 'fd',
+              'interleaved_unrolled': 'interleaved2',
+              'interleaved_structured': 'interleaved2',
+              'interleaved_first_order': 'interleaved_fd'}  # fmt: skip
 TARGETS = {'meta': 3.0, 'paper': 4.5, 'interleaved': 3.2}  # x single.
 TARGET_BACKBONES = ('convnet4', 'vgg16')  # The ratio targets.
 MAX_COMPILE_S, PEER_META_SPEEDUP = 30.0, 1.2
@@ -147,3 +151,27 @@ def print_ratios(results, peer, methods):
   others = [r['other_cpu'] for r in results + peer if 'other_cpu' in r]
   if others and max(others) > 0.05:
     print(f'WARNING: other_cpu up to {max(others):.2f}: machine busy; rerun.')
+
+
+def print_peer(results, peer):
+  """Markdown table: ours / the peer's per step, median time and peak RSS
+  (each side's RSS is that of its own process)."""
+  theirs = {(r['backbone'], r['kind']): r for r in peer if 'n' in r}
+  rows = []
+  for r in results:
+    p = theirs.get((r['backbone'], PEER_KINDS.get(r['kind'])))
+    if p is None or 'n' not in r:
+      continue
+    ms, rss = r['median_ms'], r.get('peak_rss_mb')
+    rows.append(
+      f'| {label(r)} | {r["kind"]} | {p["kind"]} | {ms:.1f} | '
+      f'{p["median_ms"]:.1f} | {ms / p["median_ms"]:.2f} | '
+      f'{_fmt(rss, ".0f")} | {p["peak_rss_mb"]:.0f} | '
+      f'{_fmt(rss and rss / p["peak_rss_mb"], ".2f")} |'
+    )
+  if rows:
+    print('\nOurs against the PyTorch peer (median ms, peak RSS MB)\n')
+    print('| backbone | ours | peer | ours ms | peer ms | ours / peer |'
+          ' our RSS | peer RSS | RSS ours / peer |')  # fmt: skip
+    print('|---|---|---|--:|--:|--:|--:|--:|--:|')
+    print('\n'.join(rows))
