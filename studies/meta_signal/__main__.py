@@ -17,7 +17,7 @@ def write_directions(workdir: str, out: str, runs):
     workdir,
     os.path.join(out, 'directions'),
     batches=1 if small else 4,
-    k=2 if small else 5,
+    ks=(2,) if small else directions.KS,
   )
   print(text)
 
