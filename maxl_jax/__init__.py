@@ -12,6 +12,7 @@ building, training loop, checkpoints and restore in `maxl_jax.training`.
 from maxl_jax import (
   api,
   diagnostics,
+  estimators,
   hierarchy,
   inverse_hvp,
   loss_combiner,
@@ -29,7 +30,7 @@ from maxl_jax.api import (
   uniform,
 )
 from maxl_jax.errors import NonFiniteError, Preempted, UsageError
-from maxl_jax.meta_grad import (
+from maxl_jax.estimators import (
   ESTIMATORS,
   MetaInputs,
   MetaOutput,
@@ -49,6 +50,7 @@ __all__ = [
   'UsageError',
   'api',
   'diagnostics',
+  'estimators',
   'fixed_targets',
   'get_estimator',
   'hierarchy',

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from maxl_jax import losses, meta_grad
+from maxl_jax import estimators, losses
 from maxl_jax.problem import lookahead, optimizer_lookahead, train_loss
 
 
@@ -261,7 +261,9 @@ def one_step_meta_loss(problem, theta1, model_state1, batch, alpha, meta_batch):
 
   def loss(targets):
     theta = lookahead(problem, theta1, model_state1, targets, batch, alpha)[0]
-    return meta_grad.meta_primary_loss(problem, theta, model_state1, meta_batch)
+    return estimators.meta_primary_loss(
+      problem, theta, model_state1, meta_batch
+    )
 
   return loss
 
@@ -276,7 +278,9 @@ def k_step_meta_loss(
     theta = optimizer_lookahead(
       problem, theta1, model_state1, targets, batch, tx, opt_state, steps
     )[0]
-    return meta_grad.meta_primary_loss(problem, theta, model_state1, meta_batch)
+    return estimators.meta_primary_loss(
+      problem, theta, model_state1, meta_batch
+    )
 
   return loss
 
@@ -287,7 +291,7 @@ def held_out_meta_loss(
   """t ↦ the first-order change of L_A(θ1*(t)) = L_pri(θ1*; meta_batch) at
   the fixed point θ1* of L_train(·, t; batch), by the implicit function
   theorem: `−⟨w, ∇θ1 L_train(θ1, t)⟩` with `w = (H + δI)⁻¹ ∇θ1 L_A`
-  solved once at `targets` (`inverse`, as meta_grad.implicit). Linear in
+  solved once at `targets` (`inverse`, as estimators.implicit). Linear in
   t; its gradient is the implicit hypergradient's label-space part."""
 
   def grads_of(t, t1=theta1):
@@ -296,7 +300,7 @@ def held_out_meta_loss(
     )[0]
 
   _, hvp = jax.linearize(lambda t1: grads_of(targets, t1), theta1)
-  g = jax.grad(meta_grad.meta_primary_loss, argnums=1)(
+  g = jax.grad(estimators.meta_primary_loss, argnums=1)(
     problem, theta1, model_state1, meta_batch
   )
   w = jax.lax.stop_gradient(inverse.solve(hvp, g))

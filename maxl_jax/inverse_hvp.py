@@ -9,7 +9,7 @@ that minimum with the implicit function theorem:
 `w ≈ H⁻¹ ∇θ L_A` comes from Hessian-vector products only (no Hessian is
 formed): a truncated Neumann series, as AuxiLearn, or conjugate gradient.
 Everything here is a pure function of pytrees; the MAXL estimator
-`meta_grad.implicit` and the loss combiner (`combiner`) build on it.
+`estimators.implicit` and the loss combiner (`combiner`) build on it.
 """
 
 import dataclasses
@@ -158,7 +158,7 @@ def hypergradient(inner_loss, outer_loss, theta, phi, inverse: InverseHvp):
   `H = ∇²θ inner(θ, φ)` at the given θ (ideally a minimiser of inner). The
   mixed term is reverse-over-reverse, fine for a small φ (e.g. a loss
   combiner); MAXL's label network uses the structured form instead
-  (`meta_grad.implicit`). A direct dependence of the outer loss on φ is not
+  (`estimators.implicit`). A direct dependence of the outer loss on φ is not
   included: add its gradient.
 
   Args:

@@ -48,7 +48,7 @@ class MaxlProblem:
       the θ1 step's L_train (and so in the lookahead); the meta objective's
       L_pri(θ1⁺) and evaluation use plain one-hot targets.
     meta_loss: the meta objective's L_pri(θ1⁺), `(primary logits,
-      labels) -> scalar` (`meta_grad.META_LOSSES`); None: the focal loss
+      labels) -> scalar` (`estimators.META_LOSSES`); None: the focal loss
       with `gamma`, as published.
   """
 

@@ -7,6 +7,13 @@ The caller binds the keyword-only dependencies with `functools.partial`
 non-finite step is applied, and the sums over an epoch, are the caller's
 (`step_metrics.skip_nonfinite`, `training/carry.py`).
 
+The other steps are pure evaluations: `(state, batch, *, deps) ->
+values`, the state unchanged and not returned (`eval_step`,
+`combiner_eval_step`: a test batch's sums; `drift_step`: the label
+drift's sums; `cosine_step`, `combiner_weights_step`: a metrics row's
+entries). They keep the `_step` name because the runner binds and jits
+them as it does the updates; no update is one of them.
+
 `alpha_schedule` is α's schedule: θ1's learning rate at θ1 step t (as
 published; a variant scales it), not the loop's schedule of step kinds.
 
@@ -23,9 +30,9 @@ import optax
 from maxl_jax import (
   combiner_problem,
   diagnostics,
+  estimators,
   inverse_hvp,
   losses,
-  meta_grad,
 )
 from maxl_jax.problem import train_loss
 from maxl_jax.step_metrics import prefixed
@@ -46,7 +53,7 @@ def _theta1_update(state, grads, new_model_state1, tx1):
   )
 
 
-def meta_metrics(out: meta_grad.MetaOutput) -> dict:
+def meta_metrics(out: estimators.MetaOutput) -> dict:
   """A θ2 step's `meta/…` metrics from its estimator's output."""
   values = {
     'loss_before': out.loss_pri_before,
@@ -63,18 +70,18 @@ def meta_metrics(out: meta_grad.MetaOutput) -> dict:
 
 def _theta2_update(state, grads2, out, tx2, balance, signal):
   """θ2's update and the step's metrics; with `signal` also the statistics
-  of its gradient's two parts (`meta_grad.gradient_parts`). Without, XLA
+  of its gradient's two parts (`estimators.gradient_parts`). Without, XLA
   drops the entropy part's backward pass through g: nothing uses it.
 
   `balance`: None, the estimator's gradient (as published), or a transform
-  of the two parts (`meta_grad.BALANCES`) whose sum θ2 follows.
+  of the two parts (`estimators.BALANCES`) whose sum θ2 follows.
   """
   parts = None
   if balance is not None:
-    parts = balance(*meta_grad.gradient_parts(grads2, out))
+    parts = balance(*estimators.gradient_parts(grads2, out))
     grads2 = jax.tree.map(jnp.add, *parts)
   elif signal:
-    parts = meta_grad.gradient_parts(grads2, out)
+    parts = estimators.gradient_parts(grads2, out)
   theta2, opt_state2 = _update(state.theta2, grads2, state.opt_state2, tx2)
   new = state.replace(
     theta2=theta2,
@@ -95,7 +102,7 @@ def _meta_gradient(
 
   `meta_batch`: the held-out batch of the meta objective (None: `batch`).
   """
-  inputs = meta_grad.MetaInputs(
+  inputs = estimators.MetaInputs(
     theta1=state.theta1,
     model_state1=state.model_state1,
     theta2=state.theta2,
@@ -238,7 +245,7 @@ def _test_sums(logits, loss, batch):
 
 
 def eval_step(state, batch, *, problem, label_source=None, num_fine=0):
-  """Sums over the real (mask 1) examples of a test batch.
+  """Sums over the real (mask 1) examples of a test batch (an evaluation).
 
   Always: correct, primary loss, count. With an auxiliary task, the
   sufficient statistics of what its labels know (`diagnostics.label_stats`,
@@ -275,7 +282,8 @@ def eval_step(state, batch, *, problem, label_source=None, num_fine=0):
 
 def drift_step(states, batch, *, problem, label_source):
   """Sums of g's label drift from step 0 over a test batch's real examples
-  (`diagnostics.label_drift`); `states` is (state, the state at step 0).
+  (`diagnostics.label_drift`; an evaluation); `states` is (state, the
+  state at step 0).
 
   Both θ2 and step 0's θ2⁰ label with the current BatchNorm statistics, so
   the drift is that of the parameters alone (DESIGN §6): a generator whose
@@ -293,7 +301,7 @@ def drift_step(states, batch, *, problem, label_source):
 
 def cosine_step(state, batch, *, problem, label_source):
   """{'grad_cosine': cosine of ∇ L_pri and ∇ L_aux on the shared trunk}
-  (paper Fig. 4), a metrics row's entry."""
+  (paper Fig. 4), a metrics row's entry (an evaluation)."""
   targets = _targets(label_source, state, batch, problem)
 
   def part_losses(theta1):
@@ -367,7 +375,8 @@ def combiner_interleaved_step(
 
 
 def combiner_eval_step(state, batch, *, problem):
-  """Sums over the real (mask 1) examples: correct, primary CE, count."""
+  """Sums over the real (mask 1) examples: correct, primary CE, count (an
+  evaluation)."""
   (logits, _), _ = problem.apply(
     state.theta1, state.model_state1, batch['image'], False
   )
@@ -377,7 +386,8 @@ def combiner_eval_step(state, batch, *, problem):
 
 def combiner_weights_step(state, batch, *, problem):
   """{'weight/<task>': its effective weight at this batch's losses}, a
-  metrics row's entries (`combiner_problem.batch_task_weights`)."""
+  metrics row's entries (`combiner_problem.batch_task_weights`; an
+  evaluation)."""
   weights = combiner_problem.batch_task_weights(
     problem, state.theta1, state.model_state1, state.phi, batch
   )

@@ -118,3 +118,30 @@ def test_the_check_sees_an_upward_import(tmp_path):
   path.write_text('def f():\n  from maxl_jax.training import step_fns\n')
   (target,) = imports(path)
   assert _layer('maxl_jax.api') < _layer(target) == _layer('maxl_jax.training')
+
+
+# Modules that name what others implement: they import none of those
+# implementations (nor the networks), so that every implementation can
+# import them.
+FLOORS = {
+  'maxl_jax.training.protocol': (
+    'maxl_jax.training.maxl_run',
+    'maxl_jax.training.combiner_run',
+    'maxl_jax.training.contract',
+    'maxl_jax.networks',
+  ),
+  'maxl_jax.estimators.base': ('maxl_jax.estimators.', 'maxl_jax.networks'),
+  'maxl_jax.labels.base': ('maxl_jax.labels.', 'maxl_jax.networks'),
+}
+
+
+def test_interfaces_sit_below_their_implementations():
+  edges = graph()
+  above = [
+    f'{module} imports {target}'
+    for module, banned in FLOORS.items()
+    for target in sorted(edges[module])
+    if any(target == b.rstrip('.') or target.startswith(b) for b in banned)
+    and target != module
+  ]
+  assert not above, '\n'.join(above)

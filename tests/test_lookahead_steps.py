@@ -127,11 +127,16 @@ def test_the_run_builder_uses_the_optimiser_and_checks_the_settings():
   published = contract.build_run(run_config('maxl'), TOY_INFO)
   assert published.estimator is meta_grad.structured  # K = 1: unchanged.
   run = contract.build_run(run_config('maxl', lookahead_steps=5), TOY_INFO)
-  assert run.estimator == meta_grad.OptimizerLookahead(run.tx1, 5)
+  assert run.estimator.func is meta_grad.k_step
+  assert run.estimator.keywords == {
+    'tx': run.tx1,
+    'steps': 5,
+    'entropy_only': False,
+  }
   control = contract.build_run(
     run_config('entropy_only', lookahead_steps=5), TOY_INFO
   )
-  assert control.estimator.entropy_only
+  assert control.estimator.keywords['entropy_only']
   for bad in (
     {'lookahead_steps': 0},
     {'lookahead_steps': 3, 'meta_grad': 'first_order'},

@@ -645,16 +645,17 @@ def _toy_settings(fn, *, scale):
 
 
 def test_a_new_estimator_with_a_setting_needs_only_its_entry(monkeypatch):
-  """Registering a toy estimator (one setting, in its own config group,
-  needing a held-out split) is all a run needs: the run builder checks the
-  name and the held-out split and binds the setting."""
+  """Registering a toy estimator (one setting, needing a held-out split)
+  and naming its config group in the builder is all a run needs: the run
+  builder checks the name and the held-out split and binds the setting."""
   import ml_collections
   from toy_problems import TOY_INFO, run_config
 
-  from maxl_jax.training import contract
+  from maxl_jax.training import contract, maxl_run
 
-  entry = meta_grad.Estimator(_toy, True, 'toy', _toy_settings)
+  entry = meta_grad.Entry(_toy, held_out=True, settings=_toy_settings)
   monkeypatch.setitem(meta_grad.ESTIMATORS, 'toy', entry)
+  monkeypatch.setitem(maxl_run.SETTINGS_GROUPS, 'toy', 'toy')
   config = run_config(meta_grad='toy')
   config.toy = ml_collections.ConfigDict({'scale': 0.5})
   with pytest.raises(UsageError, match="meta_grad='toy'.*meta_fraction"):

@@ -1,5 +1,5 @@
 """What trains g: the two parts of θ2's gradient, the variants of the
-meta-signal and the controls (maxl_jax/meta_grad.py, diagnostics.py)."""
+meta-signal and the controls (maxl_jax/estimators/, diagnostics.py)."""
 
 import dataclasses
 import functools
@@ -12,10 +12,9 @@ import pytest
 from jax.flatten_util import ravel_pytree
 from toy_problems import make_problem
 
-from maxl_jax import diagnostics, hierarchy, losses, meta_grad
+from maxl_jax import diagnostics, losses, meta_grad
 from maxl_jax import state as state_lib
 from maxl_jax import steps as step_fns
-from maxl_jax.labels.fixed import human_source
 from maxl_jax.problem import lookahead, primary_loss_at
 
 
@@ -236,26 +235,6 @@ def test_normalized_balance_gives_unit_meta_and_lambda_entropy():
     np.testing.assert_allclose(
       flat(start.theta2) - flat(after), combined, rtol=1e-8, atol=1e-12
     )
-
-
-def test_soft_human_targets_by_hand():
-  """(1 - ε) one-hot + ε / psi[y] inside the class's range, rows sum to 1."""
-  fine_to_primary = np.array([0, 1, 0, 1, 1])  # psi = (2, 3).
-  source = human_source(fine_to_primary, 2, smoothing=0.4)
-  batch = {'label': jnp.array([0, 1]), 'fine_label': jnp.array([2, 3])}
-  targets = np.asarray(
-    source.targets({}, None, None, batch, problem=None), np.float64
-  )
-  aux = hierarchy.child_to_aux_index(fine_to_primary)
-  expected = np.zeros((2, 5))
-  expected[0, :2] = 0.4 / 2
-  expected[1, 2:] = 0.4 / 3
-  expected[0, aux[2]] += 0.6
-  expected[1, aux[3]] += 0.6
-  np.testing.assert_allclose(targets, expected, rtol=1e-6)
-  hard = human_source(fine_to_primary, 2).targets({}, None, None, batch,
-                                                  problem=None)  # fmt: skip
-  np.testing.assert_array_equal(np.asarray(hard).max(axis=1), [1.0, 1.0])
 
 
 def test_label_drift_by_hand():

@@ -15,6 +15,7 @@ import pathlib
 from typing import Any
 
 from maxl_jax.errors import UsageError
+from maxl_jax.labels import SOURCES
 from maxl_jax.step_metrics import SIGNAL
 from maxl_jax.training.workdir import (
   CHECKPOINTS,
@@ -77,17 +78,17 @@ def psi_label(config: dict) -> str:
   is named by data.hierarchy ('ids' for a list of coarse ids), or by
   CIFAR-100's levels.
   """
-  method, data = config['method'], config['data']
-  if method == 'single':
+  source, data = SOURCES[config['method']], config['data']
+  if source.psi == 'none':
     return '—'
   hierarchical = config['maxl'].get('psi') == 'hierarchy'
-  if method in ('human', 'soft_human') or hierarchical:
+  if source.psi == 'fine' or hierarchical:
     name = data.get('hierarchy', '')
     if name:
       return 'ids' if ',' in name else name
     return f'{data.get("primary_level")}→{data.get("aux_level")}'
   aux = config.get('baseline', {}).get('aux_classes', 0)
-  if method in ('random', 'kmeans') and aux:
+  if 'random_aux_classes' in source.options and aux:  # K, not ψ's.
     return f'K={aux}'
   return str(config['maxl']['psi_per_class'])
 
@@ -259,7 +260,7 @@ def group_runs(runs: list[FinishedRun]) -> list[Group]:
   for key, members in keyed.items():
     config = members[0].config
     label = f'{config["method"]}'
-    if config['method'] != 'single':
+    if SOURCES[config['method']].psi != 'none':
       label += f' ψ={psi_label(config)}'
     label += f', {data_label(config)} data'
     if several:

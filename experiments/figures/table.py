@@ -17,18 +17,10 @@ from experiments.figures.finished import (
   data_label,
   psi_label,
 )
+from maxl_jax.labels import METHODS, SOURCES
 
-METHOD_ORDER = (
-  'single',
-  'uniform',
-  'random',
-  'kmeans',
-  'human',
-  'soft_human',
-  'frozen',
-  'entropy_only',
-  'maxl',
-)
+# The registry's order: baselines, controls, MAXL.
+METHOD_ORDER = METHODS
 # What the labels know: result.json key -> group_stats key.
 LABEL_SCORE_TITLES = {
   'test_aux_information': 'information',
@@ -236,7 +228,8 @@ def paired_rows(groups: list[Group], reference: str) -> list[dict]:
     row = stats_of[id(group)]
     if row['method'] == reference:
       continue
-    if reference == 'entropy_only' and row['method'] not in ('maxl', 'frozen'):
+    generator = SOURCES[row['method']].generator
+    if reference == 'entropy_only' and not generator:
       continue  # The control of g's training, for runs with a generator.
     refs = [
       g

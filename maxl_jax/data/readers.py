@@ -14,7 +14,6 @@ an image folder, tfds:NAME) is read by `user_data.py`; `make_reader` is the
 one entry for both.
 """
 
-import abc
 import concurrent.futures
 import functools
 import gzip
@@ -28,6 +27,7 @@ from etils import epy
 from PIL import Image
 
 from maxl_jax.data import cifar100_hierarchy, synthetic
+from maxl_jax.data.reader_base import Arrays, Reader
 from maxl_jax.data.synthetic import load_digits  # noqa: F401 - a dataset.
 from maxl_jax.errors import UsageError
 
@@ -52,34 +52,10 @@ def _tf_off_accelerators():
     pass
 
 
-Arrays = tuple[np.ndarray, np.ndarray]  # images uint8 [n, 32, 32, C], labels.
-
 SIZE = 32
 FASHION_MNIST_DIR = '/usr/share/datasets/fashion-mnist'
 CINIC10_URL = 'https://github.com/BayesWatch/cinic-10'
 CHUNK = 1024  # Examples per tf.data batch (TFDS), per area-resize (arrays).
-
-
-class Reader(abc.ABC):
-  """One dataset: `labels(split)` and `load(split, start, stop)`.
-
-  `fine_to_primary`: when not None, the stored labels are the fine classes
-  of a label hierarchy given with the data, and this [num_classes] array
-  maps each to its primary class.
-  """
-
-  name: str
-  num_classes: int
-  channels: int
-  fine_to_primary: np.ndarray | None = None
-
-  @abc.abstractmethod
-  def labels(self, split: str) -> np.ndarray:
-    """All labels of `split` in example order: int64 [n]."""
-
-  @abc.abstractmethod
-  def load(self, split: str, start: int = 0, stop: int | None = None) -> Arrays:
-    """Examples `[start, stop)` of `split` (all if stop is None)."""
 
 
 def area_resize(images):

@@ -1,11 +1,11 @@
 """A dataset's name -> its `Reader`: the built-in datasets (`readers`),
-your own (`user_data`: an .npz, an image folder, any TFDS dataset) and the
+your own (`user_data`: an .npz or any TFDS dataset; `image_folder`) and the
 synthetic ones (`synthetic`). The one entry of the data layer's readers.
 """
 
 import functools
 
-from maxl_jax.data import readers, synthetic, user_data
+from maxl_jax.data import image_folder, readers, synthetic, user_data
 from maxl_jax.data.spec import DataSpec
 from maxl_jax.errors import UsageError
 
@@ -20,7 +20,7 @@ def make_reader(spec: DataSpec) -> readers.Reader:
   if name == 'arrays':
     return user_data.NpzReader(spec.path)
   if name == 'folder':
-    return user_data.ImageFolderReader(
+    return image_folder.ImageFolderReader(
       spec.path, spec.test_fraction
     )
   if name.startswith('tfds:'):

@@ -4,8 +4,6 @@ random   a fixed random auxiliary class per image inside its class's range,
          for a random well-balanced psi (DESIGN §4).
 human    the label hierarchy's hidden fine labels (config.data.hierarchy,
          e.g. CIFAR-100's levels or Fashion-MNIST's classes under pairs).
-soft_human  human smoothed: (1 - ε) onehot + ε / psi[y] (ε =
-         config.baseline.soft_human_eps).
 uniform  the uniform distribution over the psi[y] auxiliary classes of the
          primary label y: a label-smoothing-like task that learns nothing,
          the ablation that asks whether MAXL's generated labels beat
@@ -57,35 +55,21 @@ class HumanSource(LabelSource):
   """
 
   aux_index: np.ndarray | None = None
-  smoothing: float = 0.0
 
   def targets(self, label_state, theta2, model_state2, batch, *, problem):
     aux_class = jnp.asarray(self.aux_index)[batch['fine_label']]
-    hard = one_hot(aux_class, self.num_aux)
-    if not self.smoothing:
-      return hard
-    return (1 - self.smoothing) * hard + self.smoothing * _uniform_rows(
-      self.psi, batch['label']
-    )
+    return one_hot(aux_class, self.num_aux)
 
 
-def human_source(
-  fine_to_primary: np.ndarray, num_primary: int, smoothing: float = 0.0
-) -> HumanSource:
-  """psi and the class index from the fine classes' primary classes.
-
-  `smoothing` ε > 0 is `soft_human`: `(1 - ε) onehot + ε / psi[y]` over the
-  class's auxiliary classes, the true content at about the softness of
-  learnt labels (content and hardness apart).
-  """
+def human_source(fine_to_primary: np.ndarray, num_primary: int) -> HumanSource:
+  """psi and the class index from the fine classes' primary classes."""
   return HumanSource(
     psi=hierarchy.psi_from_label_map(fine_to_primary, num_primary),
     aux_index=hierarchy.child_to_aux_index(fine_to_primary),
-    smoothing=smoothing,
   )
 
 
-def _uniform_rows(psi, labels):
+def uniform_rows(psi, labels):
   """[N, K]: 1 / psi[y] on the psi[y] auxiliary classes of each label y."""
   mask = jnp.asarray(hierarchy.class_mask(psi), jnp.float32)
   rows = mask[labels]
@@ -97,4 +81,26 @@ class UniformSource(LabelSource):
   """Uniform soft targets over the primary class's psi[y] auxiliary classes."""
 
   def targets(self, label_state, theta2, model_state2, batch, *, problem):
-    return _uniform_rows(self.psi, batch['label'])
+    return uniform_rows(self.psi, batch['label'])
+
+
+def build_random(info, psi, *, seed, psi_choice, random_aux_classes: int = 0):
+  """Random labels inside `psi`'s ranges; with psi_choice 'balanced' a
+  random balanced psi of `random_aux_classes` classes in all (0: psi's)."""
+  if psi_choice == 'balanced':
+    total = random_aux_classes or int(psi.sum())
+    rng = np.random.default_rng(seed)
+    psi = hierarchy.random_psi(info.num_classes, total, rng)
+  return RandomSource(psi=psi, seed=seed)
+
+
+def build_human(info, psi, *, seed, psi_choice):
+  """The dataset's fine labels (its hierarchy's psi; the rest unused)."""
+  del psi, seed, psi_choice
+  return human_source(info.fine_to_primary, info.num_classes)
+
+
+def build_uniform(info, psi, *, seed, psi_choice):
+  """Uniform rows over `psi` (the rest unused)."""
+  del info, seed, psi_choice
+  return UniformSource(psi=psi)

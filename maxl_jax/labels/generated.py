@@ -29,3 +29,10 @@ class GeneratedSource(LabelSource):
     outputs, _ = problem.g_apply(theta2, model_state2, batch['image'], False)
     logits, _ = split_generator_outputs(problem, outputs)  # No weights.
     return losses.mask_softmax(logits, batch['label'], problem.mask)
+
+
+def build(info, psi, *, seed, psi_choice, learns: bool = True):
+  """g's labels over `psi` (`learns=False`: the frozen control; the
+  dataset, seed and psi_choice unused: g's θ2 comes from the run's seed)."""
+  del info, seed, psi_choice
+  return GeneratedSource(psi=psi, learns=learns)

@@ -26,7 +26,6 @@ training set identically.
 """
 
 import dataclasses
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -35,67 +34,18 @@ import optax
 from jax.experimental import multihost_utils
 
 from maxl_jax import hierarchy
-from maxl_jax.data.images import normalize
 from maxl_jax.errors import UsageError
+from maxl_jax.labels.autoencoder_steps import (
+  ae_loss_and_grads,
+  ae_update,
+  encode,
+)
 from maxl_jax.labels.base import LabelSource, TrainingImages, one_hot
-from maxl_jax.networks.autoencoder import AutoEncoder, reconstruction_loss
+from maxl_jax.labels.host import host, like, process_mean, random_state
+from maxl_jax.networks.autoencoder import AutoEncoder
 
 LabelState = dict[str, np.ndarray]
 _INIT, _SAMPLE, _CLUSTER = 0, 1, 2  # Salts of the seeded random streams.
-
-
-@functools.partial(jax.jit, static_argnames='ae')
-def ae_loss_and_grads(params, images, *, ae):
-  """Reconstruction error of uint8 `images` and its gradient."""
-  return jax.value_and_grad(reconstruction_loss, argnums=1)(
-    ae, params, normalize(images)
-  )
-
-
-@functools.partial(jax.jit, static_argnames='opt')
-def _ae_update(params, opt_state, grads, *, opt):
-  updates, opt_state = opt.update(grads, opt_state, params)
-  return optax.apply_updates(params, updates), opt_state
-
-
-@functools.partial(jax.jit, static_argnames='ae')
-def _encode(params, images, *, ae):
-  return ae.apply({'params': params}, normalize(images), method='encode')
-
-
-def _process_mean(tree):
-  """Mean of `tree` over processes (identity with a single process)."""
-  if jax.process_count() == 1:
-    return tree
-  stacked = multihost_utils.process_allgather(tree)  # [processes, ...].
-  return jax.tree.map(lambda x: np.mean(x, axis=0), stacked)
-
-
-def _host(tree):
-  """Arrays (replicated global ones too) -> numpy, on every process."""
-
-  def one(x):
-    if isinstance(x, jax.Array):
-      return np.asarray(x.addressable_data(0))
-    return np.asarray(x)
-
-  return jax.tree.map(one, tree)
-
-
-def _like(new: np.ndarray, old):
-  """`new` placed as `old` is (a replicated global array stays one)."""
-  if not isinstance(old, jax.Array):
-    return new
-  new = np.asarray(new, dtype=old.dtype)
-  return jax.make_array_from_callback(
-    new.shape, old.sharding, lambda index: new[index]
-  )
-
-
-def _random_state(seed: int, salt: int, *more: int) -> int:
-  """An int seed for scikit-learn from the run seed and counters."""
-  entropy = [int(seed) % (1 << 64), salt, *more]
-  return int(np.random.default_rng(entropy).integers(1 << 31))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,7 +128,7 @@ class KMeansSource(LabelSource):
     )
     latents, labels = self.global_codes(params, images)
     centroids, assign = self.cluster(latents, labels, None, 0)
-    return _host(
+    return host(
       {
         'ae_params': params,
         'ae_opt': opt_state,
@@ -200,7 +150,7 @@ class KMeansSource(LabelSource):
     """
     if not self.due(step):
       return label_state
-    old = _host(label_state)
+    old = host(label_state)
     count = int(old['refreshes']) + 1
     params, opt_state = self._train(
       old['ae_params'],
@@ -211,7 +161,7 @@ class KMeansSource(LabelSource):
     )
     latents, labels = self.global_codes(params, images)
     centroids, assign = self.cluster(latents, labels, old['centroids'], count)
-    new = _host(
+    new = host(
       {
         'ae_params': params,
         'ae_opt': opt_state,
@@ -220,7 +170,7 @@ class KMeansSource(LabelSource):
         'refreshes': np.asarray(count, np.int32),
       }
     )
-    return jax.tree.map(_like, new, label_state)
+    return jax.tree.map(like, new, label_state)
 
   def _train(self, params, opt_state, images, steps: int, count: int):
     """`steps` Adam steps on random batches of this process's images."""
@@ -231,8 +181,8 @@ class KMeansSource(LabelSource):
     for _ in range(steps):
       rows = np.sort(rng.integers(0, len(images), size=size))
       _, grads = ae_loss_and_grads(params, images[rows], ae=self.ae)
-      grads = _process_mean(grads)
-      params, opt_state = _ae_update(params, opt_state, grads, opt=self.opt)
+      grads = process_mean(grads)
+      params, opt_state = ae_update(params, opt_state, grads, opt=self.opt)
     return params, opt_state
 
   def codes(self, params, images: np.ndarray) -> np.ndarray:
@@ -243,7 +193,7 @@ class KMeansSource(LabelSource):
     for start in range(0, n, size):  # Fixed-size chunks: one compilation.
       part = images[start : start + size]
       pad = np.zeros((size - len(part), *part.shape[1:]), part.dtype)
-      z = _encode(params, np.concatenate([part, pad]), ae=self.ae)
+      z = encode(params, np.concatenate([part, pad]), ae=self.ae)
       out.append(np.asarray(z)[: len(part)])
     return np.concatenate(out).astype(np.float32)
 
@@ -314,7 +264,7 @@ class KMeansSource(LabelSource):
           init='k-means++' if centroids is None else centroids[part],
           n_init=self.n_init if centroids is None else 1,
           max_iter=self.max_iter,
-          random_state=_random_state(self.seed, _CLUSTER, count, c),
+          random_state=random_state(self.seed, _CLUSTER, count, c),
         ).fit(latents[rows])
         new[part] = kmeans.cluster_centers_
         assign[rows] = offs[c] + kmeans.labels_
@@ -407,4 +357,25 @@ def make_source(
     n_init=int(options.n_init),
     max_iter=int(options.max_iter),
     encode_batch_size=int(options.encode_batch_size),
+  )
+
+
+def build(
+  info,
+  psi,
+  *,
+  seed,
+  psi_choice,
+  kmeans_options: KMeansOptions | None = None,
+  steps_per_epoch: int = 1,
+):
+  """`make_source` with `kmeans_options` (None: the defaults) and θ1's
+  `steps_per_epoch` (the default refresh period); psi_choice unused."""
+  del psi_choice
+  return make_source(
+    kmeans_options or KMeansOptions(),
+    info,
+    psi,
+    seed=seed,
+    steps_per_epoch=steps_per_epoch,
   )

@@ -1,6 +1,6 @@
 """A loss-combiner run (AuxiLearn, DESIGN §2e): `config.run = 'combiner'`.
 
-`build(config, info)` builds the `CombinerRun` (a `contract.Run`; its
+`build(config, info)` builds the `CombinerRun` (a `protocol.Run`; its
 checks: `check_config`): the `MultiHeadNet` on the given tasks
 (`combiner_problem.TASKS`), the combiner c(ℓ; φ), θ's and φ's optimisers and
 the schedule, no data loaded. It trains through `loop` (checkpoints,
@@ -90,7 +90,7 @@ def check_config(config):
 
 @dataclasses.dataclass(frozen=True)
 class CombinerRun:
-  """The static pieces of a loss-combiner run (`contract.Run`)."""
+  """The static pieces of a loss-combiner run (`protocol.Run`)."""
 
   method: ClassVar[str] = 'combiner'
 

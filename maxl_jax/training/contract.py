@@ -1,88 +1,27 @@
-"""What the loop needs of a run (`Run`), the kinds of run (`KINDS`), and
-the checks that every kind shares.
+"""The kinds of run (`KINDS`), the checks that every kind shares, and the
+builder of a run from its config (`build_run`).
 
 `config.run` names the kind: 'maxl' (MAXL or a baseline of
 `config.method`, `maxl_run.MaxlRun`) or 'combiner' (AuxiLearn's loss
 combiner on given tasks, `combiner_run.CombinerRun`). `build_run(config,
 info)` checks the config (the loop's fields, then the kind's own) and
 builds the kind's run from the config and the dataset's description alone:
-no data, nothing trained, no TensorFlow. `loop` trains any `Run`,
-`restore` rebuilds one from its workdir.
+no data, nothing trained, no TensorFlow. `loop` trains any `Run`
+(`protocol`, which this module re-exports), `restore` rebuilds one from
+its workdir.
 """
 
 from collections.abc import Callable
-from typing import Any, NamedTuple, Protocol, runtime_checkable
-
-import optax
+from typing import Any, NamedTuple
 
 from maxl_jax.data.info import DatasetInfo
 from maxl_jax.errors import UsageError
 from maxl_jax.networks import layers, models, trunks
-from maxl_jax.state import CombinerState, MaxlState
-from maxl_jax.training import combiner_run, maxl_run
+from maxl_jax.training import combiner_run, maxl_checks, maxl_run
 from maxl_jax.training.config_fields import check_fields
-from maxl_jax.training.schedule import Schedule
+from maxl_jax.training.protocol import Run, State
 
-
-@runtime_checkable
-class Run(Protocol):
-  """The static pieces of one run, as the loop uses them.
-
-  Attributes:
-    method: the name in result.json ('maxl', 'single', ..., 'combiner').
-    seed: the seed of the networks' initialisation.
-    info: the dataset's description.
-    schedule: the step kind of every global step.
-    lr_schedule: θ1's learning rate at θ1 step t (logged as `lr`).
-    on_nonfinite: 'stop' | 'skip_step'.
-  """
-
-  method: str
-  seed: int
-  info: DatasetInfo
-  schedule: Schedule
-  lr_schedule: optax.Schedule
-  on_nonfinite: str
-
-  @property
-  def held_out(self) -> bool:
-    """Whether steps other than 'primary' take a held-out batch too."""
-
-  def scoring(self) -> dict:
-    """`loop.evaluate`'s keyword arguments for the label statistics."""
-
-  def init_label_state(self, images) -> Any:
-    """The label source's state at step 0 (`labels.TrainingImages`)."""
-
-  def refresh(self, state, step: int, images):
-    """The state after global step `step`, its label source refreshed
-    (K-Means re-clusters when due); `state` itself where none refreshes."""
-
-  def digested(self, state) -> tuple:
-    """The parameters result.json's `params_sha256` digests, in order."""
-
-  def create_state(self, label_state) -> MaxlState | CombinerState:
-    """Step 0's state from the seed and the given label state."""
-
-  def state_shapes(self) -> MaxlState | CombinerState:
-    """Shapes and dtypes of the state (no data, nothing computed)."""
-
-  def zero_sums(self) -> dict:
-    """The loop's metric sums at the start of an epoch (`carry`)."""
-
-  def jit_steps(self, mesh) -> dict:
-    """A jitted update per schedule kind (`(carry, *batches) -> carry`;
-    optionally `<kind>+signal`, with what trains g), 'eval', optionally
-    'probe'."""
-
-  def probe_batch(self, data) -> dict:
-    """The fixed batch of the 'probe' step, each epoch."""
-
-  def drift_step(self) -> Callable | None:
-    """`(states, batch) -> sums` of the label-drift probe; None: no g."""
-
-  def result_fields(self, final: dict) -> dict:
-    """The run's own fields of result.json, from the last evaluation."""
+__all__ = ['KINDS', 'Kind', 'Run', 'State', 'build_run', 'kind_of', 'validate']
 
 
 class Kind(NamedTuple):
@@ -93,7 +32,7 @@ class Kind(NamedTuple):
 
 
 KINDS = {
-  'maxl': Kind(maxl_run.check_config, maxl_run.build),
+  'maxl': Kind(maxl_checks.check_config, maxl_run.build),
   'combiner': Kind(combiner_run.check_config, combiner_run.build),
 }
 

@@ -5,7 +5,7 @@ Training = load the data, build the run (`contract.build_run`: any
 `combiner_run.CombinerRun`), initialise its label state (or restore a
 checkpoint), then loop over the schedule's steps with evaluations, metrics
 and checkpoints. The only module with side effects. What the loop asks of
-a run is `contract.Run`, and nothing else.
+a run is `protocol.Run`, and of its state `protocol.State`, nothing else.
 
 The loop is short functions of a fixed `_Context` and a `_Progress` that
 each returns anew: `_train_step`, `_end_epoch` (the row, the evaluation,
@@ -23,7 +23,6 @@ state); SIGTERM saves a checkpoint and stops (`Preempted`); a non-finite
 step stops the run (`NonFiniteError`) before any checkpoint after it.
 """
 
-import dataclasses
 import json
 import time
 from typing import Any, NamedTuple
@@ -37,10 +36,12 @@ from maxl_jax.data import pipeline
 from maxl_jax.data.spec import DataSpec
 from maxl_jax.errors import Preempted
 from maxl_jax.training import (
+  cadence,
   checkpointing,
   console,
   contract,
   metrics,
+  protocol,
   resumption,
   timing,
 )
@@ -54,35 +55,6 @@ from maxl_jax.training.mesh import (
 )
 from maxl_jax.training.provenance import git_commit
 from maxl_jax.training.schedule import PRIMARY
-
-
-@dataclasses.dataclass(frozen=True)
-class LoopOptions:
-  """The loop's own settings (from `config.train`, `.checkpoint`, `.log`)."""
-
-  epochs: int
-  eval_every_epochs: int
-  checkpoint_every_steps: int
-  checkpoint_every_epochs: int
-  keep_checkpoints: int
-  progress_every_steps: int
-  drift_images: int = 1000
-  tensorboard: bool = True
-  meta_signal_every: int = 0  # θ2 steps; 0: what trains g is not logged.
-
-  @classmethod
-  def from_config(cls, config) -> 'LoopOptions':
-    return cls(
-      epochs=config.train.epochs,
-      eval_every_epochs=config.train.eval_every_epochs,
-      checkpoint_every_steps=config.checkpoint.every_steps,
-      checkpoint_every_epochs=config.checkpoint.every_epochs,
-      keep_checkpoints=config.checkpoint.keep,
-      progress_every_steps=config.log.progress_every_steps,
-      drift_images=config.log.drift_images,
-      tensorboard=config.log.tensorboard,
-      meta_signal_every=config.log.meta_signal_every,
-    )
 
 
 def _evaluate_all(ctx, state) -> dict:
@@ -130,7 +102,7 @@ def train_and_evaluate(config, workdir: str, *, started=None) -> dict:
     try:
       return _train(
         run,
-        LoopOptions.from_config(config),
+        cadence.LoopOptions.from_config(config),
         config.to_json_best_effort(indent=2),
         data,
         path,
@@ -147,8 +119,8 @@ def train_and_evaluate(config, workdir: str, *, started=None) -> dict:
 class _Context(NamedTuple):
   """What the loop's functions share; none of it changes during the loop."""
 
-  run: Any  # A `contract.Run`.
-  options: LoopOptions
+  run: protocol.Run
+  options: cadence.LoopOptions
   data: Any  # `pipeline.Datasets`.
   manager: Any  # The checkpoint manager.
   watch: checkpointing.PreemptionWatch
@@ -261,7 +233,7 @@ def _train_step(ctx: _Context, p: _Progress) -> _Progress:
   p = p._replace(step=step + 1, carry=carry)
   speed = (p.step - ctx.first) / (time.perf_counter() - ctx.session_tick)
   console.progress(p.step, ctx.total, speed)
-  if p.step % ctx.options.progress_every_steps == 0:
+  if cadence.reports(ctx.options, p.step):
     _check_guard(ctx, p)
     epoch = step // run.schedule.epoch_steps
     logging.info('epoch %d step %d/%d', epoch + 1, p.step, ctx.total)
@@ -280,20 +252,6 @@ def _epoch_row(ctx: _Context, p: _Progress, epoch: int) -> tuple[dict, dict]:
   return row, probed
 
 
-def _evaluates(options: LoopOptions, epoch: int, step: int, total: int):
-  """Whether the end of `epoch` (0-based) evaluates the test set."""
-  return (epoch + 1) % options.eval_every_epochs == 0 or step == total
-
-
-def _checkpoints(options: LoopOptions, epoch: int, step: int, total: int):
-  """Whether the end of `epoch` (0-based) saves a checkpoint."""
-  return (
-    (epoch + 1) % options.checkpoint_every_epochs == 0
-    or step % options.checkpoint_every_steps == 0
-    or step == total
-  )
-
-
 def _zero_sums(carry, mesh):
   """`carry` with the metric sums of a new epoch."""
   zero = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), carry.sums)
@@ -308,7 +266,7 @@ def _end_epoch(ctx: _Context, p: _Progress) -> _Progress:
   p = _charge(p, 'steps')
   row, probed = _epoch_row(ctx, p, epoch)
   final = p.final
-  if _evaluates(options, epoch, p.step, ctx.total):
+  if cadence.evaluates(options, epoch, p.step, ctx.total):
     final = _evaluate_all(ctx, p.carry.state)
     row.update(final)
   p = _charge(p, 'eval')
@@ -318,7 +276,7 @@ def _end_epoch(ctx: _Context, p: _Progress) -> _Progress:
   p = _write(ctx, p, row)
   if 'test/accuracy' in row:
     console.say(console.evaluation_line(row, options.epochs))
-  if _checkpoints(options, epoch, p.step, ctx.total):
+  if cadence.checkpoints(options, epoch, p.step, ctx.total):
     p = _save(ctx, p, wait=p.step == ctx.total)
   return p._replace(tick=time.perf_counter())
 
@@ -332,7 +290,7 @@ def _loop(ctx: _Context, p: _Progress) -> _Progress:
       p = _train_step(ctx, p)
       if p.step % per_epoch == 0:
         p = _end_epoch(ctx, p)
-      elif p.step % ctx.options.checkpoint_every_steps == 0:
+      elif cadence.saves_within_epoch(ctx.options, p.step):
         p = _save(ctx, p)
   finally:
     ctx.manager.wait_until_finished()
@@ -365,7 +323,7 @@ def _result(ctx: _Context, p: _Progress, start: float) -> dict:
   }
 
 
-def _announce(run, options: LoopOptions, total: int):
+def _announce(run, options: cadence.LoopOptions, total: int):
   """The run's first line: what trains, on what, how long."""
   console.say(
     f'Training {run.method} on {run.info.name}: {total} steps '

@@ -1,11 +1,11 @@
 """MAXL's run (or a baseline's: `config.method`), from its config and its
 dataset's description alone.
 
-`build(config, info)` builds the `MaxlRun` (a `contract.Run`): the
+`build(config, info)` builds the `MaxlRun` (a `protocol.Run`): the
 networks, the `MaxlProblem`, the label source, the optimisers, the
 schedules and the initial state's shapes: no data is loaded and nothing is
-trained, and no TensorFlow is imported; `check_config` checks MAXL's
-fields first (`contract.build_run` calls both). Training adds data
+trained, and no TensorFlow is imported; `maxl_checks.check_config` checks
+MAXL's fields first (`contract.build_run` calls both). Training adds data
 (`loop`), restoring adds a checkpoint (`restore`), the benchmarks a
 synthetic batch. Every user-fixable problem surfaces here as a
 `UsageError`, before anything is written.
@@ -19,31 +19,15 @@ import flax.linen as nn
 import jax
 import optax
 
-from maxl_jax import hierarchy, labels, meta_grad
+from maxl_jax import estimators, hierarchy, labels
 from maxl_jax import state as state_lib
 from maxl_jax import steps as steps_lib
 from maxl_jax.data.info import DatasetInfo
-from maxl_jax.errors import UsageError
 from maxl_jax.networks import models
 from maxl_jax.problem import MaxlProblem
 from maxl_jax.training import carry, optim, schedule
-from maxl_jax.training.config_fields import check_fields, steps_per_epoch
+from maxl_jax.training.config_fields import steps_per_epoch
 from maxl_jax.training.mesh import jit_step
-
-POSITIVE = ('maxl.psi_per_class',)
-
-
-def choices() -> dict:
-  """Each choice field and its values (estimators as registered now)."""
-  return {
-    'method': labels.METHODS,
-    'maxl.schedule': schedule.NAMES,
-    'maxl.meta_grad': tuple(meta_grad.ESTIMATORS),
-    'maxl.meta_loss': meta_grad.META_LOSSES,
-    'maxl.balance': meta_grad.BALANCES,
-    'label_opt.name': optim.OPTIMIZERS,
-  }
-
 
 # What the labels know: test/<name> in metrics.jsonl, test_<name> in
 # result.json (DESIGN §6).
@@ -52,70 +36,9 @@ LABEL_SCORE_KEYS = ('aux_information', 'aux_recovery_nmi', 'aux_recovery_ari')
 DRIFT = ('label_drift', 'param_drift')
 
 
-def check_config(config):
-  """Checks MAXL's choice fields and numbers; raises UsageError."""
-  check_fields(config, choices(), POSITIVE)
-  if (
-    config.model.conv_impl == 'im2col_bf16'
-    and config.method == 'maxl'
-    and config.maxl.meta_grad == 'unrolled'
-  ):
-    raise UsageError(
-      "model.conv_impl='im2col_bf16' is differentiable once, but "
-      "maxl.meta_grad='unrolled' differentiates twice: use "
-      '--config.maxl.meta_grad=structured (or first_order), or another '
-      'model.conv_impl.'
-    )
-  name = config.maxl.meta_grad
-  if (
-    config.method == 'maxl'
-    and meta_grad.needs_held_out(name)
-    and not config.data.meta_fraction > 0
-  ):
-    raise UsageError(
-      f'maxl.meta_grad={name!r} evaluates the primary loss on a held-out '
-      'meta batch: set --config.data.meta_fraction > 0, e.g. 0.1.'
-    )
-  example_weights = config.maxl.example_weights
-  smoothing = config.train.label_smoothing
-  if config.maxl.lookahead_scale <= 0:
-    raise UsageError(
-      'config.maxl.lookahead_scale must be > 0, got '
-      f'{config.maxl.lookahead_scale!r} (1 = the paper).'
-    )
-  steps = config.maxl.lookahead_steps
-  if not isinstance(steps, int) or steps < 1:
-    raise UsageError(
-      f'config.maxl.lookahead_steps must be an int >= 1, got {steps!r} '
-      '(1 = the paper).'
-    )
-  if steps > 1 and (
-    config.maxl.meta_grad not in ('structured', 'unrolled')
-    or config.maxl.lookahead_scale != 1
-  ):
-    raise UsageError(
-      f'config.maxl.lookahead_steps = {steps} differentiates exactly '
-      "through θ1's own optimiser: use --config.maxl.meta_grad=structured "
-      '(or unrolled) and --config.maxl.lookahead_scale=1.'
-    )
-  if example_weights and config.method != 'maxl':
-    raise UsageError(
-      'maxl.example_weights=True weights the auxiliary loss of learnt '
-      f'labels, so it needs method=maxl (got {config.method!r}); set '
-      '--config.maxl.example_weights=False.'
-    )
-  if not 0 <= smoothing < 1:
-    raise UsageError(
-      f'config.train.label_smoothing must be in [0, 1), got {smoothing!r}.'
-    )
-  # Whether the dataset has the hierarchy that method=human or maxl.psi =
-  # 'hierarchy' needs is in its DatasetInfo: make_label_source checks it.
-  labels.check_psi_choice(config.maxl.psi)
-
-
 @dataclasses.dataclass(frozen=True)
 class MaxlRun:
-  """The static pieces of a MAXL or baseline run (`contract.Run`)."""
+  """The static pieces of a MAXL or baseline run (`protocol.Run`)."""
 
   method: str
   seed: int
@@ -223,8 +146,8 @@ def build(config, info: DatasetInfo) -> MaxlRun:
   opt2 = optim.make_optimizer(
     config.label_opt, per_epoch, config.label_opt.name
   )
-  estimator, grad_tx = _estimator(config, tx1)
-  alpha_schedule = meta_grad.lookahead_alpha(
+  estimator, grad_tx = _estimator(config, tx1, labels.source(method))
+  alpha_schedule = estimators.lookahead_alpha(
     lr_schedule, float(mc.lookahead_scale)
   )
   source = labels.make_label_source(
@@ -233,10 +156,7 @@ def build(config, info: DatasetInfo) -> MaxlRun:
     psi_per_class=mc.psi_per_class,
     seed=config.seed,
     psi_choice=mc.psi,
-    random_aux_classes=config.baseline.aux_classes,
-    kmeans_options=labels.KMeansOptions(**config.kmeans),
-    steps_per_epoch=per_epoch,
-    soft_human_eps=config.baseline.soft_human_eps,
+    **source_options(config, per_epoch),
   )
   # g takes θ2 steps (maxl and its controls). `frozen`'s have a zero update:
   # its g's statistics refresh as MAXL's do, its parameters never move
@@ -266,7 +186,7 @@ def build(config, info: DatasetInfo) -> MaxlRun:
     fd_eps=mc.fd_eps,
     example_weights=bool(mc.example_weights),
     label_smoothing=float(config.train.label_smoothing),
-    meta_loss=meta_grad.META_LOSSES[mc.meta_loss],
+    meta_loss=estimators.META_LOSSES[mc.meta_loss],
   )
   return MaxlRun(
     method=method,
@@ -284,27 +204,46 @@ def build(config, info: DatasetInfo) -> MaxlRun:
     alpha_schedule=alpha_schedule,
     schedule=run_schedule,
     estimator=estimator if steps2 else None,
-    balance=meta_grad.balance(mc.balance, mc.lam),
+    balance=estimators.balance(mc.balance, mc.lam),
     on_nonfinite=config.train.on_nonfinite,
   )
 
 
-def _estimator(config, tx1):
+# The config group whose fields are an estimator's settings, by estimator
+# (`estimators.Entry.settings`); estimators without one have no settings.
+SETTINGS_GROUPS = {'implicit': 'inverse_hvp'}
+
+
+def source_options(config, per_epoch: int) -> dict:
+  """Every label source's options (`labels.Source.options`) from the
+  config; `make_label_source` gives each source its own."""
+  return {
+    'random_aux_classes': config.baseline.aux_classes,
+    'kmeans_options': labels.KMeansOptions(**config.kmeans),
+    'steps_per_epoch': per_epoch,
+    'soft_human_eps': config.baseline.soft_human_eps,
+  }
+
+
+def _estimator(config, tx1, source: labels.Source):
   """(estimator, θ2 gradient transformation or None): `maxl.meta_grad`
-  bound to its settings, read from the config group it names
-  (`meta_grad.bind`); methods entropy_only and frozen (whose θ2 update is
-  zero): the entropy part alone. With `maxl.lookahead_steps` = K > 1, the
-  K-step lookahead through θ1's optimiser `tx1`
-  (`meta_grad.OptimizerLookahead`). θ2's optimiser follows the gradient
-  transformation (the implicit hypergradient's clip, AuxiLearn)."""
-  control = config.method in ('entropy_only', 'frozen')
+  bound to its settings, read from its config group (`SETTINGS_GROUPS`,
+  `estimators.bind`); the entropy part alone where the label `source`
+  says so (`entropy_only`: the controls entropy_only and frozen). With
+  `maxl.lookahead_steps` = K > 1, the K-step lookahead through θ1's
+  optimiser `tx1` (`estimators.k_step`). θ2's optimiser follows the
+  gradient transformation (the implicit hypergradient's clip, AuxiLearn)."""
+  control = source.entropy_only
   name, steps = config.maxl.meta_grad, config.maxl.lookahead_steps
   if steps > 1:
-    return meta_grad.OptimizerLookahead(tx1, steps, entropy_only=control), None
-  group = meta_grad.entry(name).group
+    bound = functools.partial(
+      estimators.k_step, tx=tx1, steps=steps, entropy_only=control
+    )
+    return bound, None
+  group = SETTINGS_GROUPS.get(name)
   settings = dict(config[group]) if group else {}
-  estimator, grad_tx = meta_grad.bind(name, **settings)
-  return (meta_grad.entropy_only if control else estimator), grad_tx
+  estimator, grad_tx = estimators.bind(name, **settings)
+  return (estimators.entropy_only if control else estimator), grad_tx
 
 
 def jit_steps(run: MaxlRun, mesh) -> dict:
