@@ -212,13 +212,24 @@ def memory_analysis(compiled):
   return out
 
 
-def _rss_mb():
-  """Current resident set of this process, MB (VmRSS)."""
+def _rss_mb(field='VmRSS'):
+  """This process's resident set, MB: `VmRSS` now, `VmHWM` its peak."""
   with open('/proc/self/status') as f:
     for line in f:
-      if line.startswith('VmRSS:'):
+      if line.startswith(f'{field}:'):
         return int(line.split()[1]) / 1024
   return None
+
+
+def _reset_peak_rss() -> bool:
+  """Restarts VmHWM from the current RSS (Linux), so that the peak of the
+  steps is read apart from the compiler's; False where not possible."""
+  try:
+    with open('/proc/self/clear_refs', 'w') as f:
+      f.write('5')
+    return True
+  except OSError:
+    return False
 
 
 def device_peak_mb():
@@ -257,6 +268,7 @@ def run_child(spec):
     base['peak_rss_mb'] = base['peak_rss_compiled_mb']
     print(RESULT + json.dumps(base), flush=True)
     return
+  resettable = _reset_peak_rss()  # The steps' peak, without compiling's.
   for _ in range(_WARMUP.value):
     state = jax.block_until_ready(step(state, *batches))
   busy0, own0, wall0 = _busy_cpu_s(), time.process_time(), time.perf_counter()
@@ -277,6 +289,8 @@ def run_child(spec):
     'n': len(times),
     'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     'rss_after_mb': _rss_mb(),  # After the steps (jemalloc keeps pages).
+    # The peak while stepping (warm-up included), compilation excluded.
+    'peak_rss_steps_mb': _rss_mb('VmHWM') if resettable else None,
     'device_peak_mb': device_peak_mb(),
     'other_cpu': round(other, 3),
     # Page faults and kernel time of the timed steps (see "Allocator").

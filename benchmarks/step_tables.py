@@ -34,22 +34,25 @@ def print_memory(results, peer):
   peer_rss = {(r['backbone'], r['kind']): r.get('peak_rss_mb') for r in peer}
   print("\nMemory (MB): XLA's buffer assignment and the process RSS\n")
   print('| backbone | kind | XLA temp | XLA args | XLA out | XLA alias |'
-        ' XLA total | RSS compiled | peak RSS | device peak | peer RSS |'
-        ' XLA total / peer RSS | peak RSS / peer RSS |')  # fmt: skip
-  print('|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|')
+        ' XLA total | RSS compiled | peak RSS | steps peak RSS |'
+        ' device peak | peer RSS | XLA total / peer RSS |'
+        ' peak RSS / peer RSS | steps peak / peer RSS |')  # fmt: skip
+  print('|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|')
   for r in results:
     if 'error' in r:
       continue
     p = peer_rss.get((r['backbone'], PEER_KINDS.get(r['kind'])))
     total, rss = r.get('xla_total_mb'), r.get('peak_rss_mb')
     cells = [r.get(f'xla_{n}_mb') for n in ('temp', 'argument', 'output')]
+    steps = r.get('peak_rss_steps_mb')  # Compilation excluded.
     cells += [r.get('xla_alias_mb'), total, r.get('rss_compiled_mb'), rss]
-    cells += [r.get('device_peak_mb'), p]
+    cells += [steps, r.get('device_peak_mb'), p]
+    ratios = [total, rss, steps]
     print(
       f'| {label(r)} | {r["kind"]} | '
       + ' | '.join(_fmt(c, '.0f') for c in cells)
-      + f' | {_fmt(p and total and total / p, ".2f")}'
-      + f' | {_fmt(p and rss and rss / p, ".2f")} |'
+      + ''.join(f' | {_fmt(p and x and x / p, ".2f")}' for x in ratios)
+      + ' |'
     )
 
 
@@ -163,15 +166,19 @@ def print_peer(results, peer):
     if p is None or 'n' not in r:
       continue
     ms, rss = r['median_ms'], r.get('peak_rss_mb')
+    steps, theirs_rss = r.get('peak_rss_steps_mb'), p['peak_rss_mb']
     rows.append(
       f'| {label(r)} | {r["kind"]} | {p["kind"]} | {ms:.1f} | '
       f'{p["median_ms"]:.1f} | {ms / p["median_ms"]:.2f} | '
-      f'{_fmt(rss, ".0f")} | {p["peak_rss_mb"]:.0f} | '
-      f'{_fmt(rss and rss / p["peak_rss_mb"], ".2f")} |'
+      f'{_fmt(rss, ".0f")} | {_fmt(steps, ".0f")} | {theirs_rss:.0f} | '
+      f'{_fmt(rss and rss / theirs_rss, ".2f")} | '
+      f'{_fmt(steps and steps / theirs_rss, ".2f")} |'
     )
   if rows:
-    print('\nOurs against the PyTorch peer (median ms, peak RSS MB)\n')
+    print('\nOurs against the PyTorch peer (median ms, peak RSS MB; steps:'
+          ' the peak while stepping, compilation excluded)\n')
     print('| backbone | ours | peer | ours ms | peer ms | ours / peer |'
-          ' our RSS | peer RSS | RSS ours / peer |')  # fmt: skip
-    print('|---|---|---|--:|--:|--:|--:|--:|--:|')
+          ' our RSS | our steps RSS | peer RSS | RSS ours / peer |'
+          ' steps RSS / peer |')  # fmt: skip
+    print('|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|')
     print('\n'.join(rows))
