@@ -1,5 +1,6 @@
-"""The run contract (maxl_jax/training/contract.py): every kind of run
-implements `Run`, and `config.run` names the kind."""
+"""The run contract (maxl_jax/training/protocol.py, contract.py): every
+kind of run implements `Run`, its state `State`, and `config.run` names
+the kind."""
 
 import json
 
@@ -61,6 +62,16 @@ def test_every_kind_implements_the_protocol(kind):
     assert hasattr(type(run), name) or name in vars(run), name
     if name in contract.Run.__annotations__:
       assert getattr(run, name) is not None, name  # No null placeholders.
+
+
+@pytest.mark.parametrize('kind', sorted(contract.KINDS))
+def test_every_kinds_state_has_what_the_loop_reads(kind):
+  """`protocol.State`: the loop reads θ1's step count and θ1, nothing else
+  of the state."""
+  make_config, info = EXAMPLES[kind]
+  shapes = contract.build_run(make_config(), info).state_shapes()
+  assert isinstance(shapes, contract.State)
+  assert set(contract.State.__annotations__) == {'step1', 'theta1'}
 
 
 def test_a_class_missing_a_member_is_not_a_run():
