@@ -32,6 +32,7 @@ from maxl_jax.training import resumption
 config = quickstart.get_config()
 config.compare_methods, config.method = '', 'maxl'
 config.data.batch_size, config.model.head_hidden = 16, 32
+config.model.widths = (8, 16, 16, 32)  # Small: float64 convolutions are slow.
 config.train.steps_per_epoch = 2  # Steps 0, 1: θ1; step 2: θ2.
 if jax.config.jax_enable_x64:
   config.model.compute_dtype = 'float64'
