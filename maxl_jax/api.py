@@ -18,14 +18,16 @@ own), `g` one returning auxiliary logits [N, K] (their `LabelGenerator`),
 initial weights (`networks.functional`).
 A batch is a dict of arrays: 'image' [N, H, W, C] float, 'label' [N] int
 (+ 'fine_label' for `human`; evaluation's optional 'mask' [N] marks real
-examples). `single`, `uniform`, `human` and `fixed_targets` train θ1 on
-fixed targets (no θ2 update).
+examples). `maxl(..., method=...)` also gives MAXL's controls
+(entropy_only, frozen); `single`, `uniform`, `human` and `fixed_targets`
+train θ1 on fixed targets (no θ2 update).
 
-One implementation: every update is a step function of `steps.py`, bound
-by `steps.bind_steps`, the same binding the runner jits
-(`training.maxl_run.make_step_fns`). An update returns that step's own
-metrics; a step whose loss or gradient is not finite is not applied and
-reports `nonfinite` = 1 (stop your loop on it if you like).
+One implementation: the pieces come from `assemble.assemble`, the runner's
+constructor too (`training.maxl_run.build`), and every update is a step
+function of `steps.py`, bound by `steps.bind_steps`, the same binding the
+runner jits (`training.maxl_run.make_step_fns`). An update returns that
+step's own metrics; a step whose loss or gradient is not finite is not
+applied and reports `nonfinite` = 1 (stop your loop on it if you like).
 """
 
 import dataclasses
@@ -38,11 +40,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from maxl_jax import hierarchy, meta_grad, steps
+from maxl_jax import assemble, hierarchy, labels, steps
+from maxl_jax.errors import UsageError
 from maxl_jax.labels.base import LabelSource
 from maxl_jax.labels.fixed import UniformSource, human_source
-from maxl_jax.labels.generated import GeneratedSource
-from maxl_jax.networks import functional
 from maxl_jax.problem import MaxlProblem
 from maxl_jax.state import MaxlState, create_state
 from maxl_jax.step_metrics import skip_nonfinite
@@ -124,34 +125,17 @@ def _evaluate(eval_fn):
   return evaluate
 
 
-def _alpha_schedule(alpha):
-  if callable(alpha):
-    return alpha
-  return lambda step: jnp.asarray(alpha, jnp.float32)
-
-
-def _estimator(estimator, inverse):
-  if callable(estimator):
-    return estimator
-  fn = meta_grad.get_estimator(estimator)
-  if inverse is not None:
-    if estimator != 'implicit':
-      raise ValueError(f'inverse= is for estimator=implicit, not {estimator}')
-    fn = functools.partial(fn, inverse=inverse)
-  return fn
-
-
-def _learner(
-  f, g, source, tx1, tx2, *, alpha, estimator, problem, signal, balance=None
-):
+def _learner(f, g, tx1, parts: assemble.Assembly, *, signal) -> Learner:
+  """The `Learner` of an assembly (`assemble.assemble`, the runner's too)."""
+  problem, tx2 = parts.problem, parts.tx2
   bound = bind_steps(
     problem=problem,
-    label_source=source,
+    label_source=parts.label_source,
     tx1=tx1,
     tx2=tx2,
-    alpha_schedule=_alpha_schedule(alpha),
-    estimator=estimator,
-    balance=balance,
+    alpha_schedule=parts.alpha_schedule,
+    estimator=parts.estimator,
+    balance=parts.balance,
   )
   # The test-time label statistics are the runner's business: plain sums.
   evaluate = functools.partial(steps.eval_step, problem=problem)
@@ -170,15 +154,8 @@ def _learner(
     ),
     evaluate=_evaluate(evaluate),
     problem=problem,
-    label_source=source,
+    label_source=parts.label_source,
   )
-
-
-def _choice(name: str, value, allowed):
-  """`value`, or a ValueError that lists `allowed`."""
-  if value not in allowed:
-    raise ValueError(f'{name} must be one of {list(allowed)}, got {value!r}')
-  return value
 
 
 def maxl(
@@ -191,6 +168,9 @@ def maxl(
   alpha: float | Callable[[jax.Array], jax.Array],
   estimator: str | Callable = 'structured',
   inverse=None,
+  max_grad_norm: float | None = None,
+  method: str = 'maxl',
+  lookahead_steps: int = 1,
   gamma: float = 2.0,
   lam: float = 0.2,
   example_weights: bool = False,
@@ -215,6 +195,13 @@ def maxl(
       (structured, unrolled, first_order, implicit) or an estimator.
     inverse: implicit's inverse-HVP solver (`inverse_hvp.InverseHvp`);
       None = AuxiLearn's default.
+    max_grad_norm: implicit's clip of θ2's gradient (global norm) before
+      tx2; None = 10 (AuxiLearn's, the runner's default), 0 = no clip.
+    method: 'maxl', or one of its controls (`labels.GENERATED`):
+      'entropy_only' (g trained by the entropy term alone) or 'frozen' (g
+      never trained; its batch statistics still move).
+    lookahead_steps: K > 1: the lookahead is K steps of tx1, differentiated
+      exactly (DESIGN §2h; `estimator` structured or unrolled).
     gamma: focal-loss exponent (0 = cross-entropy).
     lam: weight λ of the entropy regulariser in J.
     example_weights: g also weights each example's auxiliary loss.
@@ -227,55 +214,58 @@ def maxl(
       meta objective's primary loss, the lookahead's step as a multiple of
       α, 'sum' | 'normalized' for how θ2's gradient combines its meta and
       entropy parts.
+
+  Raises:
+    UsageError: a bad psi, an unknown name, a setting the estimator does
+      not take (`inverse`, `max_grad_norm`: implicit's).
   """
   psi = hierarchy.validate_psi(psi)
-  problem = MaxlProblem(
-    f_apply=functional.make_apply(f),
-    g_apply=functional.make_apply(g),
-    mask=hierarchy.class_mask(psi),
+  entry = labels.source(method)
+  if not entry.generator:
+    raise UsageError(
+      f'method = {method!r} has fixed targets: use its own constructor; '
+      f'maxl takes one of {list(labels.GENERATED)}.'
+    )
+  # g's sources read psi alone (`labels.generated.build`).
+  source = entry.build(None, psi, seed=0, psi_choice='balanced')
+  settings = {'inverse': inverse, 'max_grad_norm': max_grad_norm}
+  parts = assemble.assemble(
+    f,
+    g,
+    source,
+    tx1,
+    tx2,
+    alpha=alpha,
+    estimator=estimator,
+    settings={k: v for k, v in settings.items() if v is not None},
+    entropy_only=entry.entropy_only,
+    lookahead_steps=lookahead_steps,
+    lookahead_scale=lookahead_scale,
     gamma=gamma,
     lam=lam,
     fd_eps=fd_eps,
     example_weights=example_weights,
     label_smoothing=label_smoothing,
-    meta_loss=meta_grad.META_LOSSES[
-      _choice('meta_loss', meta_loss, meta_grad.META_LOSSES)
-    ],
+    meta_loss=meta_loss,
+    balance=balance,
   )
-  return _learner(
-    f,
-    g,
-    GeneratedSource(psi=psi),
-    tx1,
-    tx2,
-    alpha=meta_grad.lookahead_alpha(_alpha_schedule(alpha), lookahead_scale),
-    estimator=_estimator(estimator, inverse),
-    balance=meta_grad.balance(
-      _choice('balance', balance, meta_grad.BALANCES), lam
-    ),
-    problem=problem,
-    signal=meta_signal,
-  )
+  return _learner(f, g, tx1, parts, signal=meta_signal)
 
 
 def _fixed(f, source, tx1, gamma, label_smoothing) -> Learner:
-  problem = MaxlProblem(
-    f_apply=functional.make_apply(f),
-    mask=hierarchy.class_mask(source.psi) if source.num_aux else None,
-    gamma=gamma,
-    label_smoothing=label_smoothing,
-  )
-  return _learner(
+  """A baseline's `Learner`: fixed targets, θ2 takes no steps."""
+  parts = assemble.assemble(
     f,
     None,
     source,
     tx1,
-    optax.identity(),
+    optax.set_to_zero(),
     alpha=0.0,
     estimator=None,
-    problem=problem,
-    signal=False,
+    gamma=gamma,
+    label_smoothing=label_smoothing,
   )
+  return _learner(f, None, tx1, parts, signal=False)
 
 
 def single(f, tx1, *, gamma=2.0, label_smoothing=0.0) -> Learner:

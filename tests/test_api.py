@@ -17,9 +17,9 @@ import pytest
 from toy_problems import TOY_INFO, OneHead, TinyConvBN, TwoHeads, run_config
 
 import maxl_jax
-from maxl_jax import losses, meta_grad
+from maxl_jax import inverse_hvp, losses, meta_grad
 from maxl_jax.errors import UsageError
-from maxl_jax.training import carry, contract
+from maxl_jax.training import carry, config_fields, contract, optim
 from maxl_jax.training import mesh as mesh_lib
 
 PSI = (2, 3)
@@ -133,41 +133,99 @@ def test_theta2_update_follows_the_meta_gradient(estimator):
   assert int(new.step2) == 1 and int(new.step1) == 0
 
 
-def test_api_steps_are_the_runners_steps_bitwise():
-  config = run_config('maxl')
+# (method, estimator): MAXL, AuxiLearn's implicit hypergradient (its clip
+# on, held-out batch) and the two controls.
+DOORS = [
+  ('maxl', 'structured'),
+  ('maxl', 'implicit'),
+  ('entropy_only', 'structured'),
+  ('frozen', 'structured'),
+]
+
+
+@pytest.mark.parametrize('method, estimator', DOORS)
+def test_api_steps_are_the_runners_steps_bitwise(method, estimator):
+  """Both doors assemble the same pieces (`assemble.assemble`): the API's
+  θ1 and θ2 updates are the runner's jitted steps, bitwise."""
+  config = run_config(method, meta_grad=estimator)
   config.model.widths = (4, 4, 4, 4)
   info = dataclasses.replace(TOY_INFO, image_shape=(16, 16, 1))
+  held_out = estimator == 'implicit'
+  if held_out:
+    config.data.meta_fraction = 0.25
+    info = dataclasses.replace(info, num_meta=16)
+    config.inverse_hvp.max_grad_norm = 1e-3  # Clips every step.
   run = contract.build_run(config, info)
+  per_epoch = config_fields.steps_per_epoch(config, info)
+  opt2 = optim.make_optimizer(
+    config.label_opt, per_epoch, config.label_opt.name
+  )
+  solver = {k: v for k, v in config.inverse_hvp.items() if k != 'max_grad_norm'}
+  implicit = {
+    'inverse': inverse_hvp.make_solver(**solver),
+    'max_grad_norm': config.inverse_hvp.max_grad_norm,
+  }
   learner = maxl_jax.maxl(
     run.f,
     run.g,
     run.psi,
     run.tx1,
-    run.tx2,
+    opt2,
     alpha=run.lr_schedule,
-    estimator=config.maxl.meta_grad,
+    estimator=estimator,
+    method=method,
     gamma=config.maxl.gamma,
     lam=config.maxl.lam,
     meta_signal=False,
+    **(implicit if held_out else {}),
   )
   state = learner.init(jax.random.key(config.seed), info.image_shape)
   chex.assert_trees_all_equal(state, run.create_state({}))
-  mesh = mesh_lib.make_mesh()
-  steps = run.jit_steps(mesh)
+  steps = run.jit_steps(mesh_lib.make_mesh())
   rng = np.random.default_rng(0)
-  batch = {
-    'image': jnp.asarray(rng.normal(size=(16, 16, 16, 1)), jnp.float32),
-    'label': jnp.asarray(rng.integers(0, 4, 16), jnp.int32),
-    'mask': jnp.ones(16, jnp.float32),
-  }
+  batch, meta_batch = (
+    {
+      'image': jnp.asarray(rng.normal(size=(16, 16, 16, 1)), jnp.float32),
+      'label': jnp.asarray(rng.integers(0, 4, 16), jnp.int32),
+      'mask': jnp.ones(16, jnp.float32),
+    }
+    for _ in range(2)
+  )
+  meta = (meta_batch,) if held_out else ()
   start = carry.start(run.create_state({}), run.zero_sums())
-  runner = steps['meta'](steps['primary'](start, batch), batch)
+  runner = steps['meta'](steps['primary'](start, batch), batch, *meta)
   ours, m1 = jax.jit(learner.theta1_update)(state, batch)
-  ours, m2 = jax.jit(learner.theta2_update)(ours, batch)
+  ours, m2 = jax.jit(learner.theta2_update)(ours, batch, *meta)
   chex.assert_trees_all_equal(ours, runner.state)
   # The runner's sums are the steps' own metrics, summed.
   assert float(m1['loss_pri']) == float(runner.sums['train/loss_pri'])
   assert float(m2['meta_loss']) == float(runner.sums['meta/meta_loss'])
+  if held_out:  # The clip acted: the hypergradient is longer than it.
+    assert float(m2['grad_norm']) > 10 * config.inverse_hvp.max_grad_norm
+  moved = jax.tree.leaves(
+    jax.tree.map(lambda a, b: jnp.any(a != b), ours.theta2, state.theta2)
+  )
+  assert any(map(bool, moved)) == (method != 'frozen')
+
+
+def test_both_doors_raise_the_same_usage_error():
+  """A bad name is a UsageError through the API and the runner alike; the
+  API's estimator settings belong to their estimator."""
+  f, g = _nets()
+  maxl = functools.partial(
+    maxl_jax.maxl, f, g, PSI, optax.sgd(LR1), optax.sgd(LR2), alpha=LR1
+  )
+  for field, value in [('balance', 'max'), ('meta_loss', 'mse')]:
+    with pytest.raises(UsageError, match=f'{value!r}'):
+      maxl(**{field: value})
+    with pytest.raises(UsageError, match=f'{value!r}'):
+      contract.build_run(run_config(**{field: value}), TOY_INFO)
+  with pytest.raises(UsageError, match="'structured' takes no settings"):
+    maxl(max_grad_norm=1.0)
+  with pytest.raises(UsageError, match='fixed targets'):
+    maxl(method='uniform')
+  with pytest.raises(UsageError, match='lookahead_steps = 2'):
+    maxl(estimator='first_order', lookahead_steps=2)
 
 
 def test_uniform_human_and_single_use_their_fixed_targets():
@@ -273,6 +331,6 @@ def test_variants_of_the_meta_signal_reach_the_problem_and_the_metrics():
   # Normalized: unit meta part, λ = 0.2 entropy part, share 1 / 1.2.
   np.testing.assert_allclose(values['grad_meta_norm'], 1.0, rtol=1e-4)
   np.testing.assert_allclose(values['meta_share'], 1 / 1.2, rtol=1e-4)
-  with pytest.raises(ValueError, match='balance'):
+  with pytest.raises(UsageError, match='balance'):
     maxl_jax.maxl(f, g, PSI, optax.sgd(LR1), optax.sgd(LR2), alpha=LR1,
                   balance='max')  # fmt: skip

@@ -130,8 +130,13 @@ def check_held_out(name: str, has_held_out: bool):
 
 def bind(name: str, **values):
   """(estimator `name` with its settings `values` bound, the
-  transformation of θ2's gradient before θ2's optimiser, or None)."""
+  transformation of θ2's gradient before θ2's optimiser, or None).
+  UsageError for settings of an estimator that has none."""
   found = entry(name)
   if found.settings is None:
+    if values:
+      raise UsageError(
+        f'meta-gradient {name!r} takes no settings, got {sorted(values)}.'
+      )
     return found.fn, None
   return found.settings(found.fn, **values)

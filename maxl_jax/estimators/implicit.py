@@ -85,10 +85,25 @@ def implicit(
   return grads2, out
 
 
-def implicit_settings(fn, *, max_grad_norm=0.0, **solver):
+# AuxiLearn's clip of the hypergradient's global norm (config.inverse_hvp's
+# default too).
+MAX_GRAD_NORM = 10.0
+
+
+def implicit_settings(
+  fn, *, max_grad_norm=MAX_GRAD_NORM, inverse=None, **solver
+):
   """(`fn` with the inverse-HVP solver bound, θ2's gradient clip or None):
-  the solver from `inverse_hvp.make_solver`'s arguments, the clip when
+  the solver `inverse` (an `inverse_hvp.InverseHvp`) or one from
+  `inverse_hvp.make_solver`'s arguments (none: AuxiLearn's), the clip when
   `max_grad_norm` > 0 (AuxiLearn's)."""
-  bound = functools.partial(fn, inverse=inverse_hvp.make_solver(**solver))
+  if inverse is not None and solver:
+    raise UsageError(
+      f'implicit takes a solver (inverse) or its settings {sorted(solver)}, '
+      'not both.'
+    )
+  if inverse is None:
+    inverse = inverse_hvp.make_solver(**solver)
+  bound = functools.partial(fn, inverse=inverse)
   clip = max_grad_norm
   return bound, optax.clip_by_global_norm(clip) if clip > 0 else None

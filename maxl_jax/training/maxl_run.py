@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax
 import optax
 
-from maxl_jax import estimators, hierarchy, labels
+from maxl_jax import assemble, labels
 from maxl_jax import state as state_lib
 from maxl_jax import steps as steps_lib
 from maxl_jax.data.info import DatasetInfo
@@ -136,8 +136,10 @@ def build(config, info: DatasetInfo) -> MaxlRun:
   `contract.build_run`).
 
   The config is read here, once, into plain values; the layers below take
-  those (θ1's and θ2's optimisers, then the estimator and the label source,
-  then the networks and the problem).
+  those (θ1's and θ2's optimisers, the label source, the networks), and
+  `assemble.assemble`, the library API's constructor too, makes the
+  problem, α's schedule, the estimator, the balance and θ2's transformation
+  from them. The rest is the loop's: the schedule of step kinds.
   """
   method, mc = config.method, config.maxl
   per_epoch = steps_per_epoch(config, info)
@@ -145,10 +147,6 @@ def build(config, info: DatasetInfo) -> MaxlRun:
   lr_schedule = optim.lr_schedule(config.primary_opt, per_epoch)
   opt2 = optim.make_optimizer(
     config.label_opt, per_epoch, config.label_opt.name
-  )
-  estimator, grad_tx = _estimator(config, tx1, labels.source(method))
-  alpha_schedule = estimators.lookahead_alpha(
-    lr_schedule, float(mc.lookahead_scale)
   )
   source = labels.make_label_source(
     method,
@@ -177,16 +175,27 @@ def build(config, info: DatasetInfo) -> MaxlRun:
     )
   else:
     f, g = models.build_single(spec, num_primary=info.num_classes), None
-  problem = MaxlProblem(
-    f_apply=models.make_apply(f),
-    g_apply=models.make_apply(g) if source.generates else None,
-    mask=hierarchy.class_mask(source.psi) if source.num_aux else None,
+  # The estimator's settings from its config group (`SETTINGS_GROUPS`).
+  group = SETTINGS_GROUPS.get(mc.meta_grad)
+  parts = assemble.assemble(
+    f,
+    g,
+    source,
+    tx1,
+    opt2,
+    alpha=lr_schedule,
+    estimator=mc.meta_grad,
+    settings=dict(config[group]) if group else None,
+    entropy_only=labels.source(method).entropy_only,
+    lookahead_steps=mc.lookahead_steps,
+    lookahead_scale=float(mc.lookahead_scale),
     gamma=mc.gamma,
     lam=mc.lam,
     fd_eps=mc.fd_eps,
     example_weights=bool(mc.example_weights),
     label_smoothing=float(config.train.label_smoothing),
-    meta_loss=estimators.META_LOSSES[mc.meta_loss],
+    meta_loss=mc.meta_loss,
+    balance=mc.balance,
   )
   return MaxlRun(
     method=method,
@@ -194,17 +203,15 @@ def build(config, info: DatasetInfo) -> MaxlRun:
     info=info,
     f=f,
     g=g if source.generates else None,
-    problem=problem,
+    problem=parts.problem,
     label_source=source,
     tx1=tx1,
-    tx2=(opt2 if grad_tx is None else optax.chain(grad_tx, opt2))
-    if source.learns
-    else optax.set_to_zero(),
+    tx2=parts.tx2,
     lr_schedule=lr_schedule,
-    alpha_schedule=alpha_schedule,
+    alpha_schedule=parts.alpha_schedule,
     schedule=run_schedule,
-    estimator=estimator if steps2 else None,
-    balance=estimators.balance(mc.balance, mc.lam),
+    estimator=parts.estimator,
+    balance=parts.balance,
     on_nonfinite=config.train.on_nonfinite,
   )
 
@@ -223,27 +230,6 @@ def source_options(config, per_epoch: int) -> dict:
     'steps_per_epoch': per_epoch,
     'soft_human_eps': config.baseline.soft_human_eps,
   }
-
-
-def _estimator(config, tx1, source: labels.Source):
-  """(estimator, θ2 gradient transformation or None): `maxl.meta_grad`
-  bound to its settings, read from its config group (`SETTINGS_GROUPS`,
-  `estimators.bind`); the entropy part alone where the label `source`
-  says so (`entropy_only`: the controls entropy_only and frozen). With
-  `maxl.lookahead_steps` = K > 1, the K-step lookahead through θ1's
-  optimiser `tx1` (`estimators.k_step`). θ2's optimiser follows the
-  gradient transformation (the implicit hypergradient's clip, AuxiLearn)."""
-  control = source.entropy_only
-  name, steps = config.maxl.meta_grad, config.maxl.lookahead_steps
-  if steps > 1:
-    bound = functools.partial(
-      estimators.k_step, tx=tx1, steps=steps, entropy_only=control
-    )
-    return bound, None
-  group = SETTINGS_GROUPS.get(name)
-  settings = dict(config[group]) if group else {}
-  estimator, grad_tx = estimators.bind(name, **settings)
-  return (estimators.entropy_only if control else estimator), grad_tx
 
 
 def jit_steps(run: MaxlRun, mesh) -> dict:
