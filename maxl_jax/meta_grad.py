@@ -5,64 +5,11 @@
 
 import functools
 
-from maxl_jax.estimators import (
-  AUXILEARN_INVERSE,
-  BALANCES,
-  ESTIMATORS,
-  META_LOSSES,
-  Entry,
-  MetaInputs,
-  MetaOutput,
-  balance,
-  bind,
-  check_held_out,
-  cross_entropy,
-  entropy_gradient,
-  entropy_only,
-  entry,
-  first_order,
-  get_estimator,
-  gradient_parts,
-  implicit,
-  k_step,
-  lookahead_alpha,
-  meta_objective,
-  meta_primary_loss,
-  needs_held_out,
-  normalized,
-  structured,
-  unrolled,
-)
+from maxl_jax import estimators
+from maxl_jax.estimators import *  # noqa: F403 - the re-export itself.
+from maxl_jax.estimators import k_step
 
-__all__ = [
-  'AUXILEARN_INVERSE',
-  'BALANCES',
-  'ESTIMATORS',
-  'META_LOSSES',
-  'Entry',
-  'MetaInputs',
-  'MetaOutput',
-  'OptimizerLookahead',
-  'balance',
-  'bind',
-  'check_held_out',
-  'cross_entropy',
-  'entropy_gradient',
-  'entropy_only',
-  'entry',
-  'first_order',
-  'get_estimator',
-  'gradient_parts',
-  'implicit',
-  'k_step',
-  'lookahead_alpha',
-  'meta_objective',
-  'meta_primary_loss',
-  'needs_held_out',
-  'normalized',
-  'structured',
-  'unrolled',
-]
+__all__ = [*estimators.__all__, 'OptimizerLookahead']
 
 
 def OptimizerLookahead(tx, steps: int, entropy_only: bool = False):  # noqa: N802
