@@ -15,6 +15,7 @@ Target: >= 5,000 images/s at batch 100 with crop_flip on 2 CPU cores.
 import time
 
 import numpy as np
+import repo_path  # noqa: F401 - experiments/ from the checkout.
 from absl import app, flags
 
 from experiments.configs import default

@@ -47,6 +47,7 @@ import time
 
 import jax
 import numpy as np
+import repo_path  # noqa: F401 - experiments/ from the checkout.
 import step_tables
 from absl import app, flags
 
