@@ -3,8 +3,8 @@
 A tiny MAXL run on scikit-learn's digits (`experiments/configs/smoke.py`:
 2 epochs of 3 θ1 + 3 θ2 steps, batch 16). Subprocesses run with XLA's
 optimisations mostly off (compiles twice as fast) and share one persistent
-JAX compilation cache per pytest session (all workers), so only the
-first run of a configuration compiles.
+JAX compilation cache per pytest session, so only the first run of a
+configuration compiles.
 """
 
 import atexit
@@ -24,13 +24,8 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 TINY = ('--config=experiments/configs/smoke.py',)
 TOTAL_STEPS = 12
 
-# One cache for the whole session: pytest-xdist's workers inherit it from
-# the controller, which made it (and removes it at exit).
-_CACHE = os.environ.get('MAXL_TEST_COMPILATION_CACHE')
-if _CACHE is None:
-  _CACHE = tempfile.mkdtemp(prefix='maxl_jax_test_cache_')
-  os.environ['MAXL_TEST_COMPILATION_CACHE'] = _CACHE
-  atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+_CACHE = tempfile.mkdtemp(prefix='maxl_jax_test_cache_')
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 
 
 def compilation_cache_env() -> dict[str, str]:
@@ -40,8 +35,6 @@ def compilation_cache_env() -> dict[str, str]:
     'JAX_COMPILATION_CACHE_DIR': _CACHE,
     'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0',
     'JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES': '0',
-    # A size limit turns on the cache's file lock: processes share it.
-    'JAX_COMPILATION_CACHE_MAX_SIZE': str(8 << 30),
   }
 
 

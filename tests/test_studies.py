@@ -147,7 +147,17 @@ def _check_pipeline(name, workdir):
     assert groups == with_g and groups
 
 
-@pytest.mark.parametrize('name', sorted(ONLY))
+# meta_signal's pipeline (its own direction script included) runs in the
+# default suite; the others are a config and the shared sweep, whose runs
+# test_study_config_loads_and_each_run_is_valid checks: `-m slow` runs them.
+DEFAULT = ('meta_signal',)
+
+
+@pytest.mark.parametrize(
+  'name',
+  [n if n in DEFAULT else pytest.param(n, marks=pytest.mark.slow)
+   for n in sorted(ONLY)],
+)  # fmt: skip
 def test_study_command_runs_its_pipeline_at_tiny_size(
   name, tmp_path, fashion_dir
 ):

@@ -78,6 +78,7 @@ def test_a_run_accounts_for_its_wall_clock(tmp_path):
   started = timing.process_start()
   config = smoke.get_config()
   config.train.epochs = 1  # 6 steps: every phase, checkpoints included.
+  config.log.tensorboard = True  # The event files' writer is timed too.
   result = loop.train_and_evaluate(config, str(tmp_path), started=started)
   summary = result['timing']
   phases = sum(summary[f'{p}_s'] for p in timing.PHASES)
