@@ -15,6 +15,7 @@ The parameters correspond one to one: Linen's auto-named `Dense_<i>`,
 weights can be copied in (tests/test_nnx.py does).
 """
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -81,6 +82,18 @@ class Head(nnx.Module):
     return logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
 
 
+def _head(num_features, head_hidden, dtype, param_dtype, rngs, num_out):
+  """A `Head` of `num_out` outputs, as the networks below build theirs."""
+  return Head(
+    num_features,
+    num_out,
+    head_hidden,
+    dtype=dtype,
+    param_dtype=param_dtype,
+    rngs=rngs,
+  )
+
+
 class MultiTaskNet(nnx.Module):
   """f(θ1): a trunk with a primary and an auxiliary head
   (`models.MultiTaskNet`).
@@ -107,13 +120,8 @@ class MultiTaskNet(nnx.Module):
     param_dtype: Dtype = jnp.float32,
     rngs: nnx.Rngs,
   ):
-    head = lambda n: Head(  # noqa: E731
-      num_features,
-      n,
-      head_hidden,
-      dtype=dtype,
-      param_dtype=param_dtype,
-      rngs=rngs,
+    head = functools.partial(
+      _head, num_features, head_hidden, dtype, param_dtype, rngs
     )
     self.trunk = trunk
     self.primary_head = head(num_primary)
@@ -145,13 +153,8 @@ class MultiHeadNet(nnx.Module):
     param_dtype: Dtype = jnp.float32,
     rngs: nnx.Rngs,
   ):
-    head = lambda n: Head(  # noqa: E731
-      num_features,
-      n,
-      head_hidden,
-      dtype=dtype,
-      param_dtype=param_dtype,
-      rngs=rngs,
+    head = functools.partial(
+      _head, num_features, head_hidden, dtype, param_dtype, rngs
     )
     self.trunk = trunk
     self.primary_head = head(num_primary)
